@@ -1,0 +1,3 @@
+from azure_agent_mcp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Where Azure is: endpoints, audiences and the CA to trust.
+
+One value object shared by the credentials (authority), the SDK clients (ARM and vault endpoints)
+and the policy's operation mapper (which hosts are Azure at all). Built either for the public cloud
+or from a sandbox manifest (``sandbox.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AzureEnvironment:
+    name: str
+    authority_host: str
+    arm_endpoint: str
+    arm_audience: str
+    keyvault_url_template: str
+    keyvault_audience: str
+    tenant_id: str | None = None
+    ca_bundle: str | None = None
+    default_subscription: str | None = None
+    verify_challenge_resource: bool = True
+    manifest: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def arm_scope(self) -> str:
+        return self.arm_audience.rstrip("/") + "/.default"
+
+    @property
+    def keyvault_scope(self) -> str:
+        return self.keyvault_audience.rstrip("/") + "/.default"
+
+    def vault_url(self, vault: str) -> str:
+        return self.keyvault_url_template.format(vault=vault)
+
+    @property
+    def connection_verify(self) -> str | bool:
+        """What to pass as azure-core's ``connection_verify`` / requests' ``verify``."""
+        return self.ca_bundle or True
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.manifest is not None
+
+
+def public_cloud(tenant_id: str | None = None, subscription: str | None = None) -> AzureEnvironment:
+    return AzureEnvironment(
+        name="AzureCloud",
+        authority_host="https://login.microsoftonline.com",
+        arm_endpoint="https://management.azure.com",
+        arm_audience="https://management.azure.com/",
+        keyvault_url_template="https://{vault}.vault.azure.net",
+        keyvault_audience="https://vault.azure.net",
+        tenant_id=tenant_id,
+        default_subscription=subscription,
+    )
+
+
+def from_manifest(manifest: dict[str, Any] | str | Path, subscription: str | None = None) -> AzureEnvironment:
+    """The environment of a running sandbox, from its manifest dict or the path of its ``sandbox.json``."""
+    if not isinstance(manifest, dict):
+        manifest = json.loads(Path(manifest).read_text(encoding="utf-8"))
+    subscriptions = manifest.get("subscriptions") or []
+    default_sub = subscription or (subscriptions[0]["id"] if subscriptions else None)
+    return AzureEnvironment(
+        name="sandbox",
+        authority_host=manifest["authority_host"],
+        arm_endpoint=manifest["arm_endpoint"],
+        arm_audience=manifest["arm_audience"],
+        keyvault_url_template=manifest["keyvault_endpoint"],
+        keyvault_audience=manifest["keyvault_audience"],
+        tenant_id=manifest["tenant_id"],
+        ca_bundle=manifest["ca_bundle"],
+        default_subscription=default_sub,
+        # The sandbox's vaults live under one loopback host, so the vault host cannot end with
+        # the challenge resource's domain as it does in Azure (kv.vault.azure.net).
+        verify_challenge_resource=False,
+        manifest=manifest,
+    )
