@@ -1,0 +1,254 @@
+"""The MCP server: the tool catalog filtered by the active policy, wired to the agent runtime.
+
+Each catalog tool becomes an MCP tool whose input schema is its ``run`` signature. Around the
+tool body: the up-front decision (and confirmation) from ``confirmation``, one call scope (so
+every Azure request carries this call's correlation id and is audited with it), redaction of
+secret fields when the policy denies secrets, and exactly one audit record per call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import typing
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import anyio.to_thread
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    Context,
+    ElicitationResult,
+    MCPServer,
+    Resolve,
+)
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+
+from azure_agent_mcp import __version__
+from azure_agent_mcp.callcontext import call_scope
+from azure_agent_mcp.server.confirmation import Approval, Verdict, approved_keys, make_resolver
+from azure_agent_mcp.server.results import error_payload, failure, success
+from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError
+from azure_agent_mcp.tools import catalog
+from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation
+
+META_PREFIX = "azure-agent-mcp/"
+ARM_METHODS = ("GET", "HEAD", "PUT", "PATCH", "POST", "DELETE")
+# A representative operation per HTTP method, to ask "could the policy allow any request of this kind?"
+_METHOD_PROBES = {
+    "GET": "Microsoft.Example/widgets/read",
+    "HEAD": "Microsoft.Example/widgets/read",
+    "PUT": "Microsoft.Example/widgets/write",
+    "PATCH": "Microsoft.Example/widgets/write",
+    "POST": "Microsoft.Example/widgets/restart/action",
+    "DELETE": "Microsoft.Example/widgets/delete",
+}
+
+INSTRUCTIONS = (
+    "Azure tools acting as an AI agent in a tagged agent session. Every Azure request is checked "
+    "against a local RBAC-shaped policy before it is sent; refusals name the rule. Use policy_explain "
+    "to ask what is allowed and whoami to see the identity in use."
+)
+
+
+def allowed_arm_methods(runtime: AgentRuntime) -> list[str]:
+    from azure_agent_mcp.policy import tool_visibility
+
+    return [
+        method
+        for method in ARM_METHODS
+        if tool_visibility(runtime.policy, [(_METHOD_PROBES[method], False)]).effect.value != "deny"
+    ]
+
+
+def visible(tool: AzureTool, runtime: AgentRuntime) -> bool:
+    if tool.local_only:
+        return True
+    from azure_agent_mcp.policy import tool_visibility
+
+    decision = tool_visibility(runtime.policy, [(op.operation, op.data_action) for op in tool.operations])
+    return decision.effect.value != "deny"
+
+
+def build_server(runtime: AgentRuntime) -> MCPServer:
+    server = MCPServer(
+        name="azure-agent-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level="WARNING",
+    )
+    for tool in catalog():
+        if visible(tool, runtime):
+            _register(server, tool, runtime)
+    return server
+
+
+def _register(server: MCPServer, tool: AzureTool, runtime: AgentRuntime) -> None:
+    methods: list[str] = []
+    read_only, destructive = tool.read_only, tool.destructive
+    operations = [op.operation for op in tool.operations]
+    if tool.name == "arm_request":
+        methods = allowed_arm_methods(runtime)
+        read_only = set(methods) <= {"GET", "HEAD"}
+        destructive = "DELETE" in methods or "PUT" in methods or "POST" in methods
+        operations = [_METHOD_PROBES[m].replace("Microsoft.Example/widgets", "*") for m in methods]
+    fn = _tool_function(tool, runtime)
+    server.add_tool(
+        fn,
+        name=tool.name,
+        description=tool.description,
+        annotations=ToolAnnotations(
+            read_only_hint=read_only,
+            destructive_hint=destructive if not read_only else False,
+            idempotent_hint=tool.idempotent,
+            open_world_hint=not tool.local_only,
+        ),
+        meta={
+            f"{META_PREFIX}secretBearing": tool.secret_bearing,
+            f"{META_PREFIX}operations": sorted(set(operations)),
+        },
+        structured_output=False,
+    )
+    if methods:
+        registered = server._tool_manager.get_tool(tool.name)  # the advertised enum follows the policy
+        registered.parameters["properties"]["method"]["enum"] = methods
+
+
+def _tool_function(tool: AzureTool, runtime: AgentRuntime) -> Any:
+    hints = typing.get_type_hints(tool.run, include_extras=True)
+    parameters = [
+        param.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(name, param.annotation))
+        for name, param in list(inspect.signature(tool.run).parameters.items())[1:]
+    ]
+    resolver = make_resolver(tool, runtime, parameters)
+    confirmation_type = Annotated[ElicitationResult[Approval], Resolve(resolver)]
+
+    async def call(ctx: Context, confirmation: Any, **arguments: Any) -> CallToolResult:
+        return await run_tool_call(tool, runtime, ctx, confirmation, arguments)
+
+    call.__name__ = call.__qualname__ = tool.name
+    call.__doc__ = tool.description
+    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            *parameters,
+            inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context),
+            inspect.Parameter("confirmation", inspect.Parameter.KEYWORD_ONLY, annotation=confirmation_type),
+        ],
+        return_annotation=CallToolResult,
+    )
+    call.__annotations__ = {
+        **{p.name: p.annotation for p in parameters},
+        "ctx": Context,
+        "confirmation": confirmation_type,
+        "return": CallToolResult,
+    }
+    return call
+
+
+def _client_name(ctx: Context) -> str | None:
+    try:
+        params = ctx.session.client_params
+    except Exception:
+        return None
+    info = getattr(params, "client_info", None) if params is not None else None
+    return getattr(info, "name", None)
+
+
+async def run_tool_call(
+    tool: AzureTool, runtime: AgentRuntime, ctx: Context, confirmation: Any, arguments: dict[str, Any]
+) -> CallToolResult:
+    started = time.perf_counter()
+    headers = ctx.headers
+    record: dict[str, Any] = {"kind": "tool", "tool": tool.name, "arguments": arguments, "client": _client_name(ctx)}
+    try:
+        session = runtime.session_for(headers)
+    except SessionHeaderError as exc:
+        return _finish(runtime, record, started, failure("InvalidSessionId", str(exc), hint="Send an id of 1-128 characters from [A-Za-z0-9._:-]."))
+    record["session_id"] = session.id
+
+    verdict = _verdict(confirmation)
+    if verdict.status == "declined":
+        decision = None
+        result = failure(
+            "ConfirmationDeclined", "The user declined the operation; nothing was sent to Azure.", hint=verdict.hint
+        )
+        record["decision"] = "declined"
+        return _finish(runtime, record, started, result)
+    if verdict.status in ("denied", "cannot-confirm"):
+        decision = verdict.decision
+        code = "PolicyDenied" if verdict.status == "denied" else "ConfirmationUnavailable"
+        message = verdict.message or (decision.reason if decision else "Denied by policy.")
+        result = failure(code, message, decision=decision, hint=verdict.hint or (decision.hint if decision else ""))
+        record.update(_decision_fields(decision), decision="deny")
+        return _finish(runtime, record, started, result)
+    if verdict.status == "invalid":
+        return _finish(runtime, record, started, failure("InvalidArgument", verdict.message, hint=verdict.hint))
+
+    approved = verdict.approved
+    if verdict.status == "approved":
+        approved = approved_keys(tool, runtime, headers, arguments)
+        record["decision"] = "confirmed"
+
+    def work() -> CallToolResult:
+        try:
+            session.check()
+            azure = runtime.azure_for(session)
+            principal = runtime.principal_for(azure) if not tool.local_only else {}
+        except Exception as exc:  # session expired, sign-in failed: nothing was sent
+            return error_payload(exc)
+        record["principal"] = principal
+        with call_scope(
+            session_id=session.id,
+            tool=tool.name,
+            client_name=record["client"],
+            arguments=arguments,
+            extra={"approved": approved, "principal": principal},
+        ) as call:
+            record["correlation_id"] = call.correlation_id
+            try:
+                output = tool.run(azure, **arguments)
+            except Exception as exc:
+                return error_payload(exc)
+        return success(output, runtime.policy)
+
+    result = await anyio.to_thread.run_sync(work)
+    return _finish(runtime, record, started, result)
+
+
+def _verdict(confirmation: Any) -> Verdict:
+    if isinstance(confirmation, AcceptedElicitation):
+        data = confirmation.data
+        if isinstance(data, Verdict):
+            return data
+        if isinstance(data, Approval):
+            return Verdict("approved") if data.approve else Verdict("declined", hint="The user answered approve=false.")
+    action = getattr(confirmation, "action", "cancel")
+    return Verdict("declined", hint=f"The confirmation was {action}ed." if action != "decline" else "")
+
+
+def _decision_fields(decision: Any) -> dict[str, Any]:
+    if decision is None:
+        return {}
+    return {"operation": decision.operation, "scope": decision.scope, "rule": decision.rule}
+
+
+def _finish(runtime: AgentRuntime, record: dict[str, Any], started: float, result: CallToolResult) -> CallToolResult:
+    record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    record["status"] = "error" if result.is_error else "ok"
+    if result.is_error and isinstance(result.structured_content, dict):
+        error = result.structured_content.get("error", {})
+        record["error_code"] = error.get("code")
+        record.setdefault("operation", error.get("operation"))
+        record.setdefault("scope", error.get("scope"))
+        record.setdefault("rule", error.get("rule"))
+        record.setdefault("decision", "deny" if error.get("rule") else "error")
+    else:
+        record.setdefault("decision", "allow")
+    runtime.audit.append({k: v for k, v in record.items() if v is not None})
+    return result
+
+
+def describe_decision(decision: Any) -> dict[str, Any]:
+    data = asdict(decision)
+    data["effect"] = decision.effect.value
+    return data

@@ -1,0 +1,340 @@
+"""Subscriptions, resource groups, generic resources and raw ARM requests."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from azure_agent_mcp.tools.base import (
+    AzureTool,
+    DeclaredOperation,
+    PlannedRequest,
+    ToolInputError,
+    ToolOutput,
+    clamp_top,
+)
+from azure_agent_mcp.tools.clients import RESOURCES_API_VERSION, AzureSession, split_resource_type
+
+_RESOURCE_TYPE = re.compile(r"^[A-Za-z0-9.]+/[A-Za-z0-9/]+$")
+_GROUP_NAME = re.compile(r"^[-\w._()]{1,90}$")
+_NAME_FRAGMENT = re.compile(r"^[-\w.]{1,80}$")
+MAX_BODY_BYTES = 256 * 1024
+
+
+def _as_dict(model: Any) -> dict[str, Any]:
+    return model.as_dict() if hasattr(model, "as_dict") else dict(model)
+
+
+def _group_path(subscription: str, group: str) -> str:
+    if not _GROUP_NAME.match(group):
+        raise ToolInputError(
+            f"'{group}' is not a valid resource group name.",
+            hint="Use 1-90 letters, digits, '-', '_', '.', '(' or ')'.",
+        )
+    return f"/subscriptions/{subscription}/resourceGroups/{group}"
+
+
+# -- subscription_list ----------------------------------------------------------------------
+
+
+def subscription_list(azure: AzureSession) -> ToolOutput:
+    subs = [_as_dict(s) for s in azure.subscriptions().subscriptions.list()]
+    slim = [
+        {"subscriptionId": s.get("subscription_id"), "displayName": s.get("display_name"), "state": s.get("state")}
+        for s in subs
+    ]
+    return ToolOutput(f"{len(slim)} subscription(s).", {"items": slim})
+
+
+def _plan_subscriptions(azure: AzureSession) -> list[PlannedRequest]:
+    return [PlannedRequest("GET", azure.arm_url("/subscriptions", RESOURCES_API_VERSION))]
+
+
+# -- group_list / group_create ------------------------------------------------------------------
+
+
+def group_list(azure: AzureSession, subscription: str | None = None) -> ToolOutput:
+    sub = azure.subscription_id(subscription)
+    groups = [_as_dict(g) for g in azure.resources(sub).resource_groups.list()]
+    slim = [{"id": g.get("id"), "name": g.get("name"), "location": g.get("location"), "tags": g.get("tags")} for g in groups]
+    return ToolOutput(f"{len(slim)} resource group(s) in subscription {sub}.", {"subscription": sub, "items": slim})
+
+
+def _plan_group_list(azure: AzureSession, subscription: str | None = None) -> list[PlannedRequest]:
+    sub = azure.subscription_id(subscription)
+    return [PlannedRequest("GET", azure.arm_url(f"/subscriptions/{sub}/resourcegroups", RESOURCES_API_VERSION))]
+
+
+def group_create(
+    azure: AzureSession,
+    name: str,
+    location: str,
+    subscription: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> ToolOutput:
+    sub = azure.subscription_id(subscription)
+    _group_path(sub, name)
+    body: dict[str, Any] = {"location": location}
+    if tags:
+        body["tags"] = tags
+    group = _as_dict(azure.resources(sub).resource_groups.create_or_update(name, body))
+    return ToolOutput(f"Resource group {name} is in place in {location}.", {"group": group})
+
+
+def _plan_group_create(
+    azure: AzureSession, name: str, location: str, subscription: str | None = None, tags: dict[str, str] | None = None
+) -> list[PlannedRequest]:
+    sub = azure.subscription_id(subscription)
+    return [PlannedRequest("PUT", azure.arm_url(_group_path(sub, name), RESOURCES_API_VERSION))]
+
+
+# -- resource_list ------------------------------------------------------------------------------
+
+
+def _list_path(sub: str, resource_group: str | None) -> str:
+    if resource_group:
+        return _group_path(sub, resource_group) + "/resources"
+    return f"/subscriptions/{sub}/resources"
+
+
+def resource_list(
+    azure: AzureSession,
+    subscription: str | None = None,
+    resource_group: str | None = None,
+    resource_type: str | None = None,
+    name_contains: str | None = None,
+    top: int | None = None,
+    continuation: str | None = None,
+) -> ToolOutput:
+    sub = azure.subscription_id(subscription)
+    limit = clamp_top(top)
+    if resource_type and not _RESOURCE_TYPE.match(resource_type):
+        raise ToolInputError(
+            f"'{resource_type}' is not a resource type.", hint="Use the form Namespace/type, e.g. Microsoft.Storage/storageAccounts."
+        )
+    if name_contains and not _NAME_FRAGMENT.match(name_contains):
+        raise ToolInputError(f"name_contains '{name_contains[:40]}' has characters resource names cannot have.")
+    if continuation:
+        _check_continuation(azure, continuation)
+    filter_ = f"resourceType eq '{resource_type}'" if resource_type else None
+    client = azure.resources(sub)
+    if resource_group:
+        _group_path(sub, resource_group)
+        pager = client.resources.list_by_resource_group(resource_group, filter=filter_, top=limit)
+    else:
+        pager = client.resources.list(filter=filter_, top=limit)
+    pages = pager.by_page(continuation_token=continuation)
+    items: list[dict[str, Any]] = []
+    for resource in next(pages, []):
+        entry = _as_dict(resource)
+        if name_contains and name_contains.lower() not in str(entry.get("name", "")).lower():
+            continue
+        items.append(
+            {k: entry.get(k) for k in ("id", "name", "type", "location", "kind", "tags") if entry.get(k) is not None}
+        )
+        if len(items) >= limit:
+            break
+    next_token = getattr(pages, "continuation_token", None)
+    scope = f"group {resource_group}" if resource_group else f"subscription {sub}"
+    summary = f"{len(items)} resource(s) in {scope}" + ("; more with continuation." if next_token else ".")
+    return ToolOutput(summary, {"items": items, "continuation": next_token})
+
+
+def _check_continuation(azure: AzureSession, continuation: str) -> None:
+    parts = urlsplit(continuation)
+    arm = urlsplit(azure.env.arm_endpoint)
+    if (parts.scheme, parts.netloc.lower()) != (arm.scheme, arm.netloc.lower()):
+        raise ToolInputError(
+            "continuation is not a link on the configured ARM endpoint.",
+            hint="Pass back the continuation value from the previous resource_list result unchanged.",
+        )
+
+
+def _plan_resource_list(
+    azure: AzureSession,
+    subscription: str | None = None,
+    resource_group: str | None = None,
+    resource_type: str | None = None,
+    name_contains: str | None = None,
+    top: int | None = None,
+    continuation: str | None = None,
+) -> list[PlannedRequest]:
+    if continuation:
+        _check_continuation(azure, continuation)
+        return [PlannedRequest("GET", continuation)]
+    sub = azure.subscription_id(subscription)
+    return [PlannedRequest("GET", azure.arm_url(_list_path(sub, resource_group), RESOURCES_API_VERSION))]
+
+
+# -- resource_get / resource_delete -------------------------------------------------------------
+
+
+def _checked_id(resource_id: str) -> str:
+    if not resource_id.startswith("/") or "?" in resource_id or "#" in resource_id or ".." in resource_id:
+        raise ToolInputError(
+            f"'{resource_id[:200]}' is not an ARM resource id.",
+            hint="Pass the id exactly as resource_list returns it (starting with /subscriptions/).",
+        )
+    split_resource_type(resource_id)
+    return resource_id.rstrip("/")
+
+
+def resource_get(azure: AzureSession, resource_id: str, api_version: str | None = None) -> ToolOutput:
+    rid = _checked_id(resource_id)
+    version = api_version or azure.api_version_for(rid)
+    body = azure.arm("GET", rid, version).body
+    return ToolOutput(f"{body.get('type', 'resource')} {body.get('name', rid)} (api-version {version}).", {"resource": body})
+
+
+def _plan_resource_get(azure: AzureSession, resource_id: str, api_version: str | None = None) -> list[PlannedRequest]:
+    return [PlannedRequest("GET", azure.arm_url(_checked_id(resource_id), api_version))]
+
+
+def resource_delete(azure: AzureSession, resource_id: str, api_version: str | None = None) -> ToolOutput:
+    rid = _checked_id(resource_id)
+    version = api_version or azure.api_version_for(rid)
+    namespace, _, sub = split_resource_type(rid)
+    if namespace.lower() == "microsoft.resources":
+        group = rid.rstrip("/").split("/")[-1]
+        azure.resources(sub).resource_groups.begin_delete(group).result()
+    else:
+        azure.resources(sub).resources.begin_delete_by_id(rid, version).result()
+    return ToolOutput(f"Deleted {rid}.", {"deleted": rid, "api_version": version})
+
+
+def _plan_resource_delete(azure: AzureSession, resource_id: str, api_version: str | None = None) -> list[PlannedRequest]:
+    return [PlannedRequest("DELETE", azure.arm_url(_checked_id(resource_id), api_version))]
+
+
+# -- arm_request --------------------------------------------------------------------------------
+
+ArmMethod = Literal["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]
+
+
+def _checked_path(path: str) -> str:
+    lowered = path.strip().lower()
+    if "://" in lowered or lowered.startswith("//") or not lowered.startswith("/"):
+        raise ToolInputError(
+            "path must be relative to the ARM endpoint (start with /subscriptions/, /providers/ or /tenants); "
+            "absolute URLs and other hosts are refused.",
+            hint="Example: /subscriptions/<id>/resourceGroups/<group>",
+        )
+    decoded = re.sub(r"%2e", ".", lowered)
+    segments = re.split(r"/|%2f|\\", decoded.split("?", 1)[0])
+    if any(s in (".", "..") for s in segments):
+        raise ToolInputError("path may not contain '.' or '..' segments.", hint="Write the resource path out in full.")
+    if "api-version=" in lowered:
+        raise ToolInputError("Pass the api-version as api_version, not inside path.")
+    return path.strip()
+
+
+def arm_request(
+    azure: AzureSession,
+    method: ArmMethod,
+    path: str,
+    api_version: str | None = None,
+    body: dict[str, Any] | None = None,
+) -> ToolOutput:
+    checked = _checked_path(path)
+    if body is not None and len(json.dumps(body)) > MAX_BODY_BYTES:
+        raise ToolInputError(f"body is larger than {MAX_BODY_BYTES // 1024} KB.")
+    version = api_version or _resolve_version(azure, checked)
+    response = azure.arm(method.upper(), checked, version, body)
+    return ToolOutput(
+        f"{method.upper()} {checked} -> HTTP {response.status} (api-version {version}).",
+        {"status": response.status, "body": response.body, "api_version": version},
+    )
+
+
+def _resolve_version(azure: AzureSession, path: str) -> str:
+    bare = path.split("?", 1)[0]
+    lowered = bare.lower()
+    if "/providers/" not in lowered or lowered.startswith("/providers/"):
+        return RESOURCES_API_VERSION
+    try:
+        return azure.api_version_for(bare)
+    except ToolInputError:
+        return RESOURCES_API_VERSION
+
+
+def _plan_arm_request(
+    azure: AzureSession,
+    method: str,
+    path: str,
+    api_version: str | None = None,
+    body: dict[str, Any] | None = None,
+) -> list[PlannedRequest]:
+    return [PlannedRequest(method.upper(), azure.arm_url(_checked_path(path), api_version))]
+
+
+TOOLS = (
+    AzureTool(
+        name="subscription_list",
+        description="List the Azure subscriptions the signed-in identity can see.",
+        run=subscription_list,
+        plan=_plan_subscriptions,
+        operations=(DeclaredOperation("Microsoft.Resources/subscriptions/read"),),
+    ),
+    AzureTool(
+        name="group_list",
+        description="List resource groups in a subscription (default subscription when omitted).",
+        run=group_list,
+        plan=_plan_group_list,
+        operations=(DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/read"),),
+    ),
+    AzureTool(
+        name="resource_list",
+        description=(
+            "List resources in a subscription or resource group, optionally by type (Namespace/type) or name "
+            "fragment. Returns at most `top` items (default 100) and a `continuation` to pass back for more."
+        ),
+        run=resource_list,
+        plan=_plan_resource_list,
+        operations=(
+            DeclaredOperation("Microsoft.Resources/subscriptions/resources/read"),
+            DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/resources/read"),
+        ),
+    ),
+    AzureTool(
+        name="resource_get",
+        description="Get one resource by its ARM id; the api-version is looked up from provider metadata when omitted.",
+        run=resource_get,
+        plan=_plan_resource_get,
+        operations=(DeclaredOperation("*/read"),),
+    ),
+    AzureTool(
+        name="arm_request",
+        description=(
+            "Send one request to Azure Resource Manager. `path` is relative to the ARM endpoint "
+            "(e.g. /subscriptions/<id>/resourceGroups/<g>); the active policy checks the operation it maps to."
+        ),
+        run=arm_request,
+        plan=_plan_arm_request,
+        operations=(DeclaredOperation("*/read"),),
+        read_only=False,
+        destructive=True,
+        idempotent=False,
+    ),
+    AzureTool(
+        name="group_create",
+        description="Create or update a resource group.",
+        run=group_create,
+        plan=_plan_group_create,
+        operations=(DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/write"),),
+        read_only=False,
+        destructive=False,
+        idempotent=True,
+    ),
+    AzureTool(
+        name="resource_delete",
+        description="Delete a resource (or a resource group) by its ARM id, waiting for the deletion to finish.",
+        run=resource_delete,
+        plan=_plan_resource_delete,
+        operations=(DeclaredOperation("*/delete"),),
+        read_only=False,
+        destructive=True,
+        idempotent=True,
+    ),
+)

@@ -1,0 +1,245 @@
+"""The tools' handle on Azure for one agent session: SDK clients that all carry the same guard rails.
+
+Every client built here gets the session's tagged credential, the correlation policy, the
+policy-enforcement policy (per retry, so pages, polls and retries are all checked) and the
+sandbox CA when there is one. The Azure SDK modules are imported on first use: they are heavy
+and a stdio server must answer ``initialize`` before anyone asks for Azure.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from azure_agent_mcp import USER_AGENT
+from azure_agent_mcp.tools.base import ToolInputError
+
+if TYPE_CHECKING:
+    from azure_agent_mcp.environment import AzureEnvironment
+    from azure_agent_mcp.identity import AgentSession
+    from azure_agent_mcp.policy import Policy
+
+
+RESOURCES_API_VERSION = "2022-09-01"
+SUBSCRIPTIONS_API_VERSION = "2022-12-01"
+ROLE_ASSIGNMENTS_API_VERSION = "2022-04-01"
+
+
+class AzureRequestError(Exception):
+    """Azure answered with an error; keeps ARM's code, message and HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ArmResponse:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class AzureSession:
+    """One agent session's view of Azure (credential, policy, clients)."""
+
+    def __init__(
+        self,
+        env: AzureEnvironment,
+        session: AgentSession,
+        credential: Any,
+        policy: Policy,
+        pipeline_policies: list[Any],
+        correlation_policy: Any,
+    ) -> None:
+        self.env = env
+        self.session = session
+        self.credential = credential
+        self.policy = policy
+        self._per_retry = pipeline_policies
+        self._per_call = [correlation_policy]
+        self._lock = threading.Lock()
+        self._resource_clients: dict[str, Any] = {}
+        self._subscription_client: Any = None
+        self._secret_clients: dict[str, Any] = {}
+        self._api_versions: dict[tuple[str, str], str] = {}
+
+    # -- client construction -------------------------------------------------------------
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {
+            "per_call_policies": list(self._per_call),
+            "per_retry_policies": list(self._per_retry),
+            "user_agent": USER_AGENT,
+            "connection_verify": self.env.connection_verify,
+            "retry_total": 3,
+            "retry_backoff_factor": 0.2,
+        }
+
+    def subscription_id(self, subscription: str | None) -> str:
+        chosen = subscription or self.env.default_subscription
+        if not chosen:
+            raise ToolInputError(
+                "No subscription given and no default subscription is configured.",
+                hint="Pass subscription, or start the server with --subscription.",
+            )
+        return chosen
+
+    def resources(self, subscription: str | None = None) -> Any:
+        sub = self.subscription_id(subscription)
+        with self._lock:
+            client = self._resource_clients.get(sub)
+            if client is None:
+                from azure.mgmt.resource.resources import ResourceManagementClient
+
+                client = ResourceManagementClient(
+                    self.credential,
+                    sub,
+                    base_url=self.env.arm_endpoint,
+                    credential_scopes=[self.env.arm_scope],
+                    **self._client_kwargs(),
+                )
+                self._resource_clients[sub] = client
+            return client
+
+    def subscriptions(self) -> Any:
+        with self._lock:
+            if self._subscription_client is None:
+                from azure.mgmt.resource.subscriptions import SubscriptionClient
+
+                self._subscription_client = SubscriptionClient(
+                    self.credential,
+                    base_url=self.env.arm_endpoint,
+                    credential_scopes=[self.env.arm_scope],
+                    **self._client_kwargs(),
+                )
+            return self._subscription_client
+
+    def secrets(self, vault: str) -> Any:
+        url = self.vault_url(vault)
+        with self._lock:
+            client = self._secret_clients.get(url)
+            if client is None:
+                from azure.keyvault.secrets import SecretClient
+
+                client = SecretClient(
+                    url,
+                    self.credential,
+                    verify_challenge_resource=self.env.verify_challenge_resource,
+                    **self._client_kwargs(),
+                )
+                self._secret_clients[url] = client
+            return client
+
+    def vault_url(self, vault: str) -> str:
+        if vault.startswith("https://"):
+            return vault.rstrip("/")
+        if not vault or not all(c.isalnum() or c == "-" for c in vault) or len(vault) > 24:
+            raise ToolInputError(
+                f"'{vault}' is not a Key Vault name (3-24 letters, digits and hyphens).",
+                hint="Pass the vault's name, for example 'kv-prod', or its https:// URL.",
+            )
+        return self.env.vault_url(vault)
+
+    def close(self) -> None:
+        with self._lock:
+            clients = [*self._resource_clients.values(), *self._secret_clients.values()]
+            if self._subscription_client is not None:
+                clients.append(self._subscription_client)
+            self._resource_clients.clear()
+            self._secret_clients.clear()
+            self._subscription_client = None
+        for client in clients:
+            client.close()
+
+    # -- raw ARM ----------------------------------------------------------------------------
+
+    def arm_url(self, path: str, api_version: str | None) -> str:
+        url = self.env.arm_endpoint.rstrip("/") + path
+        if api_version:
+            url += ("&" if "?" in path else "?") + "api-version=" + quote(api_version, safe="")
+        return url
+
+    def arm(self, method: str, path: str, api_version: str | None, body: Any = None) -> ArmResponse:
+        """Send one ARM request through the guarded pipeline; raise AzureRequestError on an error status."""
+        from azure.core.rest import HttpRequest
+
+        kwargs: dict[str, Any] = {}
+        if body is not None:
+            kwargs["json"] = body
+        request = HttpRequest(method, self.arm_url(path, api_version), **kwargs)
+        client = self.resources(self.env.default_subscription or "00000000-0000-0000-0000-000000000000")
+        response = client.send_request(request)
+        try:
+            payload: Any = response.json() if response.content else None
+        except (ValueError, json.JSONDecodeError):
+            payload = response.text()
+        if response.status_code >= 400:
+            raise azure_error_from(response.status_code, payload)
+        return ArmResponse(response.status_code, payload, dict(response.headers))
+
+    def api_version_for(self, resource_id: str) -> str:
+        """The newest stable api-version ARM lists for the resource's type (cached per session)."""
+        namespace, resource_type, subscription = split_resource_type(resource_id)
+        key = (namespace.lower(), resource_type.lower())
+        cached = self._api_versions.get(key)
+        if cached:
+            return cached
+        if namespace.lower() == "microsoft.resources":
+            version = RESOURCES_API_VERSION
+        else:
+            provider = self.arm(
+                "GET", f"/subscriptions/{subscription}/providers/{namespace}", RESOURCES_API_VERSION
+            ).body
+            version = pick_api_version(provider, resource_type)
+            if version is None:
+                raise ToolInputError(
+                    f"Provider {namespace} lists no api-version for resource type '{resource_type}'.",
+                    hint="Pass api_version explicitly.",
+                )
+        self._api_versions[key] = version
+        return version
+
+
+def azure_error_from(status: int, payload: Any) -> AzureRequestError:
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        error = payload["error"]
+        return AzureRequestError(status, str(error.get("code", "Error")), str(error.get("message", "")))
+    return AzureRequestError(status, f"HTTP{status}", str(payload)[:500] if payload else f"HTTP {status}")
+
+
+def split_resource_type(resource_id: str) -> tuple[str, str, str]:
+    """``/subscriptions/s/resourceGroups/g/providers/NS/t1/n1/t2/n2`` -> (``NS``, ``t1/t2``, ``s``)."""
+    parts = [p for p in resource_id.split("/") if p]
+    if len(parts) < 2 or parts[0].lower() != "subscriptions":
+        raise ToolInputError(
+            f"'{resource_id}' is not an ARM resource id.",
+            hint="Resource ids look like /subscriptions/<id>/resourceGroups/<group>/providers/<Namespace>/<type>/<name>.",
+        )
+    subscription = parts[1]
+    lowered = [p.lower() for p in parts]
+    if "providers" not in lowered:
+        if len(parts) <= 4 and (len(parts) == 2 or lowered[2] == "resourcegroups"):
+            return "Microsoft.Resources", "resourceGroups" if len(parts) > 2 else "subscriptions", subscription
+        raise ToolInputError(f"'{resource_id}' does not name a resource provider.")
+    index = len(lowered) - 1 - lowered[::-1].index("providers")
+    rest = parts[index + 1 :]
+    if len(rest) < 3:
+        raise ToolInputError(f"'{resource_id}' ends before naming a resource ({'/'.join(rest)}).")
+    namespace = rest[0]
+    types = [rest[i] for i in range(1, len(rest), 2)]
+    return namespace, "/".join(types), subscription
+
+
+def pick_api_version(provider: Any, resource_type: str) -> str | None:
+    for entry in (provider or {}).get("resourceTypes", []):
+        if str(entry.get("resourceType", "")).lower() == resource_type.lower():
+            versions = [str(v) for v in entry.get("apiVersions", [])]
+            stable = sorted((v for v in versions if "preview" not in v.lower()), reverse=True)
+            return (stable or sorted(versions, reverse=True) or [None])[0]
+    return None

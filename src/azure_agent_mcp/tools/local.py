@@ -1,0 +1,53 @@
+"""Tools that answer from the server itself: who the agent is, and what the policy would decide."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from azure_agent_mcp.tools.base import AzureTool, ToolOutput
+from azure_agent_mcp.tools.clients import AzureSession
+
+
+def whoami(azure: AzureSession) -> ToolOutput:
+    from azure_agent_mcp.identity import whoami as identity_whoami
+
+    info = identity_whoami(azure.credential, azure.env, azure.session)
+    principal = info.get("principal") or {}
+    who = principal.get("upn") or principal.get("appid") or principal.get("oid") or "unknown principal"
+    markers = ", ".join(sorted(info.get("agent_markers") or {})) or "no agent markers"
+    return ToolOutput(f"{who} in agent session {azure.session.id} ({markers}).", info)
+
+
+def policy_explain(azure: AzureSession, operation: str | None = None, scope: str | None = None) -> ToolOutput:
+    from azure_agent_mcp.policy import decide
+
+    policy = azure.policy
+    if not operation:
+        summary = {
+            "policy": policy.name,
+            "source": str(policy.source),
+            "assignable_scopes": list(policy.assignable_scopes),
+            "deny": list(policy.deny),
+            "confirm": list(policy.confirm),
+        }
+        return ToolOutput(f"Active policy: {policy.name}. Pass operation (and scope) to see a decision.", summary)
+    data_action = "/vaults/secrets/" in operation.lower() and operation.lower().endswith("/action")
+    decision = decide(policy, operation, scope or "/", data_action=data_action)
+    data = {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(decision).items()}
+    return ToolOutput(f"{data['effect']}: {operation} at {scope or '/'} ({decision.rule}).", data)
+
+
+TOOLS = (
+    AzureTool(
+        name="whoami",
+        description="Show the agent session, the principal and the agent markers its Azure token carries (never the token).",
+        run=whoami,
+        local_only=True,
+    ),
+    AzureTool(
+        name="policy_explain",
+        description="Explain what the active policy decides for an operation (e.g. Microsoft.Storage/storageAccounts/listKeys/action) at a scope.",
+        run=policy_explain,
+        local_only=True,
+    ),
+)

@@ -1,0 +1,66 @@
+"""Storage accounts: listing through ARM's generic resource list, keys through ``listKeys``."""
+
+from __future__ import annotations
+
+from azure_agent_mcp.tools.arm import resource_list
+from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
+from azure_agent_mcp.tools.clients import RESOURCES_API_VERSION, AzureSession, split_resource_type
+
+STORAGE_TYPE = "Microsoft.Storage/storageAccounts"
+STORAGE_API_VERSION = "2023-05-01"
+
+
+def storage_account_list(
+    azure: AzureSession, subscription: str | None = None, resource_group: str | None = None
+) -> ToolOutput:
+    listed = resource_list(azure, subscription=subscription, resource_group=resource_group, resource_type=STORAGE_TYPE, top=1000)
+    items = listed.data["items"]
+    return ToolOutput(f"{len(items)} storage account(s).", {"items": items})
+
+
+def _plan_list(azure: AzureSession, subscription: str | None = None, resource_group: str | None = None) -> list[PlannedRequest]:
+    sub = azure.subscription_id(subscription)
+    path = f"/subscriptions/{sub}" + (f"/resourceGroups/{resource_group}" if resource_group else "") + "/resources"
+    return [PlannedRequest("GET", azure.arm_url(path, RESOURCES_API_VERSION))]
+
+
+def _account_id(resource_id: str) -> str:
+    namespace, resource_type, _ = split_resource_type(resource_id)
+    if f"{namespace}/{resource_type}".lower() != STORAGE_TYPE.lower():
+        raise ToolInputError(
+            f"'{resource_id[:200]}' is not a storage account id.",
+            hint="Pass the id of a Microsoft.Storage/storageAccounts resource, as storage_account_list returns it.",
+        )
+    return resource_id.rstrip("/")
+
+
+def storage_account_keys(azure: AzureSession, resource_id: str) -> ToolOutput:
+    account = _account_id(resource_id)
+    body = azure.arm("POST", account + "/listKeys", STORAGE_API_VERSION).body
+    keys = body.get("keys", []) if isinstance(body, dict) else []
+    return ToolOutput(f"{len(keys)} key(s) for {account.split('/')[-1]}.", {"resource_id": account, "keys": keys})
+
+
+def _plan_keys(azure: AzureSession, resource_id: str) -> list[PlannedRequest]:
+    return [PlannedRequest("POST", azure.arm_url(_account_id(resource_id) + "/listKeys", STORAGE_API_VERSION))]
+
+
+TOOLS = (
+    AzureTool(
+        name="storage_account_list",
+        description="List storage accounts in a subscription or resource group.",
+        run=storage_account_list,
+        plan=_plan_list,
+        operations=(DeclaredOperation("Microsoft.Resources/subscriptions/resources/read"),),
+    ),
+    AzureTool(
+        name="storage_account_keys",
+        description="List a storage account's access keys (secret-bearing: denied unless the policy allows secrets).",
+        run=storage_account_keys,
+        plan=_plan_keys,
+        operations=(DeclaredOperation("Microsoft.Storage/storageAccounts/listKeys/action"),),
+        read_only=False,
+        idempotent=True,
+        secret_bearing=True,
+    ),
+)
