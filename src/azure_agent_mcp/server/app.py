@@ -33,11 +33,10 @@ from azure_agent_mcp.tools import catalog
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation
 
 META_PREFIX = "azure-agent-mcp/"
-ARM_METHODS = ("GET", "HEAD", "PUT", "PATCH", "POST", "DELETE")
+ARM_METHODS = ("GET", "PUT", "PATCH", "POST", "DELETE")
 # A representative operation per HTTP method, to ask "could the policy allow any request of this kind?"
 _METHOD_PROBES = {
     "GET": "Microsoft.Example/widgets/read",
-    "HEAD": "Microsoft.Example/widgets/read",
     "PUT": "Microsoft.Example/widgets/write",
     "PATCH": "Microsoft.Example/widgets/write",
     "POST": "Microsoft.Example/widgets/restart/action",
@@ -70,16 +69,32 @@ def visible(tool: AzureTool, runtime: AgentRuntime) -> bool:
     return decision.effect.value != "deny"
 
 
-def build_server(runtime: AgentRuntime) -> MCPServer:
-    server = MCPServer(
+class AgentMCPServer(MCPServer):
+    """An MCPServer whose ``tools/list`` leaves out the tools the active policy can never allow.
+
+    Hidden tools stay registered so that a client calling one anyway gets the policy's refusal,
+    with its rule, rather than a bare "unknown tool".
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hidden_tools: set[str] = set()
+
+    async def list_tools(self) -> list[Any]:
+        return [tool for tool in await super().list_tools() if tool.name not in self.hidden_tools]
+
+
+def build_server(runtime: AgentRuntime) -> AgentMCPServer:
+    server = AgentMCPServer(
         name="azure-agent-mcp",
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level="WARNING",
     )
     for tool in catalog():
-        if visible(tool, runtime):
-            _register(server, tool, runtime)
+        _register(server, tool, runtime)
+        if not visible(tool, runtime):
+            server.hidden_tools.add(tool.name)
     return server
 
 
@@ -89,7 +104,7 @@ def _register(server: MCPServer, tool: AzureTool, runtime: AgentRuntime) -> None
     operations = [op.operation for op in tool.operations]
     if tool.name == "arm_request":
         methods = allowed_arm_methods(runtime)
-        read_only = set(methods) <= {"GET", "HEAD"}
+        read_only = set(methods) <= {"GET"}
         destructive = "DELETE" in methods or "PUT" in methods or "POST" in methods
         operations = [_METHOD_PROBES[m].replace("Microsoft.Example/widgets", "*") for m in methods]
     fn = _tool_function(tool, runtime)

@@ -1,5 +1,93 @@
-"""Placeholder until this area's commands land."""
+"""``serve``, ``demo`` and ``config``: stdlib-only at import time, so ``--help`` and start-up stay fast."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+CLIENTS = ("vscode", "claude", "copilot-cli")
 
 
-def register(subparsers) -> None:
-    return None
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def register(subparsers: Any) -> None:
+    from azure_agent_mcp.identity.cli import add_identity_arguments
+
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the MCP server (stdio by default)",
+        description="Run the MCP server. Every Azure request passes the local policy first and is audited.",
+    )
+    add_server_arguments(serve)
+    add_identity_arguments(serve)
+    serve.set_defaults(handler=_serve)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="walk through an agent's story against the embedded sandbox",
+        description="Launch `serve --sandbox` over stdio with a real MCP client and print the transcript.",
+    )
+    demo.add_argument("--sandbox", nargs="?", const="embedded", default="embedded", metavar="MANIFEST",
+                      help="attach to a running sandbox (path of its sandbox.json); default: start one")
+    demo.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    demo.set_defaults(handler=_demo)
+
+    config = subparsers.add_parser(
+        "config",
+        help="print the snippet that registers this server with an MCP client",
+        description="Print a configuration snippet for VS Code (.vscode/mcp.json), Claude Desktop / Claude Code, or the Copilot CLI.",
+    )
+    config.add_argument("client", choices=CLIENTS)
+    config.add_argument("--sandbox", action="store_true", help="configure the server against the embedded sandbox")
+    config.add_argument("--read-only", action="store_true", help="add --read-only to the server's arguments")
+    config.set_defaults(handler=_config)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="HTTP port (0 = ephemeral; default 8765)")
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding HTTP to a non-loopback address")
+    parser.add_argument(
+        "--policy",
+        default=os.environ.get("AZURE_AGENT_MCP_POLICY") or "read-only",
+        help="profile (read-only, no-secrets, unrestricted) or policy JSON file; env AZURE_AGENT_MCP_POLICY",
+    )
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        default=_env_flag("AZURE_AGENT_MCP_READ_ONLY"),
+        help="narrow any policy to reads without secrets; env AZURE_AGENT_MCP_READ_ONLY",
+    )
+    parser.add_argument(
+        "--audit-log",
+        default=os.environ.get("AZURE_AGENT_MCP_AUDIT_LOG"),
+        help="audit log path (JSON lines); env AZURE_AGENT_MCP_AUDIT_LOG; default <state dir>/audit.jsonl",
+    )
+    parser.add_argument(
+        "--dangerously-skip-confirmation",
+        action="store_true",
+        help="treat every Confirm decision as approved (no elicitation)",
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from azure_agent_mcp.server.serve import serve
+
+    return serve(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from azure_agent_mcp.server.demo import run_demo
+
+    return run_demo(manifest=None if args.sandbox == "embedded" else args.sandbox, quiet=args.quiet)
+
+
+def _config(args: argparse.Namespace) -> int:
+    from azure_agent_mcp.server.clientconfig import snippet
+
+    print(snippet(args.client, sandbox=args.sandbox, read_only=args.read_only))
+    return 0

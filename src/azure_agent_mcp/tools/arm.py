@@ -210,7 +210,7 @@ def _plan_resource_delete(azure: AzureSession, resource_id: str, api_version: st
 
 # -- arm_request --------------------------------------------------------------------------------
 
-ArmMethod = Literal["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]
+ArmMethod = Literal["GET", "PUT", "PATCH", "POST", "DELETE"]
 
 
 def _checked_path(path: str) -> str:

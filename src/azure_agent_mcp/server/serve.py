@@ -1,0 +1,123 @@
+"""Start-up of ``serve``: policy first (fail closed), then identity, audit, runtime and transport.
+
+Over stdio nothing but protocol messages may reach stdout, so every human-readable line goes to
+stderr and the Python logging root is pointed there before anything else is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from azure_agent_mcp.cli import CommandError
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_active_policy(spec: str, read_only: bool):
+    from azure_agent_mcp.policy import PolicyLoadError, load_policy, narrow_read_only
+
+    try:
+        policy = load_policy(spec)
+    except PolicyLoadError as exc:
+        raise CommandError(f"policy did not load, refusing to start (fail closed): {exc}") from exc
+    return narrow_read_only(policy) if read_only else policy
+
+
+def audit_path(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    from azure_agent_mcp.paths import state_dir
+
+    return state_dir() / "audit.jsonl"
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="azure-agent-mcp: %(message)s")
+    if args.transport == "http" and not is_loopback(args.host) and not args.allow_remote:
+        raise CommandError(
+            f"refusing to serve HTTP on non-loopback address {args.host}: pass --allow-remote to expose the "
+            "server (and put authentication in front of it)"
+        )
+    policy = load_active_policy(args.policy, args.read_only)
+
+    from azure_agent_mcp.identity.cli import open_identity
+    from azure_agent_mcp.policy import AuditLog
+
+    audit = AuditLog(audit_path(args.audit_log))
+    with open_identity(args) as identity:
+        runtime = _runtime(args, identity, policy, audit)
+        try:
+            if args.transport == "stdio":
+                _run_stdio(runtime)
+            else:
+                _run_http(runtime, args.host, args.port)
+        finally:
+            runtime.close()
+    return 0
+
+
+def _runtime(args: argparse.Namespace, identity, policy, audit):
+    from azure_agent_mcp.identity import build_credential
+    from azure_agent_mcp.server.runtime import AgentRuntime, RuntimeOptions
+
+    kind = identity.credential.kind if identity.credential is not None else args.credential
+    claims_profile = getattr(args, "session_claims", None) or "xms_cli_sid"
+
+    def credential_for(session):
+        return build_credential(kind, identity.env, session, claims_profile=claims_profile)
+
+    return AgentRuntime(
+        env=identity.env,
+        policy=policy,
+        audit=audit,
+        default_session=identity.session,
+        credential_factory=credential_for,
+        options=RuntimeOptions(
+            session_ttl=args.session_ttl,
+            skip_confirmation=args.dangerously_skip_confirmation,
+            transport=args.transport,
+        ),
+        default_credential=identity.credential,
+    )
+
+
+def _run_stdio(runtime) -> None:
+    import anyio
+
+    from azure_agent_mcp.server.app import build_server
+
+    server = build_server(runtime)
+    anyio.run(server.run_stdio_async)
+
+
+def _run_http(runtime, host: str, port: int) -> None:
+    import anyio
+    import uvicorn
+
+    from azure_agent_mcp.server.app import build_server
+
+    server = build_server(runtime)
+    app = server.streamable_http_app(host=host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"azure-agent-mcp: serving MCP over HTTP at http://{shown}:{bound_port}/mcp", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    anyio.run(uvicorn.Server(config).serve, [sock])
