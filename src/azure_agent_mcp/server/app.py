@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import time
 import typing
+from contextvars import ContextVar
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ from mcp.server.mcpserver import (
     MCPServer,
     Resolve,
 )
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
 
 from azure_agent_mcp import __version__
 from azure_agent_mcp.callcontext import call_scope
@@ -69,6 +70,60 @@ def visible(tool: AzureTool, runtime: AgentRuntime) -> bool:
     return decision.effect.value != "deny"
 
 
+# The audit record of the tools/call being handled: opened by ToolAuditMiddleware, filled by the tool body.
+_tool_record: ContextVar[dict[str, Any] | None] = ContextVar("azure_agent_mcp_tool_record", default=None)
+
+
+class ToolAuditMiddleware:
+    """Exactly one audit record per tool call, including calls that never reach a tool body.
+
+    Unknown tools and arguments that fail validation are answered by the SDK before our code runs;
+    wrapping the whole ``tools/call`` here records them too. A 2026-07-28 round that only asks the
+    client for input is not a finished call, so it is not recorded; the round that answers is.
+    """
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        if ctx.method != "tools/call" or ctx.request_id is None:
+            return await call_next(ctx)
+        params = ctx.params or {}
+        record: dict[str, Any] = {
+            "kind": "tool",
+            "tool": params.get("name"),
+            "arguments": params.get("arguments") if isinstance(params.get("arguments"), dict) else None,
+        }
+        token = _tool_record.set(record)
+        started = time.perf_counter()
+        try:
+            result = await call_next(ctx)
+        except Exception as exc:
+            record.setdefault("status", "error")
+            record.setdefault("error_code", type(exc).__name__)
+            self._write(record, started)
+            raise
+        finally:
+            _tool_record.reset(token)
+        if isinstance(result, InputRequiredResult) or (
+            isinstance(result, dict) and result.get("resultType") == "input_required"
+        ):
+            return result
+        if "status" not in record:  # answered by the SDK: unknown tool or invalid arguments
+            is_error = getattr(result, "is_error", None)
+            if isinstance(result, dict):
+                is_error = result.get("isError")
+            record.update(status="error" if is_error else "ok", decision="error" if is_error else "allow")
+            record["error_code"] = "InvalidRequest" if is_error else None
+        self._write(record, started)
+        return result
+
+    def _write(self, record: dict[str, Any], started: float) -> None:
+        record.setdefault("session_id", self.runtime.default_session.id)
+        record.setdefault("duration_ms", round((time.perf_counter() - started) * 1000, 3))
+        self.runtime.audit.append({k: v for k, v in record.items() if v is not None})
+
+
 class AgentMCPServer(MCPServer):
     """An MCPServer whose ``tools/list`` leaves out the tools the active policy can never allow.
 
@@ -91,6 +146,7 @@ def build_server(runtime: AgentRuntime) -> AgentMCPServer:
         instructions=INSTRUCTIONS,
         log_level="WARNING",
     )
+    server.middleware.append(ToolAuditMiddleware(runtime))
     for tool in catalog():
         _register(server, tool, runtime)
         if not visible(tool, runtime):
@@ -174,11 +230,16 @@ async def run_tool_call(
 ) -> CallToolResult:
     started = time.perf_counter()
     headers = ctx.headers
-    record: dict[str, Any] = {"kind": "tool", "tool": tool.name, "arguments": arguments, "client": _client_name(ctx)}
+    record = _tool_record.get()
+    standalone = record is None  # called without the middleware (MCPServer.call_tool in-process)
+    if record is None:
+        record = {"kind": "tool", "tool": tool.name}
+    record.update(arguments=arguments, client=_client_name(ctx))
     try:
         session = runtime.session_for(headers)
     except SessionHeaderError as exc:
-        return _finish(runtime, record, started, failure("InvalidSessionId", str(exc), hint="Send an id of 1-128 characters from [A-Za-z0-9._:-]."))
+        hint = "Send an id of 1-128 characters from [A-Za-z0-9._:-]."
+        return _finish(runtime, record, started, failure("InvalidSessionId", str(exc), hint=hint), write=standalone)
     record["session_id"] = session.id
 
     verdict = _verdict(confirmation)
@@ -188,16 +249,17 @@ async def run_tool_call(
             "ConfirmationDeclined", "The user declined the operation; nothing was sent to Azure.", hint=verdict.hint
         )
         record["decision"] = "declined"
-        return _finish(runtime, record, started, result)
+        return _finish(runtime, record, started, result, write=standalone)
     if verdict.status in ("denied", "cannot-confirm"):
         decision = verdict.decision
         code = "PolicyDenied" if verdict.status == "denied" else "ConfirmationUnavailable"
         message = verdict.message or (decision.reason if decision else "Denied by policy.")
         result = failure(code, message, decision=decision, hint=verdict.hint or (decision.hint if decision else ""))
         record.update(_decision_fields(decision), decision="deny")
-        return _finish(runtime, record, started, result)
+        return _finish(runtime, record, started, result, write=standalone)
     if verdict.status == "invalid":
-        return _finish(runtime, record, started, failure("InvalidArgument", verdict.message, hint=verdict.hint))
+        result = failure("InvalidArgument", verdict.message, hint=verdict.hint)
+        return _finish(runtime, record, started, result, write=standalone)
 
     approved = verdict.approved
     if verdict.status == "approved":
@@ -227,7 +289,7 @@ async def run_tool_call(
         return success(output, runtime.policy)
 
     result = await anyio.to_thread.run_sync(work)
-    return _finish(runtime, record, started, result)
+    return _finish(runtime, record, started, result, write=standalone)
 
 
 def _verdict(confirmation: Any) -> Verdict:
@@ -247,7 +309,9 @@ def _decision_fields(decision: Any) -> dict[str, Any]:
     return {"operation": decision.operation, "scope": decision.scope, "rule": decision.rule}
 
 
-def _finish(runtime: AgentRuntime, record: dict[str, Any], started: float, result: CallToolResult) -> CallToolResult:
+def _finish(
+    runtime: AgentRuntime, record: dict[str, Any], started: float, result: CallToolResult, write: bool = False
+) -> CallToolResult:
     record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
     record["status"] = "error" if result.is_error else "ok"
     if result.is_error and isinstance(result.structured_content, dict):
@@ -259,7 +323,8 @@ def _finish(runtime: AgentRuntime, record: dict[str, Any], started: float, resul
         record.setdefault("decision", "deny" if error.get("rule") else "error")
     else:
         record.setdefault("decision", "allow")
-    runtime.audit.append({k: v for k, v in record.items() if v is not None})
+    if write:
+        runtime.audit.append({k: v for k, v in record.items() if v is not None})
     return result
 
 
