@@ -169,3 +169,30 @@ def test_policy_that_does_not_load_stops_the_server(sandbox, tmp_path):
     assert result.returncode == 1
     assert "policy" in result.stderr and "Whatever" in result.stderr
     assert result.stdout == ""
+
+
+def _inspector() -> str | None:
+    import shutil
+
+    explicit = os.environ.get("MCP_INSPECTOR")
+    if explicit and Path(explicit).exists():
+        return explicit
+    return shutil.which("mcp-inspector")
+
+
+@pytest.mark.skipif(_inspector() is None, reason="MCP Inspector not installed (set MCP_INSPECTOR; .ci/run installs it when npm works)")
+def test_mcp_inspector_cli_lists_and_calls(sandbox, tmp_path):
+    inspector = _inspector()
+    base = [inspector, "--cli", sys.executable, *_serve_args(sandbox, tmp_path)]
+    env = _env(tmp_path)
+    listed = subprocess.run([*base, "--method", "tools/list"], capture_output=True, text=True, env=env, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    names = {tool["name"] for tool in json.loads(listed.stdout)["tools"]}
+    assert "resource_list" in names and "keyvault_secret_get" not in names
+    called = subprocess.run(
+        [*base, "--method", "tools/call", "--tool-name", "group_list"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert called.returncode == 0, called.stderr
+    result = json.loads(called.stdout)
+    assert not result.get("isError")
+    assert result["structuredContent"]["items"]
