@@ -1,5 +1,279 @@
-"""Placeholder until this area's commands land."""
+"""Identity flags shared by every command that talks to Azure, and ``whoami``, ``login``, ``logout``.
+
+Stdlib only at import time (the CLI's start-up path); the SDKs load inside the handlers.
+
+Exit codes: an invalid session id or TTL is a usage error, exit 2, whether it came from
+``--session-id`` / ``--session-ttl`` (argparse) or from ``COPILOT_AGENT_SESSION_ID`` (checked at
+start-up, before anything is sent). Sign-in and token failures are runtime failures, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from azure_agent_mcp.cli import CommandError
+from azure_agent_mcp.identity.claims import DEFAULT_PROFILE, PROFILES
+from azure_agent_mcp.identity.errors import IdentityError, InvalidDurationError, InvalidSessionIdError
+from azure_agent_mcp.identity.kinds import CREDENTIAL_KINDS
+from azure_agent_mcp.identity.session import DEFAULT_TTL, parse_duration, resolve_session, validate_session_id
+
+EMBEDDED = "embedded"
 
 
-def register(subparsers) -> None:
-    return None
+class SessionUsageError(CommandError):
+    """An unusable agent session id or TTL: refused at start-up as a usage error."""
+
+    exit_code = 2
+
+
+@dataclass
+class IdentityContext:
+    env: Any
+    session: Any
+    credential: Any
+    sandbox: Any = None
+
+
+def _session_id_arg(value: str) -> str:
+    try:
+        return validate_session_id(value, "--session-id")
+    except InvalidSessionIdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _ttl_arg(value: str) -> str:
+    try:
+        parse_duration(value)
+    except InvalidDurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
+
+
+def add_identity_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("identity")
+    group.add_argument(
+        "--credential",
+        choices=CREDENTIAL_KINDS,
+        default=os.environ.get("AZURE_AGENT_MCP_CREDENTIAL") or "auto",
+        help="where tokens come from (default auto: sandbox, then this server's login, then az, then "
+        "service principal env vars, then managed identity); env AZURE_AGENT_MCP_CREDENTIAL",
+    )
+    group.add_argument("--tenant", help="tenant id or domain to sign in to (default: the environment's)")
+    group.add_argument("--subscription", help="default subscription id for tools that take one")
+    group.add_argument(
+        "--session-id",
+        type=_session_id_arg,
+        default=None,
+        help="agent session id (default: $COPILOT_AGENT_SESSION_ID, else a new UUID); 1-128 of [A-Za-z0-9._:-]",
+    )
+    group.add_argument(
+        "--session-ttl",
+        type=_ttl_arg,
+        default=os.environ.get("AZURE_AGENT_MCP_SESSION_TTL") or DEFAULT_TTL,
+        help="session lifetime such as 45m, 8h, 1d; 0 = no expiry (default 8h); env AZURE_AGENT_MCP_SESSION_TTL",
+    )
+    group.add_argument(
+        "--session-claims",
+        choices=PROFILES,
+        default=DEFAULT_PROFILE,
+        help="shape of the agent claims request (default xms_cli_sid, as Azure CLI; xms_agent_session: the earlier one)",
+    )
+    group.add_argument(
+        "--sandbox",
+        nargs="?",
+        const=EMBEDDED,
+        default=None,
+        metavar="MANIFEST",
+        help="use the sandbox: without a value start the embedded one, with the path of a running "
+        "sandbox's sandbox.json attach to it (credential defaults to its developer user)",
+    )
+
+
+def register(subparsers: Any) -> None:
+    whoami = subparsers.add_parser(
+        "whoami",
+        help="show the agent session, the principal and the agent markers in its token (never the token)",
+        description="Acquire (or reuse) the session's ARM token and describe it: session, credential, "
+        "principal (tid, oid, upn/appid, idtyp), agent markers, expiry. The token itself is never printed.",
+    )
+    add_identity_arguments(whoami)
+    whoami.add_argument("--json", action="store_true", help="print one JSON object")
+    whoami.set_defaults(handler=_whoami)
+
+    login = subparsers.add_parser(
+        "login",
+        help="sign in this server's own MSAL client (device code)",
+        description="Device code sign-in into this server's persisted token cache (<state dir>/msal_cache.bin, "
+        "mode 0600, encrypted where the platform offers it). Used by --credential msal.",
+    )
+    add_identity_arguments(login)
+    login.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    login.set_defaults(handler=_login)
+
+    logout = subparsers.add_parser(
+        "logout",
+        help="remove accounts from this server's token cache",
+        description="Remove signed-in accounts and their tokens from this server's persisted MSAL cache.",
+    )
+    add_identity_arguments(logout)
+    logout.add_argument("--username", help="remove only this account (default: all)")
+    logout.set_defaults(handler=_logout)
+
+
+# -- opening an identity ------------------------------------------------------------------------
+
+
+def _resolve(args: argparse.Namespace) -> Any:
+    try:
+        return resolve_session(session_id=getattr(args, "session_id", None), ttl=getattr(args, "session_ttl", DEFAULT_TTL))
+    except (InvalidSessionIdError, InvalidDurationError) as exc:
+        raise SessionUsageError(f"refusing to start: {exc}") from exc
+
+
+def _environment(args: argparse.Namespace, stack: ExitStack) -> tuple[Any, Any]:
+    from azure_agent_mcp.environment import from_manifest, public_cloud
+
+    spec = getattr(args, "sandbox", None)
+    sandbox = None
+    if spec == EMBEDDED:
+        from azure_agent_mcp.sandbox import Sandbox
+
+        sandbox = stack.enter_context(Sandbox())
+        env = from_manifest(sandbox.manifest, subscription=args.subscription)
+    elif spec:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise CommandError(f"no sandbox manifest at {path}: pass the sandbox.json a running sandbox wrote")
+        try:
+            env = from_manifest(path, subscription=args.subscription)
+        except (ValueError, KeyError) as exc:
+            raise CommandError(f"{path} is not a sandbox manifest ({type(exc).__name__}: {exc})") from exc
+    else:
+        env = public_cloud(args.tenant, args.subscription)
+    if args.tenant and env.tenant_id != args.tenant:
+        env = replace(env, tenant_id=args.tenant)
+    return env, sandbox
+
+
+def _kind(args: argparse.Namespace, env: Any) -> str:
+    kind = args.credential
+    if kind == "auto" and env.is_sandbox:
+        return "sandbox"
+    return kind
+
+
+@contextmanager
+def open_identity(args: argparse.Namespace) -> Iterator[IdentityContext]:
+    """Session, environment (starting or attaching to a sandbox) and the session's credential.
+
+    An embedded sandbox (``--sandbox`` without a value) is stopped when the context exits.
+    """
+    session = _resolve(args)
+    with ExitStack() as stack:
+        env, sandbox = _environment(args, stack)
+        from azure_agent_mcp.identity.factory import build_credential, check_ready, resolve_auto
+
+        try:
+            kind = _kind(args, env)
+            if kind == "auto":
+                kind = resolve_auto(env)
+            check_ready(kind, env)
+            credential = build_credential(kind, env, session, claims_profile=args.session_claims)
+        except IdentityError as exc:
+            raise CommandError(str(exc)) from exc
+        stack.callback(credential.close)
+        yield IdentityContext(env=env, session=session, credential=credential, sandbox=sandbox)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _whoami(args: argparse.Namespace) -> int:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from azure_agent_mcp.identity.whoami_report import whoami, whoami_lines
+
+    with open_identity(args) as identity:
+        try:
+            info = whoami(identity.credential, identity.env, identity.session)
+        except (IdentityError, ClientAuthenticationError) as exc:
+            raise CommandError(_one_line(exc)) from exc
+    if args.json:
+        print(json.dumps(info, sort_keys=True))
+    else:
+        print("\n".join(whoami_lines(info)))
+    return 0
+
+
+def _login(args: argparse.Namespace) -> int:
+    if args.credential not in ("auto", "msal"):
+        raise CommandError(_login_hint(args.credential))
+    from azure_agent_mcp.identity.msal_provider import device_code_login, persisted_apps
+
+    session = _resolve(args)
+    with ExitStack() as stack:
+        env, _ = _environment(args, stack)
+        try:
+            apps = persisted_apps(env)
+            account = device_code_login(
+                apps,
+                session,
+                (env.arm_scope,),
+                tenant=args.tenant or env.tenant_id,
+                claims_profile=args.session_claims,
+                show=lambda message: print(message, file=sys.stderr, flush=True),
+                timeout=args.timeout,
+            )
+        except IdentityError as exc:
+            raise CommandError(_one_line(exc)) from exc
+    where = account.get("token_cache") or "memory"
+    protection = "encrypted" if account.get("token_cache_encrypted") else "not encrypted (no keyring here), mode 0600"
+    print(f"Signed in as {account.get('username') or account.get('object_id')} (tenant {account.get('tenant_id')}).")
+    print(f"Token cache: {where} ({protection}). Use --credential msal (or auto).")
+    return 0
+
+
+def _login_hint(kind: str) -> str:
+    return {
+        "azure-cli": "--credential azure-cli uses the Azure CLI's own sign-in: run `az login`",
+        "sandbox": "--credential sandbox signs the sandbox's developer user in by itself; no login needed",
+        "service-principal": "--credential service-principal reads AZURE_CLIENT_ID, AZURE_TENANT_ID and "
+        "AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH); no login needed",
+        "managed-identity": "--credential managed-identity needs no login",
+        "agent-identity": "--credential agent-identity is not available yet in this version",
+    }.get(kind, f"login signs in --credential msal, not {kind}")
+
+
+def _logout(args: argparse.Namespace) -> int:
+    if args.credential not in ("auto", "msal"):
+        raise CommandError(_login_hint(args.credential).replace("login", "logout", 1))
+    from azure_agent_mcp.identity.msal_provider import CACHE_FILE_NAME, logout, persisted_apps
+    from azure_agent_mcp.paths import state_dir
+
+    if not (state_dir() / CACHE_FILE_NAME).exists():
+        print("Not signed in: there is no token cache.")
+        return 0
+    with ExitStack() as stack:
+        env, _ = _environment(args, stack)
+        try:
+            removed = logout(persisted_apps(env), args.username)
+        except IdentityError as exc:
+            raise CommandError(_one_line(exc)) from exc
+    if not removed:
+        print("No signed-in account" + (f" named {args.username}" if args.username else "") + " was found.")
+    else:
+        print("Signed out: " + ", ".join(removed) + ".")
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,193 @@
+"""Token reuse in one agent session: token-endpoint requests and get_token latency per design.
+
+Starts the sandbox as a subprocess (``azure-agent-mcp sandbox``) and, for N calls in one session,
+counts the requests its token endpoint saw (from its admin request log) and times each call:
+
+  (a) this server's AgentCredential (sandbox provider: MSAL, client_session + forwarded claims,
+      per-session cache in front);
+  (b) the first Azure CLI agentic design: MSAL with a ``claims_challenge`` on every call, which
+      bypasses MSAL's access-token cache (one refresh-token grant per call);
+  (c) a fresh ``az account get-access-token`` per call (Azure CLI 2.91 in the session), when the
+      Azure CLI is installed; and (d) this credential over the azure-cli provider.
+
+Goal for (a): one token request per N calls, cached p50 under 50 us. Usage:
+    python bench/token_reuse.py [--calls 100] [--az-calls 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from azure_agent_mcp.environment import from_manifest
+from azure_agent_mcp.identity import build_credential, resolve_session
+from azure_agent_mcp.identity.claims import agent_claims
+from azure_agent_mcp.identity.msal_provider import MsalApps, device_code_sign_in
+
+ARM = "https://management.azure.com/.default"
+
+
+class SandboxProcess:
+    """``azure-agent-mcp sandbox`` in a child process, with a small client for its admin API."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "azure_agent_mcp", "sandbox", "--state-dir", str(state_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        line = self.process.stdout.readline().strip() if self.process.stdout else ""
+        if not line:
+            self.stop()
+            raise SystemExit("the sandbox did not start (no manifest path printed)")
+        self.manifest_path = Path(line)
+        self.manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        self._ssl = ssl.create_default_context(cafile=self.manifest["ca_bundle"])
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.manifest["admin"] + path, context=self._ssl, timeout=30) as response:
+            return json.loads(response.read())
+
+    def last_seq(self) -> int:
+        return int(self._get("/stats")["last_seq"])
+
+    def token_requests(self, since: int) -> list[dict[str, Any]]:
+        return self._get(f"/requests?kind=token&since={since}")["value"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def measure(sandbox: SandboxProcess, calls: int, call: Callable[[], Any]) -> dict[str, Any]:
+    since = sandbox.last_seq()
+    latencies = []
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        call()
+        latencies.append(time.perf_counter_ns() - started)
+    requests = len(sandbox.token_requests(since))
+    return {
+        "calls": calls,
+        "token_requests": requests,
+        "p50_us": statistics.median(latencies) / 1000,
+        "p50_after_first_us": statistics.median(latencies[1:]) / 1000 if calls > 1 else None,
+        "first_ms": latencies[0] / 1e6,
+        "total_ms": sum(latencies) / 1e6,
+    }
+
+
+def design_a(sandbox: SandboxProcess, env: Any, calls: int) -> dict[str, Any]:
+    session = resolve_session(session_id=f"bench-a-{uuid.uuid4().hex[:8]}", environ={})
+    credential = build_credential("sandbox", env, session)
+    return measure(sandbox, calls, lambda: credential.get_token(ARM))
+
+
+def design_b(sandbox: SandboxProcess, env: Any, calls: int) -> dict[str, Any]:
+    """MSAL as the first agentic Azure CLI used it: the agent claims as a claims_challenge on every call."""
+    apps = MsalApps(env.manifest["public_client_id"], env.authority_host, verify=env.connection_verify,
+                    default_tenant=env.tenant_id)
+    app = apps.app_for(None)
+    session_id = f"bench-b-{uuid.uuid4().hex[:8]}"
+    # the initial sign-in (az login) is not part of the measured calls
+    device_code_sign_in()(app, (ARM,), {}, {}, "")
+    (account,) = app.get_accounts()
+    challenge = agent_claims(session_id, "xms_agent_session")
+
+    def call() -> None:
+        result = app.acquire_token_silent_with_error(
+            [ARM], account, claims_challenge=challenge,
+            data={"client_session": session_id}, params={"client_session": session_id},
+        )
+        if not result or "access_token" not in result:
+            raise SystemExit(f"design (b) failed: {result and result.get('error')}")
+
+    return measure(sandbox, calls, call)
+
+
+def design_c(sandbox: SandboxProcess, az_environ: dict[str, str], calls: int) -> dict[str, Any]:
+    az = shutil.which("az")
+    environ = dict(az_environ, COPILOT_AGENT_SESSION_ID=f"bench-c-{uuid.uuid4().hex[:8]}")
+
+    def call() -> None:
+        subprocess.run([az, "account", "get-access-token", "--scope", ARM, "--output", "json"],
+                       capture_output=True, check=True, env=environ, timeout=120)
+
+    return measure(sandbox, calls, call)
+
+
+def design_d(sandbox: SandboxProcess, env: Any, az_environ: dict[str, str], calls: int) -> dict[str, Any]:
+    session = resolve_session(session_id=f"bench-d-{uuid.uuid4().hex[:8]}", environ={})
+    credential = build_credential("azure-cli", env, session, environ=az_environ)
+    return measure(sandbox, calls, lambda: credential.get_token(ARM))
+
+
+def row(name: str, result: dict[str, Any] | None, note: str = "") -> str:
+    if result is None:
+        return f"{name:<58} skipped{(': ' + note) if note else ''}"
+    after = result["p50_after_first_us"]
+    return (f"{name:<58} {result['token_requests']:>4} req / {result['calls']:<4} calls   "
+            f"p50 {result['p50_us']:>10.1f} us   p50 after 1st {after:>10.1f} us   first {result['first_ms']:>8.1f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--az-calls", type=int, default=None, help="calls for (c); default: --calls")
+    options = parser.parse_args()
+    az_calls = options.az_calls or options.calls
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-token-reuse-"))
+    sandbox = SandboxProcess(workdir / "sandbox")
+    try:
+        env = from_manifest(sandbox.manifest)
+        a = design_a(sandbox, env, options.calls)
+        b = design_b(sandbox, env, options.calls)
+        c = d = None
+        az_note = "the Azure CLI ('az') is not on PATH"
+        if shutil.which("az"):
+            from azure_agent_mcp.identity.azure_cli import sandbox_cli_environment
+
+            az_environ = sandbox_cli_environment(sandbox.manifest, workdir / "azure-config")
+            c = design_c(sandbox, az_environ, az_calls)
+            d = design_d(sandbox, env, az_environ, options.calls)
+    finally:
+        sandbox.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print(f"token reuse in one agent session ({options.calls} get_token calls; sandbox as a subprocess)")
+    print(row("(a) AgentCredential, sandbox provider (MSAL, per-session)", a))
+    print(row("(b) first Azure CLI design: claims_challenge every call", b))
+    print(row("(c) fresh `az account get-access-token` per call", c, az_note))
+    print(row("(d) AgentCredential over the azure-cli provider", d, az_note))
+    print()
+    print(f"goal (a): 1 request per {options.calls} calls -> {a['token_requests']}; "
+          f"cached p50 < 50 us -> {a['p50_after_first_us']:.1f} us "
+          f"({'met' if a['token_requests'] == 1 and a['p50_after_first_us'] < 50 else 'NOT met'})")
+    print(f"(b)/(a) token requests: {b['token_requests'] / max(a['token_requests'], 1):.0f}x   "
+          f"p50 latency: {b['p50_us'] / a['p50_us']:.0f}x")
+    if c is not None:
+        print(f"(c)/(a) token requests: {c['token_requests'] / max(a['token_requests'], 1):.0f}x   "
+              f"p50 latency: {c['p50_us'] / a['p50_us']:.0f}x   ({az_calls} az calls)")
+    if d is not None:
+        print(f"(c)/(d) p50 latency: {c['p50_us'] / d['p50_us']:.0f}x   (the in-process cache in front of az)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

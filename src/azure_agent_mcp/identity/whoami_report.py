@@ -1,0 +1,93 @@
+"""Who the agent is acting as, and what its token says about the agent: never the token itself.
+
+(Not named whoami.py: a submodule of that name would shadow the `whoami` function on the package.)
+
+The principal and the agent markers are read from the ARM token's claims without verifying the
+signature: Azure verifies tokens, we only describe what we are about to present.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from azure_agent_mcp.identity.claims import SESSION_MARKERS, agent_markers, unverified_jwt_claims
+
+PRINCIPAL_CLAIMS = ("tid", "oid", "upn", "appid", "idtyp", "name")
+WORKLOAD_NOTE = "workload identity: tokens carry no agent-session tag"
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def whoami(credential: Any, env: Any, session: Any) -> dict[str, Any]:
+    """A JSON-safe description of the session, the credential, the principal and the agent markers.
+
+    Acquires (or reuses) the session's ARM token; raises what the credential raises (session
+    expired, sign-in failed).
+    """
+    token = credential.get_token(env.arm_scope)
+    claims = unverified_jwt_claims(token.token)
+    principal = {name: claims[name] for name in PRINCIPAL_CLAIMS if name in claims}
+    if "upn" in principal:
+        principal.pop("appid", None)  # a user: the client app id is not who is acting
+    elif "appid" not in principal and "azp" in claims:
+        principal["appid"] = claims["azp"]
+    markers = agent_markers(claims)
+    tagged = bool(getattr(credential, "tagged", False))
+    session_marked = {name: markers[name] for name in SESSION_MARKERS if name in markers}
+    describe = getattr(credential, "describe", None)
+    details = describe() if callable(describe) else {"kind": getattr(credential, "kind", "unknown")}
+    info: dict[str, Any] = {
+        "session": session.to_dict(),
+        "credential": {k: v for k, v in details.items() if k != "note"},
+        "environment": {
+            "name": env.name,
+            "authority_host": env.authority_host,
+            "arm_endpoint": env.arm_endpoint,
+            "tenant_id": env.tenant_id,
+            "subscription": env.default_subscription,
+        },
+        "principal": principal,
+        "agent_markers": markers,
+        "token": {
+            "scope": env.arm_scope,
+            "expires_on": _iso(token.expires_on),
+            "issued_at": _iso(claims["iat"]) if isinstance(claims.get("iat"), (int, float)) else None,
+            "uti": claims.get("uti"),
+            "readable": bool(claims),
+        },
+        "tagged": tagged,
+        "session_in_token": bool(session_marked) and all(str(v) == session.id for v in session_marked.values()),
+    }
+    if not tagged:
+        info["note"] = WORKLOAD_NOTE
+    elif not session_marked:
+        info["note"] = "the credential asks for an agent-session tag, but this token carries none"
+    return info
+
+
+def whoami_lines(info: dict[str, Any]) -> list[str]:
+    """The readable form ``azure-agent-mcp whoami`` prints."""
+    session = info["session"]
+    principal = info.get("principal") or {}
+    credential = info.get("credential") or {}
+    who = principal.get("upn") or principal.get("appid") or principal.get("oid") or "unknown principal"
+    expires = session.get("expires_at") or "never"
+    lines = [
+        f"session      {session['id']} ({session['origin']}), created {session['created_at']}, expires {expires}",
+        f"credential   {credential.get('kind', '?')}, {'tagged' if info.get('tagged') else 'not tagged'}",
+        f"principal    {who} ({principal.get('idtyp', '?')}), oid {principal.get('oid', '?')}, tenant {principal.get('tid', '?')}",
+    ]
+    markers = info.get("agent_markers") or {}
+    if markers:
+        lines.append("agent marks  " + ", ".join(f"{k}={v}" for k, v in sorted(markers.items())))
+    else:
+        lines.append("agent marks  none")
+    lines.append(f"token        expires {info['token'].get('expires_on')}, for {info['token'].get('scope')}")
+    if info.get("note"):
+        lines.append(f"note         {info['note']}")
+    return lines

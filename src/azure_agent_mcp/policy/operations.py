@@ -1,0 +1,146 @@
+"""``(method, url)`` -> the operation, scope and plane the policy decides on.
+
+Only two kinds of destination exist: the configured ARM endpoint and Key Vaults under the
+configured vault URL template (``https://{vault}.vault.azure.net`` in Azure,
+``https://127.0.0.1:PORT/vaults/{vault}`` in the sandbox). Scheme, host and port are compared
+exactly; a request anywhere else (another host, a port, plain http, user info in the URL) is
+refused, because the policy cannot say what it would do there.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from azure_agent_mcp.policy.arm_mapping import ArmShapeError, map_arm
+from azure_agent_mcp.policy.errors import UnmappableRequestError
+from azure_agent_mcp.policy.urlpath import PathRejected, path_segments
+from azure_agent_mcp.policy.vault_mapping import VaultShapeError, map_vault
+
+if TYPE_CHECKING:
+    from azure_agent_mcp.environment import AzureEnvironment
+
+METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"})
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+_VAULT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,22}[a-z0-9]")
+_PLACEHOLDER = "vaultplaceholder0123"
+
+_Origin = tuple[str, str, int]
+
+
+def _origin(url: str, what: str) -> tuple[_Origin, list[str]]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{what} '{url}' is not an absolute http(s) URL")
+    return (scheme, parts.hostname.lower(), parts.port or _DEFAULT_PORTS[scheme]), [
+        s for s in parts.path.split("/") if s
+    ]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where ARM and the Key Vault data plane are (compiled for matching at construction)."""
+
+    arm_endpoint: str
+    keyvault_url_template: str
+    _arm: tuple[_Origin, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _vault: tuple[str, _Origin, tuple[str, ...], str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        origin, base = _origin(self.arm_endpoint, "ARM endpoint")
+        object.__setattr__(self, "_arm", (origin, tuple(s.lower() for s in base)))
+        template = self.keyvault_url_template
+        if template.count("{vault}") != 1:
+            raise ValueError(f"Key Vault URL template '{template}' must contain '{{vault}}' exactly once")
+        vault_origin, vault_path = _origin(template.replace("{vault}", _PLACEHOLDER), "Key Vault URL template")
+        host = vault_origin[1]
+        if _PLACEHOLDER in host:
+            if not host.startswith(_PLACEHOLDER + ".") or vault_path:
+                raise ValueError(f"Key Vault URL template '{template}': '{{vault}}' must be the first host label")
+            suffix = host[len(_PLACEHOLDER) :]
+            object.__setattr__(self, "_vault", ("host", vault_origin, (), suffix))
+        else:
+            lowered = [s.lower() for s in vault_path]
+            if not lowered or lowered[-1] != _PLACEHOLDER:
+                raise ValueError(f"Key Vault URL template '{template}': '{{vault}}' must end the host or the path")
+            object.__setattr__(self, "_vault", ("path", vault_origin, tuple(lowered[:-1]), ""))
+
+    @classmethod
+    def from_environment(cls, env: AzureEnvironment) -> Endpoints:
+        return cls(env.arm_endpoint, env.keyvault_url_template)
+
+    @classmethod
+    def public_cloud(cls) -> Endpoints:
+        return cls("https://management.azure.com", "https://{vault}.vault.azure.net")
+
+
+@dataclass(frozen=True)
+class MappedRequest:
+    operation: str
+    data_action: bool
+    scope: str
+    plane: str  # "arm" | "keyvault"
+    path: str = ""  # the normalised path that was mapped (for audit records; no query string)
+    vault: str | None = None
+
+
+def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
+    """Map one HTTP request; raise UnmappableRequestError for anything the policy cannot vouch for."""
+    verb = method.upper()
+    if verb not in METHODS:
+        raise UnmappableRequestError(method, url, f"method {method} is not one ARM or Key Vault defines")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnmappableRequestError(method, url, f"not a valid URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise UnmappableRequestError(method, url, "not an absolute https URL")
+    if parts.username is not None or parts.password is not None:
+        raise UnmappableRequestError(method, url, "URLs with user information are never sent")
+    origin = (scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
+    try:
+        segments = path_segments(parts.path)
+    except PathRejected as exc:
+        raise UnmappableRequestError(method, url, str(exc)) from None
+    path = "/" + "/".join(segments)
+
+    mode, vault_origin, vault_prefix, suffix = endpoints._vault
+    vault: str | None = None
+    rest: list[str] = []
+    if mode == "path" and origin == vault_origin:
+        k = len(vault_prefix)
+        if len(segments) > k and tuple(s.lower() for s in segments[:k]) == vault_prefix:
+            vault, rest = segments[k], segments[k + 1 :]
+            if not _VAULT_NAME.fullmatch(vault.lower()):
+                raise UnmappableRequestError(method, url, f"'{vault}' is not a Key Vault name")
+    elif mode == "host" and origin[0] == vault_origin[0] and origin[2] == vault_origin[2]:
+        host = origin[1]
+        if host.endswith(suffix) and "." not in host[: -len(suffix)]:
+            label = host[: -len(suffix)]
+            if not _VAULT_NAME.fullmatch(label):
+                raise UnmappableRequestError(method, url, f"'{label}' is not a Key Vault name")
+            vault, rest = label, segments
+    if vault is not None:
+        try:
+            mapped = map_vault(verb, vault, rest)
+        except VaultShapeError as exc:
+            raise UnmappableRequestError(method, url, str(exc)) from None
+        return MappedRequest(mapped.operation, True, mapped.scope, "keyvault", path, vault)
+
+    arm_origin, arm_base = endpoints._arm
+    if origin == arm_origin and tuple(s.lower() for s in segments[: len(arm_base)]) == arm_base:
+        try:
+            mapped_arm = map_arm(verb, segments[len(arm_base) :])
+        except ArmShapeError as exc:
+            raise UnmappableRequestError(method, url, str(exc)) from None
+        return MappedRequest(mapped_arm.operation, False, mapped_arm.scope, "arm", path)
+
+    shown = f"{origin[0]}://{origin[1]}:{origin[2]}"
+    raise UnmappableRequestError(
+        method, url, f"{shown} is neither the configured ARM endpoint nor a Key Vault under the configured template"
+    )

@@ -1,0 +1,127 @@
+"""Defence in depth: secret-looking fields in responses the policy allowed, and in audit arguments.
+
+The policy refuses secret-bearing operations before they are sent; this catches what slips
+through anyway (an allowed read whose response embeds a connection string, a custom policy that
+allows a generic ``*/read``). Fields are recognised by name (``primaryKey``, ``password``,
+``connectionString``, ``keys[].value``...) and by value (connection strings carrying
+``AccountKey=`` / ``Password=`` / ``SharedAccessSignature=``, SAS query strings, JWTs). The
+result lists the paths it redacted, so the agent knows something was withheld and where.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED = "***REDACTED***"
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "")
+
+
+# Field names whose value is a secret wherever they appear (compared without case, '_' or '-').
+SECRET_FIELDS = frozenset(
+    _norm(k)
+    for k in (
+        "password", "adminPassword", "administratorLoginPassword", "pwd", "passwd", "secret", "clientSecret",
+        "sasToken", "sasUrl", "sasUri", "accountKey", "accessKey", "storageAccountKey", "storageKey",
+        "primaryKey", "secondaryKey", "primaryMasterKey", "secondaryMasterKey", "primaryReadonlyMasterKey",
+        "secondaryReadonlyMasterKey", "primaryConnectionString", "secondaryConnectionString",
+        "connectionString", "connectionStrings", "primarySharedKey", "secondarySharedKey", "sharedAccessKey",
+        "apiKey", "accessToken", "refreshToken", "idToken", "privateKey", "publishingPassword",
+        "kubeconfig", "key1", "key2", "adminKey", "queryKey", "masterKey", "functionKey", "hostKey",
+        "accessSAS", "userDelegationKey",
+    )
+)
+# Lists whose elements carry a secret in their "value" (listKeys, AKS credentials, ACR passwords).
+VALUE_BEARING_LISTS = frozenset(_norm(k) for k in ("keys", "kubeconfigs", "passwords", "secrets", "credentials"))
+# Sibling keys that mark an object's "value" as a secret value (a Key Vault secret bundle, a key).
+VALUE_MARKERS = frozenset(_norm(k) for k in ("keyName", "contentType", "kid"))
+
+SECRET_VALUE = re.compile(
+    r"(?i)(?:\b(?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|Pwd|AccessKey)=[^;\s]"
+    r"|[?&]sig=[^&\s]"
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"
+)
+_BASE64_KEY = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _has_content(value: Any) -> bool:
+    return value not in (None, "", [], {})
+
+
+def redact_secrets(obj: Any) -> tuple[Any, list[str]]:
+    """A copy of ``obj`` with secret fields replaced by ``***REDACTED***``, and their paths."""
+    paths: list[str] = []
+    return _walk(obj, "", None, paths), paths
+
+
+def _walk(obj: Any, path: str, parent_key: str | None, paths: list[str]) -> Any:
+    if isinstance(obj, dict):
+        value_is_secret = (parent_key is not None and parent_key in VALUE_BEARING_LISTS) or bool(
+            VALUE_MARKERS & {_norm(str(k)) for k in obj}
+        )
+        if not value_is_secret and isinstance(obj.get("id"), str) and "/secrets/" in obj["id"].lower():
+            value_is_secret = True
+        out: dict[Any, Any] = {}
+        for key, value in obj.items():
+            child = _join(path, str(key))
+            normalized = _norm(str(key))
+            if _has_content(value) and (
+                normalized in SECRET_FIELDS or (normalized == "value" and value_is_secret)
+            ):
+                out[key] = REDACTED
+                paths.append(child)
+            else:
+                out[key] = _walk(value, child, normalized, paths)
+        return out
+    if isinstance(obj, list):
+        return [_walk(item, f"{path}[{i}]", parent_key, paths) for i, item in enumerate(obj)]
+    if isinstance(obj, str) and SECRET_VALUE.search(obj):
+        paths.append(path or "$")
+        return REDACTED
+    return obj
+
+
+# -- audit arguments ----------------------------------------------------------------------------
+
+_SECRET_ARGUMENT = re.compile(
+    r"(password|passwd|pwd|secret|token|connectionstring|credential|apikey|accountkey|accesskey|privatekey|sas|key)$"
+)
+_IDENTIFYING_SUFFIXES = ("name", "id", "ids", "names", "type", "uri", "url")
+
+
+def redact_arguments(arguments: Any) -> Any:
+    """Tool arguments for the audit log: values under secret-like names, or looking like keys, hidden.
+
+    Names that identify rather than carry (``secret_name``, ``key_id``) are kept: which secret an
+    agent asked for is exactly what an audit must show.
+    """
+    if isinstance(arguments, dict):
+        out = {}
+        for key, value in arguments.items():
+            normalized = _norm(str(key))
+            secret_name = bool(_SECRET_ARGUMENT.search(normalized)) and not normalized.endswith(_IDENTIFYING_SUFFIXES)
+            out[key] = REDACTED if secret_name and _has_content(value) else redact_arguments(value)
+        return out
+    if isinstance(arguments, list):
+        return [redact_arguments(item) for item in arguments]
+    if isinstance(arguments, str) and (SECRET_VALUE.search(arguments) or _BASE64_KEY.fullmatch(arguments)):
+        return REDACTED
+    return arguments
+
+
+def scrub_strings(obj: Any) -> Any:
+    """Replace any string that looks like a token or connection string (the audit's last safety net)."""
+    if isinstance(obj, dict):
+        return {k: scrub_strings(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [scrub_strings(v) for v in obj]
+    if isinstance(obj, str) and SECRET_VALUE.search(obj):
+        return REDACTED
+    return obj

@@ -1,0 +1,128 @@
+"""The admin API under ``/_sandbox`` (loopback clients only): read the log, steer the sandbox.
+
+GET  requests?kind=token|arm|vault|entra&since=SEQ   log entries with seq > since -> {"value": [...]}
+GET  stats                                          counters
+GET|POST|DELETE faults                              {path, count, status, retry_after, latency_ms, drop}
+POST reset                                          seed world, switches, faults, log restored
+GET|POST agent-rule                                 {"enabled": bool}
+GET|POST|DELETE claims-challenges                   {path, claims}
+POST certificates                                   {client_id, certificate: PEM} for client assertions
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from azure_agent_mcp.sandbox.entra import certificate_entry
+from azure_agent_mcp.sandbox.faults import FaultSpecError, parse_claims_challenge, parse_fault
+from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
+
+KINDS = ("token", "arm", "vault", "entra")
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AdminPlane:
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def handle(self, request: Request, parts: list[str]) -> Response:
+        try:
+            if not _is_loopback(request.client_host):
+                raise AdminError(403, "The sandbox admin API answers loopback clients only.")
+            return self._route(request, [p.lower() for p in parts[1:]])
+        except AdminError as exc:
+            return json_response(exc.status, {"error": {"code": "InvalidAdminRequest", "message": exc.message}})
+
+    def _json(self, request: Request) -> Any:
+        try:
+            return request.json()
+        except BadRequestBodyError as exc:
+            raise AdminError(400, f"The body is not valid JSON: {exc}.") from exc
+
+    def _route(self, request: Request, route: list[str]) -> Response:
+        method = request.method
+        name = "/".join(route)
+        state = self.state
+        if name == "requests" and method == "GET":
+            kind = request.query.get("kind") or None
+            if kind is not None and kind not in KINDS:
+                raise AdminError(400, f"'kind' must be one of {', '.join(KINDS)}.")
+            try:
+                since = int(request.query.get("since") or 0)
+            except ValueError as exc:
+                raise AdminError(400, "'since' must be an integer sequence number.") from exc
+            return json_response(200, {"value": state.journal.entries(kind, since)})
+        if name == "stats" and method == "GET":
+            return json_response(200, state.journal.stats())
+        if name == "reset" and method == "POST":
+            state.reset()
+            return json_response(200, {"reset": True})
+        if name == "faults":
+            if method == "POST":
+                try:
+                    fault = parse_fault(self._json(request))
+                except FaultSpecError as exc:
+                    raise AdminError(400, str(exc)) from exc
+                state.faults.append(fault)
+                return json_response(200, {"fault": fault.describe()})
+            if method == "DELETE":
+                state.faults.clear()
+                return json_response(200, {"value": []})
+            if method == "GET":
+                return json_response(200, {"value": [f.describe() for f in state.faults]})
+        if name == "agent-rule":
+            if method == "POST":
+                body = self._json(request)
+                if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
+                    raise AdminError(400, "The body must be {\"enabled\": true} or {\"enabled\": false}.")
+                state.agent_rule = body["enabled"]
+            if method in ("POST", "GET"):
+                return json_response(200, {"enabled": state.agent_rule})
+        if name == "claims-challenges":
+            if method == "POST":
+                try:
+                    challenge = parse_claims_challenge(self._json(request))
+                except FaultSpecError as exc:
+                    raise AdminError(400, str(exc)) from exc
+                state.challenges.append(challenge)
+                return json_response(200, {"challenge": challenge.describe()})
+            if method == "DELETE":
+                state.challenges.clear()
+                return json_response(200, {"value": []})
+            if method == "GET":
+                return json_response(200, {"value": [c.describe() for c in state.challenges]})
+        if name == "certificates" and method == "POST":
+            return self._register_certificate(request)
+        raise AdminError(404, f"No admin endpoint {method} /_sandbox/{name}. See the admin module's docstring.")
+
+    def _register_certificate(self, request: Request) -> Response:
+        body = self._json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("client_id"), str) or not isinstance(
+                body.get("certificate"), str):
+            raise AdminError(400, "The body must be {\"client_id\": \"...\", \"certificate\": \"-----BEGIN "
+                                  "CERTIFICATE-----...\"}.")
+        sp = self.state.world.sp_by_client_id(body["client_id"])
+        if sp is None:
+            raise AdminError(404, f"No service principal with client id {body['client_id']}.")
+        try:
+            entry = certificate_entry(body["certificate"])
+        except ValueError as exc:
+            raise AdminError(400, f"The certificate is not a PEM X.509 certificate: {exc}.") from exc
+        if not any(c["x5t#S256"] == entry["x5t#S256"] for c in sp.certificates):
+            sp.certificates.append(entry)
+        return json_response(200, {"client_id": sp.client_id, "thumbprint": entry["sha1_hex"],
+                                   "certificates": len(sp.certificates)})

@@ -1,0 +1,241 @@
+"""Azure RBAC as ARM evaluates it: built-in role definitions, assignments, and the permission check.
+
+This is deliberately an implementation of its own (it does not import the product's policy
+engine): the sandbox is the independent oracle the product's policy is tested against.
+Semantics follow ARM: an assignment applies at its scope and every scope below it; a role grants
+an operation when it matches one of the role's Actions (DataActions for data-plane operations)
+and none of its NotActions (NotDataActions); ``*`` matches any run of characters including
+``/``; comparison is case-insensitive.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
+
+
+@dataclass(frozen=True)
+class Permission:
+    actions: tuple[str, ...] = ()
+    not_actions: tuple[str, ...] = ()
+    data_actions: tuple[str, ...] = ()
+    not_data_actions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoleDefinition:
+    id: str  # the GUID
+    name: str
+    description: str
+    permissions: tuple[Permission, ...]
+    assignable_scopes: tuple[str, ...] = ("/",)
+
+    def grants(self, operation: str, data_action: bool) -> bool:
+        for perm in self.permissions:
+            allow, deny = (
+                (perm.data_actions, perm.not_data_actions) if data_action else (perm.actions, perm.not_actions)
+            )
+            if any(pattern_matches(p, operation) for p in allow) and not any(
+                pattern_matches(p, operation) for p in deny
+            ):
+                return True
+        return False
+
+    def to_arm(self, scope: str) -> dict[str, Any]:
+        prefix = "" if scope in ("", "/") else scope.rstrip("/")
+        return {
+            "id": f"{prefix}/providers/Microsoft.Authorization/roleDefinitions/{self.id}",
+            "name": self.id,
+            "type": "Microsoft.Authorization/roleDefinitions",
+            "properties": {
+                "roleName": self.name,
+                "type": "BuiltInRole",
+                "description": self.description,
+                "assignableScopes": list(self.assignable_scopes),
+                "permissions": [
+                    {
+                        "actions": list(p.actions),
+                        "notActions": list(p.not_actions),
+                        "dataActions": list(p.data_actions),
+                        "notDataActions": list(p.not_data_actions),
+                    }
+                    for p in self.permissions
+                ],
+                "createdOn": "2015-02-02T21:55:09.8806423Z",
+                "updatedOn": "2024-01-01T00:00:00.0000000Z",
+                "createdBy": None,
+                "updatedBy": None,
+            },
+        }
+
+
+BUILTIN_ROLES: dict[str, RoleDefinition] = {
+    r.id: r
+    for r in (
+        RoleDefinition(
+            OWNER,
+            "Owner",
+            "Grants full access to manage all resources, including the ability to assign roles in Azure RBAC.",
+            (Permission(actions=("*",)),),
+        ),
+        RoleDefinition(
+            CONTRIBUTOR,
+            "Contributor",
+            "Grants full access to manage all resources, but does not allow you to assign roles in Azure RBAC, "
+            "manage assignments in Azure Blueprints, or share image galleries.",
+            (
+                Permission(
+                    actions=("*",),
+                    not_actions=(
+                        "Microsoft.Authorization/*/Delete",
+                        "Microsoft.Authorization/*/Write",
+                        "Microsoft.Authorization/elevateAccess/Action",
+                        "Microsoft.Blueprint/blueprintAssignments/write",
+                        "Microsoft.Blueprint/blueprintAssignments/delete",
+                        "Microsoft.Compute/galleries/share/action",
+                        "Microsoft.Purview/consents/write",
+                        "Microsoft.Purview/consents/delete",
+                        "Microsoft.Resources/deploymentStacks/manageDenySetting/action",
+                        "Microsoft.Subscription/cancel/action",
+                        "Microsoft.Subscription/enable/action",
+                    ),
+                ),
+            ),
+        ),
+        RoleDefinition(READER, "Reader", "View all resources, but does not allow you to make any changes.",
+                       (Permission(actions=("*/read",)),)),
+        RoleDefinition(
+            KEY_VAULT_SECRETS_USER,
+            "Key Vault Secrets User",
+            "Read secret contents. Only works for key vaults that use the 'Azure role-based access control' "
+            "permission model.",
+            (
+                Permission(
+                    data_actions=(
+                        "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+                        "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+                    )
+                ),
+            ),
+        ),
+        RoleDefinition(
+            KEY_VAULT_SECRETS_OFFICER,
+            "Key Vault Secrets Officer",
+            "Perform any action on the secrets of a key vault, except manage permissions. Only works for key "
+            "vaults that use the 'Azure role-based access control' permission model.",
+            (
+                Permission(
+                    actions=(
+                        "Microsoft.Authorization/*/read",
+                        "Microsoft.Insights/alertRules/*",
+                        "Microsoft.Resources/deployments/*",
+                        "Microsoft.Resources/subscriptions/resourceGroups/read",
+                        "Microsoft.Support/*",
+                        "Microsoft.KeyVault/checkNameAvailability/read",
+                        "Microsoft.KeyVault/deletedVaults/read",
+                        "Microsoft.KeyVault/locations/*/read",
+                        "Microsoft.KeyVault/vaults/*/read",
+                        "Microsoft.KeyVault/operations/read",
+                    ),
+                    data_actions=("Microsoft.KeyVault/vaults/secrets/*",),
+                ),
+            ),
+        ),
+    )
+}
+
+
+@lru_cache(maxsize=4096)
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.IGNORECASE)
+
+
+def pattern_matches(pattern: str, operation: str) -> bool:
+    """ARM's wildcard match: ``*`` spans any characters including ``/``; case-insensitive."""
+    return _compile(pattern).fullmatch(operation) is not None
+
+
+def scope_contains(outer: str, inner: str) -> bool:
+    """Whether an assignment at ``outer`` applies at ``inner`` (segment-wise, case-insensitive)."""
+    o = outer.rstrip("/").lower()
+    i = inner.rstrip("/").lower()
+    return o == "" or i == o or i.startswith(o + "/")
+
+
+@dataclass(frozen=True)
+class RoleAssignment:
+    id: str  # the GUID
+    principal_id: str
+    principal_type: str  # "User" | "ServicePrincipal"
+    role_definition_id: str  # the role GUID
+    scope: str
+    created_on: str = "2024-01-15T09:30:00.0000000Z"
+
+    def to_arm(self) -> dict[str, Any]:
+        subscription = self.scope.split("/")[2] if self.scope.lower().startswith("/subscriptions/") else None
+        definition_prefix = f"/subscriptions/{subscription}" if subscription else ""
+        return {
+            "id": f"{self.scope.rstrip('/')}/providers/Microsoft.Authorization/roleAssignments/{self.id}",
+            "name": self.id,
+            "type": "Microsoft.Authorization/roleAssignments",
+            "properties": {
+                "roleDefinitionId": f"{definition_prefix}/providers/Microsoft.Authorization/roleDefinitions/"
+                f"{self.role_definition_id}",
+                "principalId": self.principal_id,
+                "principalType": self.principal_type,
+                "scope": self.scope,
+                "condition": None,
+                "conditionVersion": None,
+                "createdOn": self.created_on,
+                "updatedOn": self.created_on,
+                "createdBy": None,
+                "updatedBy": None,
+                "delegatedManagedIdentityResourceId": None,
+                "description": None,
+            },
+        }
+
+
+@dataclass
+class Authorizer:
+    """Answers "may principal P perform operation O at scope S?" from the role assignments."""
+
+    assignments: list[RoleAssignment]
+    roles: dict[str, RoleDefinition] = field(default_factory=lambda: dict(BUILTIN_ROLES))
+    _cache: dict[tuple[str, str, str, bool], bool] = field(default_factory=dict, repr=False)
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    def allowed(self, principal_id: str, operation: str, scope: str, data_action: bool = False) -> bool:
+        key = (principal_id, operation.lower(), scope.lower(), data_action)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        result = False
+        for assignment in self.assignments:
+            if assignment.principal_id != principal_id or not scope_contains(assignment.scope, scope):
+                continue
+            role = self.roles.get(assignment.role_definition_id)
+            if role is not None and role.grants(operation, data_action):
+                result = True
+                break
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+
+    def has_any_access_within(self, principal_id: str, scope: str) -> bool:
+        """ARM shows a subscription to anyone with an assignment at, above or below it."""
+        return any(
+            a.principal_id == principal_id and (scope_contains(a.scope, scope) or scope_contains(scope, a.scope))
+            for a in self.assignments
+        )

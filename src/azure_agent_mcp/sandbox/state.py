@@ -1,0 +1,67 @@
+"""Everything one running sandbox knows: endpoints, signing key, world, switches, faults, log.
+
+Mutated only on the server's event-loop thread (the admin API is how other threads change it),
+so the planes need no locks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure_agent_mcp.sandbox.access import Principal
+from azure_agent_mcp.sandbox.faults import ClaimsChallenge, Fault
+from azure_agent_mcp.sandbox.journal import Journal
+from azure_agent_mcp.sandbox.rbac import Authorizer
+from azure_agent_mcp.sandbox.tokens import TokenService
+from azure_agent_mcp.sandbox.world import TENANT_ID, SeedCredentials, World, build_world
+
+
+class SandboxState:
+    def __init__(self, origin: str, token_lifetime: int = 3600, creds: SeedCredentials | None = None) -> None:
+        self.origin = origin
+        self.tenant_id = TENANT_ID
+        self.authority = f"{origin}/{TENANT_ID}"
+        self.issuer = f"{origin}/{TENANT_ID}/v2.0"
+        self.token_lifetime = int(token_lifetime)
+        self.creds = creds or SeedCredentials.generate()
+        self.tokens = TokenService(self.issuer)
+        self.journal = Journal()
+        self.world: World
+        self.authorizer: Authorizer
+        self.faults: list[Fault] = []
+        self.challenges: list[ClaimsChallenge] = []
+        self.agent_rule = True
+        self.reset()
+
+    def reset(self) -> None:
+        """Seed world, switches, faults, challenges and log restored; registered certificates kept."""
+        certificates = {}
+        if getattr(self, "world", None) is not None:
+            certificates = {sp.client_id: list(sp.certificates) for sp in self.world.service_principals}
+        self.world = build_world(self.origin, self.creds)
+        for sp in self.world.service_principals:
+            sp.certificates = certificates.get(sp.client_id, [])
+        self.authorizer = Authorizer(self.world.role_assignments)
+        self.faults = []
+        self.challenges = []
+        self.agent_rule = True
+        self.journal.reset()
+
+    def take_fault(self, path: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.remaining > 0 and fault.pattern.search(path):
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    def claims_challenge_for(self, path: str, principal: Principal) -> ClaimsChallenge | None:
+        for challenge in self.challenges:
+            if challenge.pattern.search(path) and not challenge.satisfied_by(principal.claims):
+                return challenge
+        return None
+
+    def manifest_users(self) -> list[dict[str, Any]]:
+        return [{"name": u.name, "upn": u.upn, "object_id": u.object_id, "password": u.password, "roles": u.roles}
+                for u in self.world.users]

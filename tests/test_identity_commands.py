@@ -1,0 +1,103 @@
+"""`whoami`, `login`, `logout` as subprocesses against the sandbox (attached and embedded)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "COPILOT_"))}
+    env["AZURE_AGENT_MCP_STATE_DIR"] = str(tmp_path / "state")
+    env.update(extra)
+    return env
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "azure_agent_mcp", *args],
+        capture_output=True, text=True, env=_env(tmp_path, **env), timeout=120,
+    )
+
+
+def _one_json_object(stdout: str) -> dict:
+    text = stdout.strip()
+    assert text.count("\n") == 0, "one JSON object on one line"
+    return json.loads(text)
+
+
+def test_whoami_json_attached_to_a_running_sandbox(sandbox, tmp_path):
+    since = sandbox.last_seq()
+    done = run(tmp_path, "whoami", "--json", "--sandbox", str(sandbox.manifest_path),
+               COPILOT_AGENT_SESSION_ID="host-chat-42")
+    assert done.returncode == 0, done.stderr
+    info = _one_json_object(done.stdout)
+    assert info["session"] == {**info["session"], "id": "host-chat-42", "origin": "host"}
+    assert info["agent_markers"] == {"xms_cli_ses": "host-chat-42", "xms_cli_sid": "host-chat-42"}
+    assert info["credential"]["kind"] == "sandbox"
+    assert info["principal"]["upn"].startswith("developer@")
+    assert "eyJ" not in done.stdout and "eyJ" not in done.stderr
+    tokens = sandbox.requests(kind="token", since=since)
+    assert [t["client_session_query"] for t in tokens] == ["host-chat-42"]
+
+
+def test_whoami_json_with_the_embedded_sandbox(tmp_path):
+    done = run(tmp_path, "whoami", "--json", "--sandbox", "--session-id", "embedded-1", "--session-ttl", "45m",
+               "--session-claims", "xms_agent_session")
+    assert done.returncode == 0, done.stderr
+    info = _one_json_object(done.stdout)
+    assert info["agent_markers"] == {"xms_cli_ses": "embedded-1", "xms_agent_session": "embedded-1"}
+    assert info["session"]["origin"] == "flag" and info["session"]["expires_at"]
+    assert "eyJ" not in done.stdout
+
+
+def test_whoami_readable_lines(sandbox, tmp_path):
+    done = run(tmp_path, "whoami", "--sandbox", str(sandbox.manifest_path), "--session-id", "lines-1")
+    assert done.returncode == 0, done.stderr
+    assert "session      lines-1 (flag)" in done.stdout
+    assert "xms_cli_ses=lines-1" in done.stdout and "eyJ" not in done.stdout
+
+
+def test_login_whoami_logout_with_the_servers_own_client(sandbox, tmp_path):
+    manifest = str(sandbox.manifest_path)
+    login = run(tmp_path, "login", "--sandbox", manifest, "--credential", "msal", "--session-id", "login-1",
+                "--timeout", "30")
+    assert login.returncode == 0, login.stderr
+    assert "devicelogin" in login.stderr or "code" in login.stderr.lower()
+    cache = tmp_path / "state" / "msal_cache.bin"
+    assert cache.is_file() and stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert "eyJ" not in login.stdout + login.stderr
+
+    since = sandbox.last_seq()
+    who = run(tmp_path, "whoami", "--json", "--sandbox", manifest, "--credential", "msal", "--session-id", "msal-2")
+    assert who.returncode == 0, who.stderr
+    info = _one_json_object(who.stdout)
+    assert info["credential"]["kind"] == "msal" and info["credential"]["token_cache"] == str(cache)
+    assert info["agent_markers"] == {"xms_cli_ses": "msal-2", "xms_cli_sid": "msal-2"}
+    (token,) = sandbox.requests(kind="token", since=since)
+    assert token["grant_type"] == "refresh_token", "the persisted refresh token signed the new session in"
+    assert (token["client_session_query"], token["client_session_body"]) == ("msal-2", "msal-2")
+
+    again = run(tmp_path, "whoami", "--json", "--sandbox", manifest, "--credential", "msal", "--session-id", "msal-2")
+    assert again.returncode == 0 and sandbox.requests(kind="token", since=since) == [token], \
+        "the session's token is reused from the persisted cache by the next process"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+
+    out = run(tmp_path, "logout", "--sandbox", manifest)
+    assert out.returncode == 0 and "Signed out: developer@" in out.stdout
+    after = run(tmp_path, "whoami", "--sandbox", manifest, "--credential", "msal")
+    assert after.returncode == 1 and "azure-agent-mcp login" in after.stderr
+    persisted = cache.read_text()
+    assert "rt." not in persisted and "eyJ" not in persisted, "no refresh or access token is left behind"
+
+
+@pytest.mark.parametrize("bad", ["bad id", "x" * 200])
+def test_serve_refuses_a_bad_host_session_at_start(sandbox, tmp_path, bad):
+    done = run(tmp_path, "serve", "--sandbox", str(sandbox.manifest_path), COPILOT_AGENT_SESSION_ID=bad)
+    assert done.returncode == 2 and "COPILOT_AGENT_SESSION_ID" in done.stderr
