@@ -20,14 +20,17 @@ import base64
 import json
 import logging
 import sys
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from azure_agent_mcp.callcontext import current_call
+from azure_agent_mcp.callcontext import CallContext, current_call
 from azure_agent_mcp.policy.audit import AuditLog
 from azure_agent_mcp.policy.decisions import decide_request
 from azure_agent_mcp.policy.engine import Decision, Effect
@@ -38,8 +41,17 @@ from azure_agent_mcp.policy.operations import Endpoints, MappedRequest
 _LOG = logging.getLogger(__name__)
 _CONTEXT_KEY = "azure_agent_mcp_policy"
 PRINCIPAL_CLAIMS = ("oid", "appid", "upn")
+CORRELATION_HEADER = "x-ms-correlation-request-id"
 
 Confirmer = Callable[[Decision], bool]
+_POLL_HEADERS = ("azure-asyncoperation", "location", "operation-location")
+_POLLERS_REMEMBERED = 512
+
+
+def _poll_key(url: str) -> str:
+    """Scheme, host and path of a poll URL, lowercased (the api-version query may be rewritten)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}".lower()
 
 
 def unverified_principal(authorization: str | None) -> dict[str, str]:
@@ -71,6 +83,11 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
         self.endpoints = endpoints
         self.confirmer = confirmer
         self.audit = audit
+        # Long-running-operation polls run on azure-core's poller thread, where the tool call's
+        # context (a ContextVar) is not set. Remember which call started each operation, keyed by
+        # the poll URLs its response named, so poll records still say whose call they belong to.
+        self._pollers: OrderedDict[str, CallContext] = OrderedDict()
+        self._pollers_lock = threading.Lock()
 
     # -- the pipeline hooks ---------------------------------------------------------------
 
@@ -94,7 +111,16 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
         if state is None:
             return
         decision, mapped, outcome, started = state
-        self._record(request, decision, mapped, outcome, started, status=response.http_response.status_code)
+        self._remember_pollers(response.http_response.headers)
+        self._record(
+            request,
+            decision,
+            mapped,
+            outcome,
+            started,
+            status=response.http_response.status_code,
+            answered_correlation=response.http_response.headers.get(CORRELATION_HEADER),
+        )
 
     def on_exception(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
         state = request.context.get(_CONTEXT_KEY)
@@ -107,6 +133,25 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
         )
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _remember_pollers(self, headers: Any) -> None:
+        call = current_call()
+        if call is None:
+            return
+        for name in _POLL_HEADERS:
+            url = headers.get(name)
+            if url:
+                with self._pollers_lock:
+                    self._pollers[_poll_key(url)] = call
+                    while len(self._pollers) > _POLLERS_REMEMBERED:
+                        self._pollers.popitem(last=False)
+
+    def _call_for(self, url: str) -> CallContext | None:
+        call = current_call()
+        if call is not None:
+            return call
+        with self._pollers_lock:
+            return self._pollers.get(_poll_key(url))
 
     def _confirmed(self, decision: Decision) -> bool:
         if self.confirmer is None:
@@ -127,11 +172,12 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
         *,
         status: Any,
         error: str | None = None,
+        answered_correlation: str | None = None,
     ) -> None:
         if self.audit is None:
             return
         http = request.http_request
-        call = current_call()
+        call = self._call_for(http.url)
         principal: dict[str, Any] = {}
         if call is not None and isinstance(call.extra.get("principal"), dict):
             principal = {k: v for k, v in call.extra["principal"].items() if k in (*PRINCIPAL_CLAIMS, "tid")}
@@ -142,7 +188,10 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
             "session_id": call.session_id if call else None,
             "tool": call.tool if call else None,
             "client": call.client_name if call else None,
-            "correlation_id": http.headers.get("x-ms-correlation-request-id") or (call.correlation_id if call else None),
+            # what we sent; else what ARM assigned and answered with; else the tool call's id
+            "correlation_id": http.headers.get(CORRELATION_HEADER)
+            or answered_correlation
+            or (call.correlation_id if call else None),
             "method": http.method.upper(),
             "plane": mapped.plane if mapped else None,
             "path": mapped.path if mapped else None,

@@ -74,21 +74,6 @@ class SandboxApp:
         else:
             kind = "arm"
 
-        if kind != "admin":
-            fault = self.state.take_fault(request.path)
-            if fault is not None:
-                if fault.latency_ms:
-                    await asyncio.sleep(fault.latency_ms / 1000)
-                if fault.drop:
-                    self._log(request, kind, None, started, {"fault": True, "dropped": True})
-                    await self._drop(scope)
-                    return
-                if fault.status is not None:
-                    response = self._fault_response(kind, fault)
-                    self._log(request, kind, response, started, {"fault": True})
-                    await self._send(send, response, request)
-                    return
-
         try:
             request.body = await self._read_body(receive, headers)
         except BodyTooLargeError:
@@ -99,6 +84,22 @@ class SandboxApp:
                 self._log(request, kind, response, started, {})
             await self._send(send, response, request)
             return
+
+        if kind != "admin":
+            fault = self.state.take_fault(request.path)
+            if fault is not None:
+                if fault.latency_ms:
+                    await asyncio.sleep(fault.latency_ms / 1000)
+                extra = {"fault": True, **self._plane_fields(request, kind)}
+                if fault.drop:
+                    self._log(request, kind, None, started, {**extra, "dropped": True})
+                    await self._drop(scope)
+                    return
+                if fault.status is not None:
+                    response = self._fault_response(kind, fault)
+                    self._log(request, kind, response, started, extra)
+                    await self._send(send, response, request)
+                    return
 
         try:
             if kind == "admin":
@@ -135,6 +136,14 @@ class SandboxApp:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+    def _plane_fields(self, request: Request, kind: str) -> dict[str, Any]:
+        """What a plane would have logged, for requests a fault answered before the plane saw them."""
+        if kind == "token":
+            return self.entra.token_log_fields(request)
+        if kind in ("arm", "vault"):
+            return {"token_session": None, "token_claims": None}
+        return {}
 
     def _fault_response(self, kind: str, fault: Any) -> Response:
         headers = [("retry-after", fault.retry_after)] if fault.retry_after is not None else []
@@ -182,6 +191,9 @@ class SandboxApp:
             "user_agent": request.headers.get("user-agent"),
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
+        if kind in ("arm", "vault"):
+            entry["token_session"] = None
+            entry["token_claims"] = None
         if response is not None:
             entry.update(response.log)
             if response.status >= 400 and "error_code" not in entry:

@@ -205,23 +205,11 @@ class EntraPlane:
             raise AadError(400, "invalid_request", 900144, f"The request body could not be read: {exc}.") from exc
 
     def _token(self, request: Request, tenant: str) -> Response:
-        form = self._form(request)
-        grant = form.get("grant_type", "")
-        session_query = request.query.get("client_session")
-        session_body = form.get("client_session")
-        entry: dict[str, Any] = {
-            "grant_type": grant or None,
-            "client_id": form.get("client_id"),
-            "scope": form.get("scope"),
-            "client_session_query": session_query,
-            "client_session_body": session_body,
-            "claims": form.get("claims") if "claims" in form else request.query.get("claims"),
-            "fmi_path": form.get("fmi_path") or request.query.get("fmi_path"),
-            "issued_uti": None,
-            "subject_oid": None,
-        }
+        entry = self.token_log_fields(request)
         try:
-            payload, uti, subject = self._grant(request, tenant, form, grant, session_query or session_body)
+            form = self._form(request)
+            session = request.query.get("client_session") or form.get("client_session")
+            payload, uti, subject = self._grant(request, tenant, form, form.get("grant_type", ""), session)
         except AadError as exc:
             response = self._error(request, exc)
             response.log.update(entry)
@@ -229,6 +217,31 @@ class EntraPlane:
         entry["issued_uti"] = uti
         entry["subject_oid"] = subject
         return json_response(200, payload, [("cache-control", "no-store"), ("pragma", "no-cache")], **entry)
+
+    def token_log_fields(self, request: Request) -> dict[str, Any]:
+        """The token request's log fields (never a secret: no client_secret, password or token)."""
+        try:
+            form = request.form
+        except BadRequestBodyError:
+            form = {}
+        client_id = form.get("client_id")
+        basic = request.headers.get("authorization", "")
+        if not client_id and basic.lower().startswith("basic "):
+            try:
+                client_id = base64.b64decode(basic[6:].strip()).decode().partition(":")[0]
+            except (ValueError, UnicodeDecodeError):
+                client_id = None
+        return {
+            "grant_type": form.get("grant_type") or None,
+            "client_id": client_id,
+            "scope": form.get("scope"),
+            "client_session_query": request.query.get("client_session"),
+            "client_session_body": form.get("client_session"),
+            "claims": form.get("claims") if "claims" in form else request.query.get("claims"),
+            "fmi_path": form.get("fmi_path") or request.query.get("fmi_path"),
+            "issued_uti": None,
+            "subject_oid": None,
+        }
 
     def _grant(self, request: Request, tenant: str, form: dict[str, str], grant: str,
                session: str | None) -> tuple[dict[str, Any], str, str]:
