@@ -233,6 +233,27 @@ def test_claims_challenge_is_answered_once(sandbox):
         sandbox.clear_claims_challenges()
 
 
+def test_unsatisfiable_challenge_is_retried_exactly_once(sandbox):
+    from azure.core.exceptions import HttpResponseError
+
+    env = sandbox.environment()
+    session = new_session("never")
+    credential = build_credential("sandbox", env, session)
+    path = f"/subscriptions/{env.default_subscription}/resourcegroups$"
+    credential.get_token(ARM)
+    since = sandbox.last_seq()
+    sandbox.add_claims_challenge(path, {"access_token": {"xms_never_issued": {"essential": True, "value": "x"}}})
+    try:
+        with pytest.raises(HttpResponseError) as caught:
+            list(arm_client(credential, env).resource_groups.list())
+        assert caught.value.status_code == 401
+        arm = sandbox.requests(kind="arm", since=since)
+        assert [e["status"] for e in arm] == [401, 401], "the policy retries once, then gives up"
+        assert len(token_requests(sandbox, since, session.id)) == 1
+    finally:
+        sandbox.clear_claims_challenges()
+
+
 def test_expired_session_refuses_explains_and_never_uses_its_token(sandbox):
     env = sandbox.environment()
     session = new_session("short", ttl="2s")

@@ -139,6 +139,15 @@ def test_truncated_rotation_file_is_detected(tmp_path):
     assert "truncated" in result.problem
 
 
+def test_deleted_rotation_files_are_detected(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    _fill(path, 40, max_bytes=2048, backups=20)
+    for old in audit_files(path)[:-1]:
+        old.unlink()
+    result = verify_audit([path])
+    assert not result.ok and result.first_bad_line == 1 and "without its predecessor" in result.problem
+
+
 def test_half_written_last_line_is_detected(tmp_path):
     path = tmp_path / "audit.jsonl"
     _fill(path, 3)

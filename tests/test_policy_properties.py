@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from azure_agent_mcp.policy import Effect, Endpoints, decide_request, load_policy, map_request, parse_policy
 from azure_agent_mcp.policy.overlap import witness
-from azure_agent_mcp.policy.patterns import glob_regex
+from azure_agent_mcp.policy.patterns import PatternSet, glob_regex
 
 AZ = Endpoints.public_cloud()
 SANDBOX = Endpoints("https://127.0.0.1:8443", "https://127.0.0.1:8443/vaults/{vault}")
@@ -158,3 +158,18 @@ def test_witness_agrees_with_brute_force(include, exclude):
                 assert found is not None and len(found) <= length, (include, exclude, text)
                 return
 
+
+
+_OP = st.text(alphabet="ab/.", min_size=0, max_size=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(patterns=st.lists(st.text(alphabet="ab/.*", min_size=1, max_size=6), min_size=1, max_size=6), op=_OP)
+def test_compiled_pattern_sets_match_exactly_like_the_glob_definition(patterns, op):
+    """The indexed matcher (exact dict, namespace groups, suffix index, regex) agrees with plain globbing."""
+    compiled = PatternSet(patterns)
+    expected = [p for p in compiled.patterns if _matches(p, op)]
+    found = compiled.first_match(op)
+    assert (found is not None) == bool(expected), (patterns, op, found)
+    if found is not None:
+        assert _matches(found, op)

@@ -242,7 +242,7 @@ class AgentCredential:
                 raise TokenRequestError(str(exc)) from exc
             entry = _Entry(token.token, int(token.expires_on), _refresh_at(token, started), token.refresh_on)
         except BaseException as exc:
-            stale = self._cache.get(plain_key) if not claims else None
+            stale = self._cache.get(plain_key) if not claims and isinstance(exc, Exception) else None
             with self._lock:
                 self._flights.pop(key, None)
             if stale is not None and stale.expires_on - self._clock() > STALE_FALLBACK_SECONDS:
@@ -253,9 +253,9 @@ class AgentCredential:
             raise
         with self._lock:
             if not self.session.expired:
-                self._cache[plain_key] = entry  # a challenge's answer is a superset of the plain token
-                if claims:
-                    self._cache[key] = entry
+                # A challenge's answer carries the agent claims too: it replaces the plain entry, so
+                # other clients do not meet the same challenge. Challenge keys are never read back.
+                self._cache[plain_key] = entry
             self._flights.pop(key, None)
         flight.finish(entry, None)
         return entry

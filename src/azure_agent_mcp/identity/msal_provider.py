@@ -15,7 +15,6 @@ One ``MsalApps`` per (authority host, client id, cache) per process, so sessions
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -28,7 +27,6 @@ from azure_agent_mcp.identity.credential import ProviderToken, TokenRequestError
 from azure_agent_mcp.identity.errors import CredentialUnavailableError
 from azure_agent_mcp.identity.session import AgentSession
 
-_log = logging.getLogger(__name__)
 
 PUBLIC_AUTHORITY_HOSTS = (
     "login.microsoftonline.com",
@@ -65,7 +63,7 @@ def http_session(ca_bundle: str | None) -> Any:
 
     from azure_agent_mcp import USER_AGENT
 
-    class AgentSession(requests.Session):
+    class ServerHttpSession(requests.Session):
         def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
             settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
             if ca_bundle:
@@ -76,7 +74,7 @@ def http_session(ca_bundle: str | None) -> Any:
             kwargs.setdefault("timeout", HTTP_TIMEOUT_SECONDS)  # what MSAL's own session would do
             return super().request(method, url, *args, **kwargs)
 
-    session = AgentSession()
+    session = ServerHttpSession()
     adapter = requests.adapters.HTTPAdapter(max_retries=1)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

@@ -46,6 +46,16 @@ def glob_regex(pattern: str) -> str:
     return ".*".join(re.escape(part) for part in pattern.lower().split("*"))
 
 
+def _suffix_key(pattern_lower: str) -> str | None:
+    """For ``*/a/b`` or ``*/a``: ``a/b`` / ``a`` (what the operation must end with, after a '/')."""
+    if not pattern_lower.startswith("*/"):
+        return None
+    tail = pattern_lower[2:]
+    if "*" in tail or tail.count("/") > 1 or tail == "":
+        return None
+    return tail
+
+
 def _namespace_key(pattern_lower: str) -> str | None:
     """The namespace a wildcard pattern is confined to, or None when it can match any namespace."""
     head, sep, _ = pattern_lower.partition("/")
@@ -57,7 +67,7 @@ def _namespace_key(pattern_lower: str) -> str | None:
 class PatternSet:
     """An immutable set of operation patterns compiled for matching lowercase operation strings."""
 
-    __slots__ = ("patterns", "_exact", "_by_namespace", "_anywhere")
+    __slots__ = ("patterns", "_exact", "_by_namespace", "_anywhere", "_suffixes")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         unique: list[str] = []
@@ -68,10 +78,16 @@ class PatternSet:
                 unique.append(pattern)
         self.patterns: tuple[str, ...] = tuple(unique)
         self._exact: dict[str, str] = {}
+        # "*/listKeys/action", "*/read": a leading wildcard then whole segments; looked up by the
+        # operation's last one or two segments instead of being tried one by one.
+        self._suffixes: dict[str, str] = {}
         grouped: dict[str | None, list[str]] = {}
         for pattern in self.patterns:
             lowered = pattern.lower()
-            if is_wildcard(pattern):
+            key = _suffix_key(lowered)
+            if key is not None:
+                self._suffixes.setdefault(key, pattern)
+            elif is_wildcard(pattern):
                 grouped.setdefault(_namespace_key(lowered), []).append(pattern)
             else:
                 self._exact[lowered] = pattern
@@ -103,6 +119,17 @@ class PatternSet:
                 found = _search(group, operation_lower)
                 if found is not None:
                     return found
+        if self._suffixes:
+            last = operation_lower.rfind("/")
+            if last >= 0:
+                hit = self._suffixes.get(operation_lower[last + 1 :])
+                if hit is not None:
+                    return hit
+                before = operation_lower.rfind("/", 0, last)
+                if before >= 0:
+                    hit = self._suffixes.get(operation_lower[before + 1 :])
+                    if hit is not None:
+                        return hit
         if self._anywhere is not None:
             return _search(self._anywhere, operation_lower)
         return None

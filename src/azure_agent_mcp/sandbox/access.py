@@ -27,7 +27,8 @@ SECRET_BEARING = (
     "Microsoft.KeyVault/vaults/secrets/getSecret/action",
 )
 
-_LOG_CLAIMS = ("oid", "appid", "upn", "idtyp", "xms_cli_ses", "xms_cli_sid", "xms_agent_session", "uti")
+_LOG_CLAIMS = ("oid", "appid", "upn", "idtyp", "xms_cli_ses", "xms_cli_sid", "xms_agent_session", "uti",
+               "xms_act_fct", "xms_sub_fct", "xms_par_app_azp")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """The admin API under ``/_sandbox`` (loopback clients only): read the log, steer the sandbox.
 
-GET  requests?kind=token|arm|vault|entra&since=SEQ   log entries with seq > since -> {"value": [...]}
+GET  requests?kind=token|arm|vault|entra|sidecar&since=SEQ   log entries with seq > since -> {"value": [...]}
 GET  stats                                          counters
 GET|POST|DELETE faults                              {path, count, status, retry_after, latency_ms, drop}
 POST reset                                          seed world, switches, faults, log restored
 GET|POST agent-rule                                 {"enabled": bool}
+GET|POST wrong-identity                             {"enabled": bool}: agent identities get the project identity's tokens
 GET|POST|DELETE claims-challenges                   {path, claims}
 POST certificates                                   {client_id, certificate: PEM} for client assertions
 """
@@ -18,7 +19,7 @@ from azure_agent_mcp.sandbox.entra import certificate_entry
 from azure_agent_mcp.sandbox.faults import FaultSpecError, parse_claims_challenge, parse_fault
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
 
-KINDS = ("token", "arm", "vault", "entra")
+KINDS = ("token", "arm", "vault", "entra", "sidecar")
 
 
 class AdminError(Exception):
@@ -92,6 +93,14 @@ class AdminPlane:
                 state.agent_rule = body["enabled"]
             if method in ("POST", "GET"):
                 return json_response(200, {"enabled": state.agent_rule})
+        if name == "wrong-identity":
+            if method == "POST":
+                body = self._json(request)
+                if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
+                    raise AdminError(400, "The body must be {\"enabled\": true} or {\"enabled\": false}.")
+                state.set_wrong_identity(body["enabled"])
+            if method in ("POST", "GET"):
+                return json_response(200, {"enabled": state.wrong_identity})
         if name == "claims-challenges":
             if method == "POST":
                 try:

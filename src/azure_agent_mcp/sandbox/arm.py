@@ -775,7 +775,7 @@ class ArmPlane:
             raise ArmFailure(400, "RoleDefinitionDoesNotExist",
                              f"The specified role definition with ID '{role_id}' does not exist.")
         world = self.state.world
-        known_principals = {u.object_id: "User" for u in world.users}
+        known_principals = {u.object_id: "User" for u in [*world.users, *world.agent_users]}
         known_principals.update({s.object_id: "ServicePrincipal" for s in world.service_principals})
         if principal_id not in known_principals:
             raise ArmFailure(400, "PrincipalNotFound",

@@ -2,8 +2,9 @@
 
 Grants: device_code (auto-approved for the developer, or the seeded user named by
 ``login_hint``), refresh_token (rotating: the old one stops working), password (seeded users),
-client_credentials (client secret, or a client assertion signed with a certificate registered
-for the service principal). Agent markers: ``client_session`` (query or form body) becomes
+client_credentials (client secret, a client assertion signed with a certificate registered
+for the service principal, or a federated credential), and Entra Agent ID's exchanges
+(``fmi_path``, agent identity client assertions, ``user_fic``: see ``agent_grants``). Agent markers: ``client_session`` (query or form body) becomes
 ``xms_cli_ses``; a ``claims`` request for ``xms_cli_sid`` / ``xms_agent_session`` / ``acrs`` is
 honoured. Errors are AAD-shaped (``error``, ``error_description`` "AADSTS...", ``error_codes``).
 """
@@ -67,9 +68,12 @@ class RefreshGrant:
 
 class EntraPlane:
     def __init__(self, state: Any) -> None:
+        from azure_agent_mcp.sandbox.agent_grants import AgentIdGrants
+
         self.state = state
         self.device_codes: dict[str, DeviceCode] = {}
         self.refresh_tokens: dict[str, RefreshGrant] = {}
+        self.agents = AgentIdGrants(self)
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -209,14 +213,20 @@ class EntraPlane:
         try:
             form = self._form(request)
             session = request.query.get("client_session") or form.get("client_session")
-            payload, uti, subject = self._grant(request, tenant, form, form.get("grant_type", ""), session)
+            payload, uti, subject = self._grant(request, tenant, form, form.get("grant_type", ""), session, entry)
         except AadError as exc:
             response = self._error(request, exc)
             response.log.update(entry)
             return response
         entry["issued_uti"] = uti
         entry["subject_oid"] = subject
+        entry["issued_claims"] = self.issued_claims(payload["access_token"])
         return json_response(200, payload, [("cache-control", "no-store"), ("pragma", "no-cache")], **entry)
+
+    def issued_claims(self, access_token: str) -> dict[str, Any]:
+        from azure_agent_mcp.sandbox.agent_grants import claims_summary
+
+        return claims_summary(self.state.tokens.verify(access_token))
 
     def token_log_fields(self, request: Request) -> dict[str, Any]:
         """The token request's log fields (never a secret: no client_secret, password or token)."""
@@ -244,7 +254,7 @@ class EntraPlane:
         }
 
     def _grant(self, request: Request, tenant: str, form: dict[str, str], grant: str,
-               session: str | None) -> tuple[dict[str, Any], str, str]:
+               session: str | None, log: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
         if session is not None:
             self._check_session_id(session)
         markers = self._claims_markers(form.get("claims") if "claims" in form else request.query.get("claims"))
@@ -255,7 +265,7 @@ class EntraPlane:
                            "The request body must contain the following parameter: 'grant_type'.")
         client_id = form.get("client_id", "")
         if grant == "client_credentials":
-            return self._client_credentials(request, tenant, form, markers)
+            return self._client_credentials(request, tenant, form, markers, log)
         if not client_id:
             raise AadError(400, "invalid_request", 900144,
                            "The request body must contain the following parameter: 'client_id'.")
@@ -291,9 +301,11 @@ class EntraPlane:
                 raise AadError(400, "invalid_grant", 50126,
                                "Error validating credentials due to invalid username or password.")
             return self._user_tokens(user, client_id, form.get("scope", ""), markers, amr="pwd")
+        if grant == "user_fic":
+            return self.agents.user_fic(form, markers, log)
         raise AadError(400, "unsupported_grant_type", 70003,
                        f"The app requested an unsupported grant type '{grant}'. The sandbox supports "
-                       "device_code, refresh_token, password and client_credentials.")
+                       "device_code, refresh_token, password, client_credentials and user_fic.")
 
     def _check_session_id(self, session: str) -> None:
         if not session or len(session) > MAX_SESSION_ID or not session.isprintable():
@@ -431,8 +443,8 @@ class EntraPlane:
         }
         return payload, claims["uti"], user.object_id
 
-    def _client_credentials(self, request: Request, tenant: str, form: dict[str, str],
-                            markers: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    def _client_credentials(self, request: Request, tenant: str, form: dict[str, str], markers: dict[str, Any],
+                            log: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
         client_id = form.get("client_id", "")
         basic = request.headers.get("authorization", "")
         secret = form.get("client_secret")
@@ -452,15 +464,22 @@ class EntraPlane:
                            f"Application with identifier '{client_id}' was not found in the directory "
                            f"'{TENANT_DOMAIN}'. This can happen if the application has not been installed by the "
                            "administrator of the tenant.")
+        if sp.kind == "agent_identity":
+            return self.agents.agent_identity_credentials(sp, form, markers, log)
         assertion = form.get("client_assertion")
         if assertion is not None:
             if form.get("client_assertion_type") != JWT_BEARER_ASSERTION:
                 raise AadError(400, "invalid_request", 700026,
                                f"The client_assertion_type must be '{JWT_BEARER_ASSERTION}'.")
-            self._verify_assertion(sp, assertion, tenant)
+            from azure_agent_mcp.sandbox.agent_grants import unverified_header
+
+            if unverified_header(assertion).get("kid") == self.state.tokens.kid:
+                self.agents.verify_federated_assertion(sp, assertion)  # a federated identity credential
+            else:
+                self._verify_assertion(sp, assertion, tenant)
             appidacr = "2"
         elif secret is not None:
-            if not secrets.compare_digest(sp.client_secret.encode(), secret.encode()):
+            if not sp.client_secret or not secrets.compare_digest(sp.client_secret.encode(), secret.encode()):
                 raise AadError(401, "invalid_client", 7000215,
                                f"Invalid client secret provided. Ensure the secret being sent in the request is "
                                f"the client secret value, not the client secret ID, for a secret added to app "
@@ -470,12 +489,12 @@ class EntraPlane:
             raise AadError(401, "invalid_client", 7000218,
                            "The request body must contain the following parameter: 'client_assertion' or "
                            "'client_secret'.")
+        fmi_path = form.get("fmi_path")
+        if fmi_path:
+            return self.agents.blueprint_exchange(sp, fmi_path, form.get("scope", ""), markers, appidacr, log)
         audience, _, resource_scopes = self._resource_of(form.get("scope", ""), app=True)
         claims = self._base_claims(audience, sp.object_id, sp.client_id, markers)
         claims.update({"idtyp": "app", "roles": [], "appidacr": appidacr})
-        fmi_path = form.get("fmi_path")
-        if fmi_path:
-            claims["fmi_path"] = fmi_path
         payload = {
             "token_type": "Bearer",
             "expires_in": self.state.token_lifetime,

@@ -24,6 +24,7 @@ SENSITIVE_PARAMETERS = frozenset(
         "id_token",
         "sig",
         "user_fic",
+        "user_federated_identity_credential",
     }
 )
 LOG_LIMIT = 50_000
@@ -47,6 +48,7 @@ class Journal:
         self.by_session: Counter[str] = Counter()
         self.arm_requests = 0
         self.vault_requests = 0
+        self.sidecar_requests = 0
         self.faults_injected = 0
         self.started = time.time()
 
@@ -64,6 +66,8 @@ class Journal:
             self.arm_requests += 1
         elif kind == "vault":
             self.vault_requests += 1
+        elif kind == "sidecar":
+            self.sidecar_requests += 1
         if entry.get("fault"):
             self.faults_injected += 1
         self._entries.append(entry)
@@ -79,6 +83,7 @@ class Journal:
             "token_requests_by_session": dict(self.by_session),
             "arm_requests": self.arm_requests,
             "vault_requests": self.vault_requests,
+            "sidecar_requests": self.sidecar_requests,
             "faults_injected": self.faults_injected,
             "last_seq": self._seq,
             "uptime_seconds": round(time.time() - self.started, 3),

@@ -31,10 +31,12 @@ class SandboxState:
         self.faults: list[Fault] = []
         self.challenges: list[ClaimsChallenge] = []
         self.agent_rule = True
+        self.wrong_identity = False
+        self.sidecar_cache: dict[tuple[str, ...], tuple[str, int]] = {}
         self.reset()
 
     def reset(self) -> None:
-        """Seed world, switches, faults, challenges and log restored; registered certificates kept."""
+        """Seed world, switches, faults, challenges, log and the sidecar's cache restored; certificates kept."""
         certificates = {}
         if getattr(self, "world", None) is not None:
             certificates = {sp.client_id: list(sp.certificates) for sp in self.world.service_principals}
@@ -45,7 +47,14 @@ class SandboxState:
         self.faults = []
         self.challenges = []
         self.agent_rule = True
+        self.wrong_identity = False
+        self.sidecar_cache.clear()
         self.journal.reset()
+
+    def set_wrong_identity(self, enabled: bool) -> None:
+        """Agent-identity requests answered with the shared project identity's tokens (tests identity pinning)."""
+        self.wrong_identity = enabled
+        self.sidecar_cache.clear()  # a sidecar would not notice; the switch must bite at once in tests
 
     def take_fault(self, path: str) -> Fault | None:
         for fault in self.faults:

@@ -48,6 +48,8 @@ class SeedCredentials:
     reader_password: str
     sp_secret: str
     key_salt: str
+    blueprint_secret: str = ""
+    project_secret: str = ""
 
     @classmethod
     def generate(cls) -> SeedCredentials:
@@ -56,6 +58,8 @@ class SeedCredentials:
             reader_password="Rdr-" + _secrets.token_urlsafe(12),
             sp_secret="sp~" + _secrets.token_urlsafe(24),
             key_salt=_secrets.token_hex(16),
+            blueprint_secret="bp~" + _secrets.token_urlsafe(24),
+            project_secret="prj~" + _secrets.token_urlsafe(24),
         )
 
 
@@ -67,6 +71,8 @@ class User:
     password: str
     display_name: str
     roles: str
+    # An agent user (Entra Agent ID): the agent identity that alone may act as it (user_fic grant).
+    agent_identity_id: str | None = None
 
 
 @dataclass
@@ -78,6 +84,13 @@ class ServicePrincipal:
     display_name: str
     # Registered certificates for client assertions: {sha1_hex, sha256_hex, public_key_pem}.
     certificates: list[dict[str, str]] = field(default_factory=list)
+    # "application", "agent_blueprint" or "agent_identity" (Entra Agent ID).
+    kind: str = "application"
+    # Agent identities: the app id of the blueprint that alone may impersonate it.
+    parent_app_id: str | None = None
+    # Federated identity credentials: subjects (``sub``) of sandbox-issued exchange tokens accepted as
+    # this app's client assertion (how a managed identity authenticates a blueprint).
+    federated_subjects: tuple[str, ...] = ()
 
 
 @dataclass
@@ -125,6 +138,13 @@ class World:
     service_principals: list[ServicePrincipal]
     role_assignments: list[RoleAssignment]
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)  # pending async operations
+    agent_users: list[User] = field(default_factory=list)  # Entra Agent ID users: no password, no sign-in
+
+    def agent_user(self, upn: str | None = None, object_id: str | None = None) -> User | None:
+        for user in self.agent_users:
+            if (upn and user.upn.lower() == upn.lower()) or (object_id and user.object_id.lower() == object_id.lower()):
+                return user
+        return None
 
     def vault_url(self, name: str) -> str:
         return f"{self.origin}/vaults/{name}"
@@ -149,6 +169,9 @@ class World:
         for sp in self.service_principals:
             if sp.object_id == object_id:
                 return sp.client_id
+        for user in self.agent_users:
+            if user.object_id == object_id:
+                return user.upn
         return None
 
 
@@ -464,6 +487,10 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
              "Reader on Sandbox Production"),
     ]
     sps = [ServicePrincipal("automation", SP_CLIENT_ID, SP_OBJECT_ID, creds.sp_secret, "sandbox-automation")]
+    from azure_agent_mcp.sandbox.agent_world import agent_principals
+
+    agent_sps, agent_users, agent_assignments = agent_principals(creds, a)
+    sps.extend(agent_sps)
     prod_vault_id = b.vaults["kv-sandbox-prod"].resource_id
     assignments = [
         RoleAssignment(stable_guid("ra", "developer", "A"), DEVELOPER_OID, "User", OWNER, f"/subscriptions/{a}"),
@@ -473,6 +500,7 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
         RoleAssignment(stable_guid("ra", "reader", "A"), READER_OID, "User", READER, f"/subscriptions/{a}"),
         RoleAssignment(stable_guid("ra", "automation", "rg-prod-app"), SP_OBJECT_ID, "ServicePrincipal",
                        CONTRIBUTOR, app),
+        *agent_assignments,
     ]
     return World(
         origin=origin,
@@ -488,4 +516,5 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
         users=users,
         service_principals=sps,
         role_assignments=assignments,
+        agent_users=agent_users,
     )

@@ -24,6 +24,7 @@ MAX_BODY_BYTES = 256 * 1024
 
 
 def _as_dict(model: Any) -> dict[str, Any]:
+    """The model as ARM's wire JSON (azure-mgmt-resource 26 models keep camelCase wire names)."""
     return model.as_dict() if hasattr(model, "as_dict") else dict(model)
 
 
@@ -42,7 +43,7 @@ def _group_path(subscription: str, group: str) -> str:
 def subscription_list(azure: AzureSession) -> ToolOutput:
     subs = [_as_dict(s) for s in azure.subscriptions().subscriptions.list()]
     slim = [
-        {"subscriptionId": s.get("subscription_id"), "displayName": s.get("display_name"), "state": s.get("state")}
+        {"subscriptionId": s.get("subscriptionId"), "displayName": s.get("displayName"), "state": s.get("state")}
         for s in subs
     ]
     return ToolOutput(f"{len(slim)} subscription(s).", {"items": slim})
