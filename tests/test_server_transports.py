@@ -73,7 +73,7 @@ def test_stdio_survives_malformed_json_rpc(sandbox, tmp_path):
             proc.stdin.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n")
             proc.stdin.flush()
 
-        def receive() -> dict:
+        def receive() -> dict:  # noqa: D401 - readline blocks; the server must answer
             line = proc.stdout.readline()
             assert line, "server closed stdout"
             return json.loads(line)

@@ -1,7 +1,7 @@
 """The ASGI application that puts the planes behind one origin, with faults, limits and the log.
 
-Dispatch by first path segment: ``/_sandbox`` admin, ``/vaults`` Key Vault, Entra's tenant paths,
-everything else ARM. Faults apply to every plane but the admin API before normal handling.
+Dispatch by first path segment: ``/_sandbox`` admin, ``/_sidecar`` the Entra SDK auth sidecar,
+``/vaults`` Key Vault, Entra's tenant paths, everything else ARM. Faults apply to every plane but the admin API before normal handling.
 Bodies over 4 MB get 413; an unexpected failure becomes a 500 in ARM's shape. The server keeps
 serving whatever it is sent. Handlers are synchronous: the state is in memory and cheap to touch.
 """
@@ -21,6 +21,7 @@ from azure_agent_mcp.sandbox.entra import EntraPlane
 from azure_agent_mcp.sandbox.journal import redact_query
 from azure_agent_mcp.sandbox.keyvault import VaultPlane
 from azure_agent_mcp.sandbox.protocol import Request, Response, arm_error, json_response
+from azure_agent_mcp.sandbox.sidecar import SidecarPlane, problem
 
 MAX_BODY = 4 * 1024 * 1024
 TRANSPORT_KEY = "azure_agent_mcp.sandbox.transport"
@@ -38,6 +39,7 @@ class SandboxApp:
         self.arm = ArmPlane(state)
         self.vault = VaultPlane(state)
         self.admin = AdminPlane(state)
+        self.sidecar = SidecarPlane(state, self.entra)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -67,6 +69,8 @@ class SandboxApp:
         lowered = [p.lower() for p in parts]
         if first == "_sandbox":
             kind = "admin"
+        elif first == "_sidecar":
+            kind = "sidecar"
         elif first == "vaults":
             kind = "vault"
         elif self.entra.handles(lowered):
@@ -106,6 +110,8 @@ class SandboxApp:
                 response = self.admin.handle(request, parts)
             elif kind == "vault":
                 response = self.vault.handle(request, parts)
+            elif kind == "sidecar":
+                response = self.sidecar.handle(request, parts)
             elif kind in ("token", "entra"):
                 response = self.entra.handle(request, lowered)
             else:
@@ -149,6 +155,8 @@ class SandboxApp:
         headers = [("retry-after", fault.retry_after)] if fault.retry_after is not None else []
         status = fault.status
         message = f"Injected by the sandbox: a fault matching '{fault.pattern.pattern}' answered HTTP {status}."
+        if kind == "sidecar":
+            return problem(status, message, headers)
         if kind in ("token", "entra"):
             return json_response(status, {
                 "error": "temporarily_unavailable",

@@ -240,15 +240,39 @@ class Sandbox:
                 {"name": sp.name, "client_id": sp.client_id, "client_secret": sp.client_secret,
                  "object_id": sp.object_id}
                 for sp in world.service_principals
+                if sp.kind == "application"
             ],
+            "agent_identity": self._agent_identity_manifest(),
             "vaults": [
                 {"name": v.name, "subscription": v.subscription, "resource_group": v.resource_group,
                  "url": world.vault_url(v.name)}
                 for v in world.vaults.values()
             ],
             "admin": origin + "/_sandbox",
+            "sidecar": origin + "/_sidecar",
             "pid": os.getpid(),
             "token_lifetime": self.token_lifetime,
+        }
+
+    def _agent_identity_manifest(self) -> dict[str, Any]:
+        """Entra Agent ID's seeded principals (see ``agent_world``); the blueprint's secret is its only credential."""
+        from azure_agent_mcp.sandbox import agent_world as aw
+
+        world = self.state.world
+        blueprint = world.sp_by_client_id(aw.BLUEPRINT_CLIENT_ID)
+        user = world.agent_user(object_id=aw.AGENT_USER_OBJECT_ID)
+        assert blueprint is not None and user is not None
+        return {
+            "blueprint_client_id": blueprint.client_id,
+            "blueprint_object_id": blueprint.object_id,
+            "blueprint_client_secret": blueprint.client_secret,
+            "blueprint_federated_subjects": list(blueprint.federated_subjects),
+            "agent_identity_id": aw.AGENT_IDENTITY_ID,
+            "agent_identity_object_id": aw.AGENT_IDENTITY_ID,
+            "agent_user_upn": user.upn,
+            "agent_user_object_id": user.object_id,
+            "project_identity_client_id": aw.PROJECT_CLIENT_ID,
+            "project_identity_object_id": aw.PROJECT_OBJECT_ID,
         }
 
     def environment(self) -> Any:
@@ -301,6 +325,10 @@ class Sandbox:
 
     def set_agent_rule(self, enabled: bool) -> None:
         self._admin("POST", "/agent-rule", {"enabled": bool(enabled)})
+
+    def set_wrong_identity(self, enabled: bool) -> None:
+        """Answer agent-identity token requests with the shared project identity's tokens (``reset()`` ends it)."""
+        self._admin("POST", "/wrong-identity", {"enabled": bool(enabled)})
 
     def add_claims_challenge(self, path: str, claims: dict[str, Any]) -> dict[str, Any]:
         return self._admin("POST", "/claims-challenges", {"path": path, "claims": claims})["challenge"]

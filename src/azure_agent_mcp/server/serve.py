@@ -99,9 +99,10 @@ def _run_stdio(runtime) -> None:
     import anyio
 
     from azure_agent_mcp.server.app import build_server
+    from azure_agent_mcp.server.stdio import run_stdio
 
     server = build_server(runtime)
-    anyio.run(server.run_stdio_async)
+    anyio.run(run_stdio, server)
 
 
 def _run_http(runtime, host: str, port: int) -> None:
