@@ -295,6 +295,49 @@ def test_every_retry_is_checked_and_audited(fresh_sandbox_state, manifest, sub_a
     assert [(r["decision"], r["status"]) for r in _records(audit)] == [("allow", 503), ("allow", 200)]
 
 
+def test_a_confirmed_request_is_asked_once_across_retries(fresh_sandbox_state, manifest, sub_a, developer_credential, audit):
+    sandbox = fresh_sandbox_state
+    asked: list[Decision] = []
+
+    def approve(decision: Decision) -> bool:
+        asked.append(decision)
+        return True
+
+    client = _arm(manifest, developer_credential, sub_a,
+                  _enforcement(sandbox, load_policy("unrestricted"), audit, confirmer=approve))
+    client.resource_groups.create_or_update("policy-retried", {"location": "eastus"})
+    sandbox.add_fault("/resourcegroups/policy-retried$", status=503, count=1)
+    mark = _mark(sandbox)
+    client.resource_groups.begin_delete("policy-retried", polling_interval=0.05).result()
+    deletes = [r for r in _sent(sandbox, mark) if r["method"] == "DELETE"]
+    assert [r["status"] for r in deletes] == [503, 202]
+    assert len(asked) == 1
+    assert [r["decision"] for r in _records(audit) if r["method"] == "DELETE"] == ["confirmed", "confirmed"]
+
+
+def test_subscription_client_fenced_by_assignable_scopes(sandbox, manifest, sub_a, developer_credential, audit):
+    from azure.mgmt.resource.subscriptions import SubscriptionClient
+
+    fenced = parse_policy({"Name": "sub A only", "Actions": ["*/read"], "AssignableScopes": [f"/subscriptions/{sub_a}"]},
+                          source="sub-a.json")
+    client = SubscriptionClient(
+        developer_credential,
+        base_url=manifest["arm_endpoint"],
+        credential_scopes=[manifest["arm_audience"] + ".default"],
+        per_retry_policies=[_enforcement(sandbox, fenced, audit)],
+        connection_verify=manifest["ca_bundle"],
+    )
+    mark = _mark(sandbox)
+    assert client.subscriptions.get(sub_a).subscription_id == sub_a
+    with pytest.raises(PolicyDeniedError) as caught:
+        list(client.subscriptions.list())
+    assert caught.value.decision.rule == f"outside AssignableScopes [/subscriptions/{sub_a}]"
+    assert caught.value.decision.scope == "/"
+    with pytest.raises(PolicyDeniedError):
+        client.subscriptions.get(manifest["subscriptions"][1]["id"])
+    assert [(r["method"], r["path"].lower()) for r in _sent(sandbox, mark)] == [("GET", f"/subscriptions/{sub_a}")]
+
+
 def test_key_vault_values_denied_metadata_allowed(sandbox, manifest, developer_credential, audit):
     vault_url = manifest["vaults"][0]["url"]
     enforcement = _enforcement(sandbox, narrow_read_only(load_policy("unrestricted")), audit)

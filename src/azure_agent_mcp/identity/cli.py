@@ -40,6 +40,7 @@ class IdentityContext:
     session: Any
     credential: Any
     sandbox: Any = None
+    kind: str | None = None
 
 
 def _session_id_arg(value: str) -> str:
@@ -171,10 +172,13 @@ def _kind(args: argparse.Namespace, env: Any) -> str:
 
 
 @contextmanager
-def open_identity(args: argparse.Namespace) -> Iterator[IdentityContext]:
+def open_identity(args: argparse.Namespace, *, lazy_credential: bool = False) -> Iterator[IdentityContext]:
     """Session, environment (starting or attaching to a sandbox) and the session's credential.
 
     An embedded sandbox (``--sandbox`` without a value) is stopped when the context exits.
+    ``lazy_credential`` resolves and checks the kind but leaves building the credential (and
+    importing MSAL / azure-core) to the caller's first token request: ``serve`` answers
+    ``initialize`` before anyone needs Azure.
     """
     session = _resolve(args)
     with ExitStack() as stack:
@@ -186,11 +190,14 @@ def open_identity(args: argparse.Namespace) -> Iterator[IdentityContext]:
             if kind == "auto":
                 kind = resolve_auto(env)
             check_ready(kind, env)
-            credential = build_credential(kind, env, session, claims_profile=args.session_claims)
+            credential = None
+            if not lazy_credential:
+                credential = build_credential(kind, env, session, claims_profile=args.session_claims)
         except IdentityError as exc:
             raise CommandError(str(exc)) from exc
-        stack.callback(credential.close)
-        yield IdentityContext(env=env, session=session, credential=credential, sandbox=sandbox)
+        if credential is not None:
+            stack.callback(credential.close)
+        yield IdentityContext(env=env, session=session, credential=credential, sandbox=sandbox, kind=kind)
 
 
 # -- commands -----------------------------------------------------------------------------------

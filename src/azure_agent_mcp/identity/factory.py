@@ -15,13 +15,15 @@ User identities come first because only they carry the agent-session tag.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure_agent_mcp.identity.claims import DEFAULT_PROFILE, PROFILES
-from azure_agent_mcp.identity.credential import AgentCredential
 from azure_agent_mcp.identity.errors import CredentialUnavailableError, UnknownCredentialKindError
 from azure_agent_mcp.identity.kinds import CREDENTIAL_KINDS
 from azure_agent_mcp.identity.session import AgentSession
+
+if TYPE_CHECKING:  # azure-core is imported with the first credential, not at start-up
+    from azure_agent_mcp.identity.credential import AgentCredential
 
 KINDS = CREDENTIAL_KINDS
 
@@ -145,6 +147,8 @@ def build_credential(
     ``certificate_path`` / ``tenant_id`` (service-principal), ``client_id`` (managed-identity),
     ``clock`` (tests).
     """
+    from azure_agent_mcp.identity.credential import AgentCredential
+
     clock = options.pop("clock", None)
     provider = build_provider(kind, env, session, claims_profile=claims_profile, **options)
     return AgentCredential(provider, session, clock=clock)

@@ -10,6 +10,12 @@ from azure_agent_mcp.policy.operations import Endpoints, MappedRequest, map_requ
 UNMAPPABLE_RULE = "unmappable request"
 
 
+def _without_query(url: str, limit: int = 300) -> str:
+    """The URL without query string or fragment (they may carry tokens), shortened for messages."""
+    shown = url.split("?", 1)[0].split("#", 1)[0]
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
 def decide_request(
     policy: Policy, endpoints: Endpoints, method: str, url: str
 ) -> tuple[Decision, MappedRequest | None]:
@@ -19,7 +25,7 @@ def decide_request(
         return (
             Decision(
                 effect=Effect.DENY,
-                operation=f"{method.upper()} {exc.url if len(exc.url) <= 300 else exc.url[:300] + '...'}",
+                operation=f"{method.upper()} {_without_query(exc.url)}",
                 scope="",
                 data_action=False,
                 rule=UNMAPPABLE_RULE,

@@ -100,6 +100,11 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
             raise PolicyDeniedError(decision)
         outcome = "allow"
         if decision.effect is Effect.CONFIRM:
+            previous = request.context.get(_CONTEXT_KEY)
+            if previous is not None and previous[2] == "confirmed" and previous[0] == decision:
+                # a retry of a request the confirmer already approved: ask once per request, not per attempt
+                request.context[_CONTEXT_KEY] = (decision, mapped, "confirmed", started)
+                return
             if not self._confirmed(decision):
                 self._record(request, decision, mapped, "unconfirmed", started, status="not-sent")
                 raise ConfirmationRequiredError(decision)

@@ -286,7 +286,7 @@ def _best_for(policy: Policy, c: _Compiled, operation: str, data_action: bool, s
         return decide(policy, operation, target, data_action)
     for allow_confirm in (False, True):
         try:
-            example = _witness(policy, c, operation, data_action, allow_confirm)
+            example = _witness(policy, operation, data_action, allow_confirm)
         except SearchBudgetExceeded:
             return Decision(
                 Effect.ALLOW,
@@ -318,7 +318,7 @@ def _best_for(policy: Policy, c: _Compiled, operation: str, data_action: bool, s
     )
 
 
-def _witness(policy: Policy, c: _Compiled, operation: str, data_action: bool, allow_confirm: bool) -> str | None:
+def _witness(policy: Policy, operation: str, data_action: bool, allow_confirm: bool) -> str | None:
     common = list(policy.deny) + ([] if allow_confirm else list(policy.confirm))
     narrowing: tuple[str | None, ...] = (None,)
     if policy.read_only:

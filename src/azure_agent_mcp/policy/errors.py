@@ -52,4 +52,6 @@ class ConfirmationRequiredError(PolicyDeniedError):
 
 
 def _shorten(url: str, limit: int = 300) -> str:
-    return url if len(url) <= limit else url[:limit] + "..."
+    """The URL without its query string or fragment (they can carry tokens), at most ``limit`` characters."""
+    shown = url.split("?", 1)[0].split("#", 1)[0]
+    return shown if len(shown) <= limit else shown[:limit] + "..."

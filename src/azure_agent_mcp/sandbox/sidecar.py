@@ -10,7 +10,8 @@ one's local-caller restriction), with the same HTTP contract:
 ``GET /_sidecar/healthz`` -> 200 ``Healthy``.
 
 API names: ``arm`` (ARM's audience) and ``vault`` (Key Vault's); ``optionsOverride.Scopes``
-replaces the configured scopes as in the real sidecar. Precedence of the agent parameters is the
+replaces the configured scopes and ``optionsOverride.AcquireTokenOptions.Claims`` carries a
+resource's claims challenge (answered without the cache), as in the real sidecar. Precedence of the agent parameters is the
 real sidecar's: with ``AgentIdentity``, ``AgentUsername`` wins over ``AgentUserId``; without it
 both are ignored and the blueprint's own app token is returned.
 
@@ -89,41 +90,45 @@ class SidecarPlane:
             return problem(400, f"Not able to resolve '{api_name}'.", **log)
         if agent_identity and not username and user_id is not None and not _nonempty_guid(user_id):
             return problem(400, "AgentUserId must be a non-empty GUID.", **log)
+        challenge = request.query_ci("optionsOverride.AcquireTokenOptions.Claims") or None
         user = (username or user_id) if agent_identity else None
         key = (agent_identity or "", user or "", scope)
         cached = self.state.sidecar_cache.get(key)
-        if cached is not None and cached[1] - time.time() > CACHE_MARGIN_SECONDS:
+        if challenge is None and cached is not None and cached[1] - time.time() > CACHE_MARGIN_SECONDS:
             token, hit = cached[0], True
         else:
             try:
-                token = self._acquire(agent_identity, username, user_id, scope)
+                token = self._acquire(agent_identity, username, user_id, scope, challenge)
             except AadError as exc:
                 return problem(401, f"AADSTS{exc.code}: {exc.description}", **log)
             hit = False
+            if challenge is None:
+                self.state.sidecar_cache[key] = (token, int(self.state.tokens.verify(token)["exp"]))
         claims = self.entra.issued_claims(token)
-        self.state.sidecar_cache[key] = (token, int(self.state.tokens.verify(token)["exp"]))
         body = json.dumps({"authorizationHeader": "Bearer " + token}).encode()
         return Response(200, body, [("content-type", "application/json; charset=utf-8"), ("cache-control", "no-store")],
-                        {"cache_hit": hit, "issued_claims": claims})
+                        {**log, "cache_hit": hit, "issued_claims": claims})
 
     # -- the exchanges, in-process ------------------------------------------------------------------
 
-    def _acquire(self, agent_identity: str | None, username: str | None, user_id: str | None, scope: str) -> str:
+    def _acquire(self, agent_identity: str | None, username: str | None, user_id: str | None, scope: str,
+                 challenge: str | None) -> str:
+        extra = {"claims": challenge} if challenge else {}
         blueprint = self.state.world.sp_by_client_id(BLUEPRINT_CLIENT_ID)
         assert blueprint is not None, "the seed world always has the blueprint"
         own = {"client_id": blueprint.client_id, "client_secret": blueprint.client_secret}
         if not agent_identity:
-            return self._grant({**own, "grant_type": "client_credentials", "scope": scope})
+            return self._grant({**own, "grant_type": "client_credentials", "scope": scope, **extra})
         t1 = self._exchange(("t1", agent_identity), {**own, "grant_type": "client_credentials",
                                                      "scope": TOKEN_EXCHANGE_SCOPE, "fmi_path": agent_identity})
         as_agent = {"client_id": agent_identity, "client_assertion_type": JWT_BEARER_ASSERTION, "client_assertion": t1}
         if not username and not user_id:
-            return self._grant({**as_agent, "grant_type": "client_credentials", "scope": scope})
+            return self._grant({**as_agent, "grant_type": "client_credentials", "scope": scope, **extra})
         t2 = self._exchange(("t2", agent_identity), {**as_agent, "grant_type": "client_credentials",
                                                      "scope": TOKEN_EXCHANGE_SCOPE})
         user = {"username": username} if username else {"user_id": user_id or ""}
         return self._grant({**as_agent, **user, "grant_type": "user_fic", "scope": scope + " openid profile",
-                            "user_federated_identity_credential": t2})
+                            "user_federated_identity_credential": t2, **extra})
 
     def _exchange(self, key: tuple[str, ...], form: dict[str, str]) -> str:
         cached = self.state.sidecar_cache.get(key)

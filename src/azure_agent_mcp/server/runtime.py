@@ -47,8 +47,7 @@ class AgentRuntime:
         options: RuntimeOptions,
         default_credential: Any = None,
     ) -> None:
-        from azure_agent_mcp.identity import CorrelationPolicy
-        from azure_agent_mcp.policy import Endpoints, PolicyEnforcementPolicy
+        from azure_agent_mcp.policy import Endpoints
 
         self.env = env
         self.policy = policy
@@ -57,8 +56,7 @@ class AgentRuntime:
         self.default_session = default_session
         self.endpoints = Endpoints.from_environment(env)
         self._credential_factory = credential_factory
-        self._enforcement = PolicyEnforcementPolicy(policy, self.endpoints, confirmer=self._confirm, audit=audit)
-        self._correlation = CorrelationPolicy()
+        self._pipeline_policies: tuple[Any, Any] | None = None
         self._lock = threading.Lock()
         self._sessions: dict[str, AgentSession] = {}
         self._by_connection: dict[str, str] = {}
@@ -120,7 +118,18 @@ class AgentRuntime:
             return azure
 
     def _new_azure(self, session: AgentSession, credential: Any) -> AzureSession:
-        return AzureSession(self.env, session, credential, self.policy, [self._enforcement], self._correlation)
+        enforcement, correlation = self._policies()
+        return AzureSession(self.env, session, credential, self.policy, [enforcement], correlation)
+
+    def _policies(self) -> tuple[Any, Any]:
+        """The two pipeline policies every SDK client carries, built (with azure-core) on first use."""
+        if self._pipeline_policies is None:
+            from azure_agent_mcp.identity import CorrelationPolicy
+            from azure_agent_mcp.policy import PolicyEnforcementPolicy
+
+            enforcement = PolicyEnforcementPolicy(self.policy, self.endpoints, confirmer=self._confirm, audit=self.audit)
+            self._pipeline_policies = (enforcement, CorrelationPolicy())
+        return self._pipeline_policies
 
     def principal_for(self, azure: AzureSession) -> dict[str, Any]:
         """oid / appid / upn / tid of the session's ARM token, read from its claims (never kept: the token)."""

@@ -58,7 +58,7 @@ def serve(args: argparse.Namespace) -> int:
     from azure_agent_mcp.policy import AuditLog
 
     audit = AuditLog(audit_path(args.audit_log))
-    with open_identity(args) as identity:
+    with open_identity(args, lazy_credential=True) as identity:
         runtime = _runtime(args, identity, policy, audit)
         try:
             if args.transport == "stdio":
@@ -74,7 +74,7 @@ def _runtime(args: argparse.Namespace, identity, policy, audit):
     from azure_agent_mcp.identity import build_credential
     from azure_agent_mcp.server.runtime import AgentRuntime, RuntimeOptions
 
-    kind = identity.credential.kind if identity.credential is not None else args.credential
+    kind = identity.kind
     claims_profile = getattr(args, "session_claims", None) or "xms_cli_sid"
 
     def credential_for(session):

@@ -21,6 +21,7 @@ _RESOURCE_TYPE = re.compile(r"^[A-Za-z0-9.]+/[A-Za-z0-9/]+$")
 _GROUP_NAME = re.compile(r"^[-\w._()]{1,90}$")
 _NAME_FRAGMENT = re.compile(r"^[-\w.]{1,80}$")
 MAX_BODY_BYTES = 256 * 1024
+_LISTED_FIELDS = ("id", "name", "type", "location", "kind", "tags")
 
 
 def _as_dict(model: Any) -> dict[str, Any]:
@@ -129,12 +130,11 @@ def resource_list(
     pages = pager.by_page(continuation_token=continuation)
     items: list[dict[str, Any]] = []
     for resource in next(pages, []):
-        entry = _as_dict(resource)
-        if name_contains and name_contains.lower() not in str(entry.get("name", "")).lower():
+        if name_contains and name_contains.lower() not in str(resource.name or "").lower():
             continue
-        items.append(
-            {k: entry.get(k) for k in ("id", "name", "type", "location", "kind", "tags") if entry.get(k) is not None}
-        )
+        # Attributes, not as_dict(): a full model dump costs more than the request itself.
+        entry = {field: getattr(resource, field, None) for field in _LISTED_FIELDS}
+        items.append({k: v for k, v in entry.items() if v is not None})
         if len(items) >= limit:
             break
     next_token = getattr(pages, "continuation_token", None)
