@@ -328,10 +328,14 @@ def agent_identity_provider(env: Any, **options: Any) -> AgentIdentityProvider:
             "give the blueprint one credential, not several: "
             + ", ".join(c.method for c in credentials) + " were all configured"
         )
+    tenant = options.get("tenant_id") or env.tenant_id
+    if not tenant or tenant.lower() in ("common", "organizations", "consumers"):
+        raise CredentialUnavailableError("--credential agent-identity needs the agent identity's tenant: pass --tenant "
+                                         "(agent identities are single-tenant)")
     user = options.get("agent_user")
     return AgentIdentityProvider(
         authority_host=env.authority_host,
-        tenant_id=options.get("tenant_id") or env.tenant_id or "organizations",
+        tenant_id=tenant,
         blueprint_client_id=blueprint_id,
         blueprint_credential=credentials[0],
         agent_identity_id=agent_id,

@@ -15,7 +15,8 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,21 @@ class SessionUsageError(CommandError):
     exit_code = 2
 
 
+class CredentialUsageError(CommandError):
+    """Identity flags that do not fit together (a pin that is not a GUID, agent flags for a user credential)."""
+
+    exit_code = 2
+
+
 @dataclass
 class IdentityContext:
     env: Any
     session: Any
     credential: Any
     sandbox: Any = None
+    credential_for: Callable[[Any], Any] | None = field(default=None, repr=False)
+    """Builds the credential for another agent session with the same kind, options and pin (HTTP clients)."""
+    expected_principal: str | None = None
     kind: str | None = None
 
 
@@ -56,6 +66,20 @@ def _ttl_arg(value: str) -> str:
     except InvalidDurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
     return value
+
+
+def _principal_arg(value: str) -> str:
+    from azure_agent_mcp.identity.pinning import InvalidPrincipalError, normalize_principal
+
+    try:
+        return normalize_principal(value)
+    except InvalidPrincipalError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+AGENT_FLAGS = ("blueprint_client_id", "blueprint_client_secret", "blueprint_certificate", "blueprint_assertion_file")
+SIDECAR_FLAGS = ("sidecar_url", "allow_remote_sidecar")
+SHARED_AGENT_FLAGS = ("agent_identity_id", "agent_user")
 
 
 def add_identity_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +119,47 @@ def add_identity_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MANIFEST",
         help="use the sandbox: without a value start the embedded one, with the path of a running "
         "sandbox's sandbox.json attach to it (credential defaults to its developer user)",
+    )
+    agent = parser.add_argument_group(
+        "agent identity (Microsoft Entra Agent ID)",
+        "--credential agent-identity: the blueprint obtains tokens for the agent identity (and its agent user). "
+        "--credential sidecar: the Entra SDK auth sidecar does, and this process holds no credential. With "
+        "--sandbox, ids and the blueprint's secret default to the sandbox's seeded ones.",
+    )
+    agent.add_argument("--blueprint-client-id", metavar="APP_ID", help="the agent identity blueprint's app id")
+    agent.add_argument(
+        "--blueprint-client-secret",
+        metavar="SECRET",
+        help="the blueprint's client secret (development only; prefer env AZURE_AGENT_MCP_BLUEPRINT_SECRET, since "
+        "a flag shows in the process list); never logged",
+    )
+    agent.add_argument(
+        "--blueprint-certificate",
+        metavar="PATH",
+        help="the blueprint's certificate: PEM with private key and certificate, or PFX "
+        "(password in env AZURE_AGENT_MCP_BLUEPRINT_CERTIFICATE_PASSWORD)",
+    )
+    agent.add_argument(
+        "--blueprint-assertion-file",
+        metavar="PATH",
+        help="workload identity federation: a token file the blueprint trusts (e.g. AZURE_FEDERATED_TOKEN_FILE), "
+        "re-read for every exchange",
+    )
+    agent.add_argument("--agent-identity-id", metavar="APP_ID", help="the agent identity to act as")
+    agent.add_argument("--agent-user", metavar="UPN_OR_OID", help="act as this agent user (the user_fic grant)")
+    agent.add_argument(
+        "--expect-principal",
+        metavar="APPID_OR_OID",
+        type=_principal_arg,
+        default=None,
+        help="identity pinning: refuse every token not issued to this app id or object id (policy key "
+        "ExpectedPrincipal does the same); works with every credential",
+    )
+    agent.add_argument("--sidecar-url", metavar="URL", help="base URL of the Entra SDK auth sidecar (loopback only)")
+    agent.add_argument(
+        "--allow-remote-sidecar",
+        action="store_true",
+        help="accept a sidecar on another host (HTTPS only): its answers are bearer tokens",
     )
 
 
@@ -166,9 +231,31 @@ def _environment(args: argparse.Namespace, stack: ExitStack) -> tuple[Any, Any]:
 
 def _kind(args: argparse.Namespace, env: Any) -> str:
     kind = args.credential
+    if kind == "auto" and getattr(args, "sidecar_url", None):
+        return "sidecar"
+    if kind == "auto" and any(getattr(args, name, None) for name in AGENT_FLAGS):
+        return "agent-identity"
     if kind == "auto" and env.is_sandbox:
         return "sandbox"
     return kind
+
+
+def credential_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """build_credential's options for ``kind`` from the flags; flags meant for another kind are refused."""
+    given = {name for name in (*AGENT_FLAGS, *SIDECAR_FLAGS, *SHARED_AGENT_FLAGS) if getattr(args, name, None)}
+    allowed = {"agent-identity": {*AGENT_FLAGS, *SHARED_AGENT_FLAGS},
+               "sidecar": {*SIDECAR_FLAGS, *SHARED_AGENT_FLAGS}}.get(kind, set())
+    stray = sorted(given - allowed)
+    if stray:
+        flags = ", ".join("--" + name.replace("_", "-") for name in stray)
+        raise CredentialUsageError(
+            f"{flags} do not apply to --credential {kind}: use --credential agent-identity (blueprint flags) or "
+            "--credential sidecar (--sidecar-url)"
+        )
+    options = {name: getattr(args, name) for name in allowed if getattr(args, name, None)}
+    if kind == "agent-identity" and getattr(args, "tenant", None):
+        options["tenant_id"] = args.tenant
+    return options
 
 
 @contextmanager
@@ -255,7 +342,8 @@ def _login_hint(kind: str) -> str:
         "service-principal": "--credential service-principal reads AZURE_CLIENT_ID, AZURE_TENANT_ID and "
         "AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH); no login needed",
         "managed-identity": "--credential managed-identity needs no login",
-        "agent-identity": "--credential agent-identity is not available yet in this version",
+        "agent-identity": "--credential agent-identity signs in with the blueprint's credential; no login needed",
+        "sidecar": "--credential sidecar gets its tokens from the auth sidecar; no login needed",
     }.get(kind, f"login signs in --credential msal, not {kind}")
 
 

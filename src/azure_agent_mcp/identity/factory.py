@@ -125,10 +125,13 @@ def build_provider(kind: str, env: Any, session: AgentSession, *, claims_profile
 
         return managed_identity(env, **options)
     if kind == "agent-identity":
-        raise UnknownCredentialKindError(
-            "--credential agent-identity (Microsoft Entra Agent ID) is not available yet in this version; "
-            "use msal, azure-cli, service-principal or managed-identity"
-        )
+        from azure_agent_mcp.identity.agent_identity import agent_identity_provider
+
+        return agent_identity_provider(env, **options)
+    if kind == "sidecar":
+        from azure_agent_mcp.identity.sidecar import sidecar_provider
+
+        return sidecar_provider(env, **options)
     raise UnknownCredentialKindError(f"unknown credential {kind!r}: choose one of {', '.join(KINDS)}")
 
 

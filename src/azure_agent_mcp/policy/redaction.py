@@ -56,18 +56,49 @@ def _has_content(value: Any) -> bool:
 
 
 def redact_secrets(obj: Any) -> tuple[Any, list[str]]:
-    """A copy of ``obj`` with secret fields replaced by ``***REDACTED***``, and their paths."""
+    """A copy of ``obj`` with secret fields replaced by ``***REDACTED***``, and their paths.
+
+    Most allowed responses hold no secret, so a cheap read-only scan runs first and the copying
+    walk (which builds a path for every node) runs only when the scan finds something.
+    """
+    if not _holds_secret(obj, None):
+        return obj, []
     paths: list[str] = []
     return _walk(obj, "", None, paths), paths
 
 
+def _secret_string(value: str) -> bool:
+    # Every SECRET_VALUE alternative contains '=' or 'eyJ'; skip the regex for the rest.
+    return ("=" in value or "eyJ" in value) and SECRET_VALUE.search(value) is not None
+
+
+def _value_is_secret(obj: dict[Any, Any], parent_key: str | None) -> bool:
+    if parent_key is not None and parent_key in VALUE_BEARING_LISTS:
+        return True
+    if any(_norm(str(k)) in VALUE_MARKERS for k in obj):
+        return True
+    return isinstance(obj.get("id"), str) and "/secrets/" in obj["id"].lower()
+
+
+def _holds_secret(obj: Any, parent_key: str | None) -> bool:
+    """Whether ``_walk`` would redact anything below ``obj`` (same rules, no copies, no paths)."""
+    if isinstance(obj, dict):
+        value_is_secret = _value_is_secret(obj, parent_key)
+        for key, value in obj.items():
+            normalized = _norm(str(key))
+            if _has_content(value) and (normalized in SECRET_FIELDS or (normalized == "value" and value_is_secret)):
+                return True
+            if isinstance(value, (dict, list, str)) and _holds_secret(value, normalized):
+                return True
+        return False
+    if isinstance(obj, list):
+        return any(isinstance(item, (dict, list, str)) and _holds_secret(item, parent_key) for item in obj)
+    return isinstance(obj, str) and _secret_string(obj)
+
+
 def _walk(obj: Any, path: str, parent_key: str | None, paths: list[str]) -> Any:
     if isinstance(obj, dict):
-        value_is_secret = (parent_key is not None and parent_key in VALUE_BEARING_LISTS) or bool(
-            VALUE_MARKERS & {_norm(str(k)) for k in obj}
-        )
-        if not value_is_secret and isinstance(obj.get("id"), str) and "/secrets/" in obj["id"].lower():
-            value_is_secret = True
+        value_is_secret = _value_is_secret(obj, parent_key)
         out: dict[Any, Any] = {}
         for key, value in obj.items():
             child = _join(path, str(key))
@@ -82,7 +113,7 @@ def _walk(obj: Any, path: str, parent_key: str | None, paths: list[str]) -> Any:
         return out
     if isinstance(obj, list):
         return [_walk(item, f"{path}[{i}]", parent_key, paths) for i, item in enumerate(obj)]
-    if isinstance(obj, str) and SECRET_VALUE.search(obj):
+    if isinstance(obj, str) and _secret_string(obj):
         paths.append(path or "$")
         return REDACTED
     return obj

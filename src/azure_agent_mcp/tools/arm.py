@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from azure_agent_mcp.tools.base import (
     AzureTool,
@@ -118,26 +118,25 @@ def resource_list(
         )
     if name_contains and not _NAME_FRAGMENT.match(name_contains):
         raise ToolInputError(f"name_contains '{name_contains[:40]}' has characters resource names cannot have.")
+    # Raw pages through the SDK's pipeline: the agent gets ARM's JSON, and deserializing
+    # every resource into a model (only to dump it again) would cost more than the request.
     if continuation:
         _check_continuation(azure, continuation)
-    filter_ = f"resourceType eq '{resource_type}'" if resource_type else None
-    client = azure.resources(sub)
-    if resource_group:
-        _group_path(sub, resource_group)
-        pager = client.resources.list_by_resource_group(resource_group, filter=filter_, top=limit)
+        page = azure.arm("GET", continuation, None).body or {}
     else:
-        pager = client.resources.list(filter=filter_, top=limit)
-    pages = pager.by_page(continuation_token=continuation)
+        query = {"$top": str(limit)}
+        if resource_type:
+            query["$filter"] = f"resourceType eq '{resource_type}'"
+        path = _list_path(sub, resource_group) + "?" + urlencode(query)
+        page = azure.arm("GET", path, RESOURCES_API_VERSION).body or {}
     items: list[dict[str, Any]] = []
-    for resource in next(pages, []):
-        if name_contains and name_contains.lower() not in str(resource.name or "").lower():
+    for resource in page.get("value", []):
+        if name_contains and name_contains.lower() not in str(resource.get("name", "")).lower():
             continue
-        # Attributes, not as_dict(): a full model dump costs more than the request itself.
-        entry = {field: getattr(resource, field, None) for field in _LISTED_FIELDS}
-        items.append({k: v for k, v in entry.items() if v is not None})
+        items.append({k: resource[k] for k in _LISTED_FIELDS if resource.get(k) is not None})
         if len(items) >= limit:
             break
-    next_token = getattr(pages, "continuation_token", None)
+    next_token = page.get("nextLink")
     scope = f"group {resource_group}" if resource_group else f"subscription {sub}"
     summary = f"{len(items)} resource(s) in {scope}" + ("; more with continuation." if next_token else ".")
     return ToolOutput(summary, {"items": items, "continuation": next_token})

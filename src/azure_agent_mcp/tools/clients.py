@@ -160,7 +160,8 @@ class AzureSession:
     # -- raw ARM ----------------------------------------------------------------------------
 
     def arm_url(self, path: str, api_version: str | None) -> str:
-        url = self.env.arm_endpoint.rstrip("/") + path
+        """``path`` relative to the ARM endpoint, or an absolute ``nextLink`` (the policy checks its host)."""
+        url = path if path.startswith("https://") else self.env.arm_endpoint.rstrip("/") + path
         if api_version:
             url += ("&" if "?" in path else "?") + "api-version=" + quote(api_version, safe="")
         return url
