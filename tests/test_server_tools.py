@@ -250,3 +250,52 @@ async def test_audit_holds_one_tool_record_per_call_and_verifies(sandbox, tmp_pa
     text = audit.read_text()
     assert "eyJ" not in text
     assert verify_audit([audit]).ok
+
+
+async def test_unrestricted_secret_tools_after_confirmation(sandbox, tmp_path):
+    """With the RP agent rule off, an approved secret read returns the secret: the local policy let it through."""
+    sandbox.reset()
+    sandbox.set_agent_rule(False)
+    try:
+        runtime = make_runtime(sandbox, tmp_path / "audit.jsonl", policy="unrestricted")
+        accounts_runtime = make_runtime(sandbox, tmp_path / "audit.jsonl")
+        async with Client(server_for(accounts_runtime)) as reader:
+            accounts = (await reader.call_tool("storage_account_list", {})).structured_content["items"]
+        vault = sandbox.manifest["vaults"][0]["name"]
+        asked: list[str] = []
+
+        async def approve(context: Any, params: Any) -> ElicitResult:
+            asked.append(params.message)
+            return ElicitResult(action="accept", content={"approve": True})
+
+        async with Client(server_for(runtime), elicitation_callback=approve) as client:
+            keys = await client.call_tool("storage_account_keys", {"resource_id": accounts[0]["id"]})
+            assert not keys.is_error, keys.content
+            assert keys.structured_content["keys"] and keys.structured_content["keys"][0]["value"]
+            secret = await client.call_tool("keyvault_secret_get", {"vault": vault, "name": "db-password"})
+            assert not secret.is_error, secret.content
+            assert secret.structured_content["value"]
+        assert len(asked) == 2
+        assert "listKeys/action" in asked[0] and "getSecret/action" in asked[1]
+        assert runtime.default_session.id in asked[0]
+        audit_text = (tmp_path / "audit.jsonl").read_text()
+        assert keys.structured_content["keys"][0]["value"] not in audit_text
+        assert secret.structured_content["value"] not in audit_text
+    finally:
+        sandbox.set_agent_rule(True)
+        sandbox.reset()
+
+
+async def test_policy_explain_knows_data_actions(sandbox, tmp_path):
+    runtime = make_runtime(sandbox, tmp_path / "audit.jsonl")
+    async with Client(server_for(runtime)) as client:
+        metadata = await client.call_tool(
+            "policy_explain", {"operation": "Microsoft.KeyVault/vaults/secrets/readMetadata/action", "scope": "/"}
+        )
+        decrypt = await client.call_tool(
+            "policy_explain", {"operation": "Microsoft.KeyVault/vaults/keys/decrypt/action", "scope": "/"}
+        )
+        summary = await client.call_tool("policy_explain", {})
+    assert metadata.structured_content["effect"] == "allow" and metadata.structured_content["data_action"] is True
+    assert decrypt.structured_content["effect"] == "deny" and decrypt.structured_content["data_action"] is True
+    assert summary.structured_content["policy"] == "read-only"

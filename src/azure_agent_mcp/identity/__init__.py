@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from azure_agent_mcp.identity.correlation import CorrelationPolicy
     from azure_agent_mcp.identity.credential import AgentCredential, TokenRequestError
     from azure_agent_mcp.identity.factory import build_credential
+    from azure_agent_mcp.identity.pinning import IdentityMismatchError, PinnedCredential, resolve_pin
     from azure_agent_mcp.identity.whoami_report import whoami
 
 _LAZY = {
@@ -30,6 +31,9 @@ _LAZY = {
     "build_credential": "azure_agent_mcp.identity.factory",
     "CorrelationPolicy": "azure_agent_mcp.identity.correlation",
     "whoami": "azure_agent_mcp.identity.whoami_report",
+    "IdentityMismatchError": "azure_agent_mcp.identity.pinning",
+    "PinnedCredential": "azure_agent_mcp.identity.pinning",
+    "resolve_pin": "azure_agent_mcp.identity.pinning",
 }
 
 __all__ = [
@@ -39,13 +43,16 @@ __all__ = [
     "CorrelationPolicy",
     "CredentialUnavailableError",
     "IdentityError",
+    "IdentityMismatchError",
     "InvalidDurationError",
     "InvalidSessionIdError",
+    "PinnedCredential",
     "SessionExpiredError",
     "TokenRequestError",
     "UnknownCredentialKindError",
     "build_credential",
     "parse_duration",
+    "resolve_pin",
     "resolve_session",
     "whoami",
 ]

@@ -304,6 +304,10 @@ def _whoami(args: argparse.Namespace) -> int:
         print(json.dumps(info, sort_keys=True))
     else:
         print("\n".join(whoami_lines(info)))
+    pinning = info.get("pinning")
+    if pinning and not pinning.get("match"):
+        print(f"azure-agent-mcp: {pinning.get('message')}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from azure_agent_mcp.identity.agentic_claims import describe_agentic
 from azure_agent_mcp.identity.claims import SESSION_MARKERS, agent_markers, unverified_jwt_claims
 
 PRINCIPAL_CLAIMS = ("tid", "oid", "upn", "appid", "idtyp", "name")
@@ -27,10 +28,18 @@ def whoami(credential: Any, env: Any, session: Any) -> dict[str, Any]:
     """A JSON-safe description of the session, the credential, the principal and the agent markers.
 
     Acquires (or reuses) the session's ARM token; raises what the credential raises (session
-    expired, sign-in failed).
+    expired, sign-in failed), except a pinning refusal: then the report describes the refused
+    token's principal and ``pinning.match`` is false.
     """
-    token = credential.get_token(env.arm_scope)
-    claims = unverified_jwt_claims(token.token)
+    from azure_agent_mcp.identity.pinning import IdentityMismatchError
+
+    mismatch: IdentityMismatchError | None = None
+    try:
+        token = credential.get_token(env.arm_scope)
+        claims = unverified_jwt_claims(token.token)
+        expires_on: float | None = token.expires_on
+    except IdentityMismatchError as exc:
+        mismatch, claims, expires_on = exc, dict(exc.presented), None
     principal = {name: claims[name] for name in PRINCIPAL_CLAIMS if name in claims}
     if "upn" in principal:
         principal.pop("appid", None)  # a user: the client app id is not who is acting
@@ -55,7 +64,7 @@ def whoami(credential: Any, env: Any, session: Any) -> dict[str, Any]:
         "agent_markers": markers,
         "token": {
             "scope": env.arm_scope,
-            "expires_on": _iso(token.expires_on),
+            "expires_on": _iso(expires_on),
             "issued_at": _iso(claims["iat"]) if isinstance(claims.get("iat"), (int, float)) else None,
             "uti": claims.get("uti"),
             "readable": bool(claims),
@@ -63,8 +72,18 @@ def whoami(credential: Any, env: Any, session: Any) -> dict[str, Any]:
         "tagged": tagged,
         "session_in_token": bool(session_marked) and all(str(v) == session.id for v in session_marked.values()),
     }
+    agentic = describe_agentic(claims)
+    if agentic is not None:
+        info["agentic"] = agentic
+    expected = getattr(credential, "expected_principal", None)
+    if expected:
+        info["pinning"] = {"expected": expected, "source": getattr(credential, "pin_source", None),
+                           "match": mismatch is None}
+        if mismatch is not None:
+            info["pinning"]["presented"] = dict(mismatch.presented)
+            info["pinning"]["message"] = str(mismatch.message)
     if not tagged:
-        info["note"] = WORKLOAD_NOTE
+        info["note"] = agentic["description"] if agentic is not None else WORKLOAD_NOTE
     elif not session_marked:
         info["note"] = "the credential asks for an agent-session tag, but this token carries none"
     return info
@@ -82,6 +101,17 @@ def whoami_lines(info: dict[str, Any]) -> list[str]:
         f"credential   {credential.get('kind', '?')}, {'tagged' if info.get('tagged') else 'not tagged'}",
         f"principal    {who} ({principal.get('idtyp', '?')}), oid {principal.get('oid', '?')}, tenant {principal.get('tid', '?')}",
     ]
+    agentic = info.get("agentic")
+    if agentic:
+        lines.append(f"acting as    {agentic['summary']}: {agentic['description']}")
+    pinning = info.get("pinning")
+    if pinning and pinning.get("match"):
+        lines.append(f"pinned to    {pinning['expected']} ({pinning.get('source')}): token matches")
+    elif pinning:
+        presented = pinning.get("presented") or {}
+        shown = presented.get("upn") or presented.get("appid") or presented.get("azp") or presented.get("oid") or "?"
+        lines.append(f"pinned to    {pinning['expected']} ({pinning.get('source')}): MISMATCH, the token is for "
+                     f"{shown} (oid {presented.get('oid', '?')}); it is refused")
     markers = info.get("agent_markers") or {}
     if markers:
         lines.append("agent marks  " + ", ".join(f"{k}={v}" for k, v in sorted(markers.items())))

@@ -154,22 +154,9 @@ class AgentRuntime:
     # -- policy -----------------------------------------------------------------------------------
 
     def decide_request(self, method: str, url: str) -> Decision:
-        from azure_agent_mcp.policy import Decision, Effect, UnmappableRequestError, decide, map_request
+        from azure_agent_mcp.policy import decide_request
 
-        try:
-            mapped = map_request(method, url, self.endpoints)
-        except UnmappableRequestError as exc:
-            return Decision(
-                effect=Effect.DENY,
-                operation=f"{method.upper()} {url}",
-                scope="",
-                data_action=False,
-                rule="unmappable request",
-                policy=self.policy.name,
-                reason=str(exc),
-                hint="Only requests to the configured ARM and Key Vault endpoints, in shapes ARM defines, are sent.",
-            )
-        return decide(self.policy, mapped.operation, mapped.scope, data_action=mapped.data_action)
+        return decide_request(self.policy, self.endpoints, method, url)[0]
 
     def _confirm(self, decision: Decision) -> bool:
         """The pipeline's confirmer: allow what the user approved for this call (or everything when told to skip)."""

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 from azure_agent_mcp.tools.base import AzureTool, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
+
+
+# Data-plane operations (DataActions) live under these resource types; everything else is an Action
+# (ARM's own Microsoft.KeyVault/vaults/secrets/read and /write are control-plane Actions).
+_DATA_PLANE = re.compile(
+    r"^microsoft\.keyvault/vaults/(secrets|keys|certificates|storage)/(?!read$|write$)"
+    r"|^microsoft\.storage/storageaccounts/(blobservices/containers/blobs|queueservices/queues/messages"
+    r"|fileservices/fileshares/files|tableservices/tables/entities)/",
+    re.IGNORECASE,
+)
+
+
+def is_data_action(operation: str) -> bool:
+    return bool(_DATA_PLANE.match(operation))
 
 
 def whoami(azure: AzureSession) -> ToolOutput:
@@ -31,7 +46,7 @@ def policy_explain(azure: AzureSession, operation: str | None = None, scope: str
             "confirm": list(policy.confirm),
         }
         return ToolOutput(f"Active policy: {policy.name}. Pass operation (and scope) to see a decision.", summary)
-    data_action = "/vaults/secrets/" in operation.lower() and operation.lower().endswith("/action")
+    data_action = is_data_action(operation)
     decision = decide(policy, operation, scope or "/", data_action=data_action)
     data = {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(decision).items()}
     return ToolOutput(f"{data['effect']}: {operation} at {scope or '/'} ({decision.rule}).", data)
