@@ -19,6 +19,7 @@ def make_runtime(
     skip_confirmation: bool = False,
     transport: str = "stdio",
     session_id: str | None = None,
+    session_ttl: str = "8h",
 ) -> AgentRuntime:
     from azure_agent_mcp.identity import build_credential, resolve_session
     from azure_agent_mcp.policy import AuditLog, load_policy, narrow_read_only
@@ -27,7 +28,7 @@ def make_runtime(
     loaded = load_policy(policy)
     if read_only:
         loaded = narrow_read_only(loaded)
-    session = resolve_session(session_id=session_id, ttl="8h", environ={})
+    session = resolve_session(session_id=session_id, ttl=session_ttl, environ={})
 
     def credential_for(s: Any) -> Any:
         return build_credential("sandbox", env, s)
@@ -38,7 +39,7 @@ def make_runtime(
         audit=AuditLog(audit_path),
         default_session=session,
         credential_factory=credential_for,
-        options=RuntimeOptions(skip_confirmation=skip_confirmation, transport=transport),
+        options=RuntimeOptions(skip_confirmation=skip_confirmation, transport=transport, session_ttl=session_ttl),
     )
 
 

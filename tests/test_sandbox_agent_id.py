@@ -168,8 +168,9 @@ def test_blueprint_exchange_is_validated(sandbox):
     assert ai["project_identity_client_id"] in message and "its own agent identities" in message
     _aad(_post(manifest, {**base, "client_id": automation["client_id"], "client_secret": automation["client_secret"]}),
          400, "unauthorized_client", 82002)
-    _aad(_post(manifest, {**base, "client_id": ai["blueprint_client_id"], "client_secret": ai["blueprint_client_secret"],
-                          "scope": ARM_SCOPE}), 400, "invalid_scope", 82007)
+    _aad(_post(manifest, {**base, "client_id": ai["blueprint_client_id"],
+                          "client_secret": ai["blueprint_client_secret"], "scope": ARM_SCOPE}),
+         400, "invalid_scope", 82007)
     failures = sandbox.requests(kind="token")[-5:]
     assert [e["status"] for e in failures] == [400, 401, 400, 400, 400]
     assert ai["blueprint_client_secret"] not in json.dumps(failures)
@@ -193,7 +194,8 @@ def test_agent_identity_needs_a_valid_exchange_token_from_its_blueprint(sandbox)
     expired = signer.sign({**claims, "iat": claims["iat"] - 7200, "nbf": claims["nbf"] - 7200,
                            "exp": int(time.time()) - 60})
     _aad(_post(manifest, {**resource, **_as_agent(manifest, expired)}), 401, "invalid_client", 700024)
-    other_agent = signer.sign({**claims, "sub": claims["sub"].rsplit("/", 1)[0] + "/" + ai["project_identity_client_id"]})
+    other_sub = claims["sub"].rsplit("/", 1)[0] + "/" + ai["project_identity_client_id"]
+    other_agent = signer.sign({**claims, "sub": other_sub})
     _aad(_post(manifest, {**resource, **_as_agent(manifest, other_agent)}), 401, "invalid_client", 700021)
 
     automation = manifest["service_principals"][0]
@@ -273,7 +275,8 @@ def test_wrong_identity_switch_answers_with_the_project_identity(fresh_sandbox_s
     flagged = [e for e in sandbox.requests(kind="token", since=since) if e.get("wrong_identity")]
     assert [e["grant_type"] for e in flagged] == ["client_credentials", "user_fic"]
     # The resource cannot tell: the project identity is a Reader too.
-    assert _arm_get(sandbox, resource.json()["access_token"], f"/subscriptions/{SUB_A}/resourcegroups").status_code == 200
+    listed = _arm_get(sandbox, resource.json()["access_token"], f"/subscriptions/{SUB_A}/resourcegroups")
+    assert listed.status_code == 200
 
     sandbox.reset()
     again = _post(manifest, {"grant_type": "client_credentials", "scope": ARM_SCOPE,
@@ -329,6 +332,10 @@ def test_sidecar_contract(fresh_sandbox_state):
     scoped = _bearer(_sidecar(manifest, "anything", AgentIdentity=ai["agent_identity_id"],
                               **{"optionsOverride.Scopes": VAULT_SCOPE}))
     assert scoped["aud"] == "https://vault.azure.net"
+    challenge = json.dumps({"access_token": {"acrs": {"essential": True, "value": "c1"}}})
+    stepped_up = _bearer(_sidecar(manifest, AgentIdentity=ai["agent_identity_id"],
+                                  **{"optionsOverride.AcquireTokenOptions.Claims": challenge}))
+    assert stepped_up["acrs"] == ["c1"] and stepped_up["uti"] != autonomous["uti"]  # a challenge skips the cache
 
     entries = sandbox.requests(since=since)
     sidecar_log = [e for e in entries if e["kind"] == "sidecar"]

@@ -299,3 +299,20 @@ async def test_policy_explain_knows_data_actions(sandbox, tmp_path):
     assert metadata.structured_content["effect"] == "allow" and metadata.structured_content["data_action"] is True
     assert decrypt.structured_content["effect"] == "deny" and decrypt.structured_content["data_action"] is True
     assert summary.structured_content["policy"] == "read-only"
+
+
+async def test_expired_session_refuses_every_call_and_explains(sandbox, tmp_path):
+    import anyio
+
+    runtime = make_runtime(sandbox, tmp_path / "audit.jsonl", session_ttl="1s")
+    async with Client(server_for(runtime)) as client:
+        first = await client.call_tool("group_list", {})
+        assert not first.is_error
+        await anyio.sleep(1.2)
+        since = sandbox.last_seq()
+        expired = await client.call_tool("group_list", {})
+        assert expired.is_error
+        error = error_of(expired)
+        assert error["code"] == "SessionExpired"
+        assert "expired" in error["message"] and error["hint"]
+        assert sandbox.requests(since=since) == []
