@@ -10,7 +10,16 @@ counts the requests its token endpoint saw (from its admin request log) and time
   (c) a fresh ``az account get-access-token`` per call (Azure CLI 2.91 in the session), when the
       Azure CLI is installed; and (d) this credential over the azure-cli provider.
 
-Goal for (a): one token request per N calls, cached p50 under 50 us. Usage:
+Microsoft Entra Agent ID (the agent's own identity, ``--credential agent-identity`` / ``sidecar``),
+each for N calls on one resource in one session:
+
+  (e) agent identity acting autonomously (blueprint exchange, then the agent identity's request);
+  (f) the agent user (exchange, the agent identity's own exchange token, then ``user_fic``);
+  (g) the auth sidecar (counting the sidecar's requests and the token requests it makes);
+  (n) the naive baseline: both legs of the exchange over plain HTTPS on every call.
+
+Goal for (a): one token request per N calls, cached p50 under 50 us. Goal for (e): two exchanges
+per session and resource, then cache hits. Usage:
     python bench/token_reuse.py [--calls 100] [--az-calls 100]
 """
 
@@ -64,6 +73,9 @@ class SandboxProcess:
     def token_requests(self, since: int) -> list[dict[str, Any]]:
         return self._get(f"/requests?kind=token&since={since}")["value"]
 
+    def sidecar_requests(self, since: int) -> list[dict[str, Any]]:
+        return self._get(f"/requests?kind=sidecar&since={since}")["value"]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -84,6 +96,7 @@ def measure(sandbox: SandboxProcess, calls: int, call: Callable[[], Any]) -> dic
     return {
         "calls": calls,
         "token_requests": requests,
+        "sidecar_requests": len(sandbox.sidecar_requests(since)),
         "p50_us": statistics.median(latencies) / 1000,
         "p50_after_first_us": statistics.median(latencies[1:]) / 1000 if calls > 1 else None,
         "first_ms": latencies[0] / 1e6,
@@ -136,6 +149,43 @@ def design_d(sandbox: SandboxProcess, env: Any, az_environ: dict[str, str], call
     return measure(sandbox, calls, lambda: credential.get_token(ARM))
 
 
+def design_agent(sandbox: SandboxProcess, env: Any, calls: int, kind: str, **options: Any) -> dict[str, Any]:
+    """(e) autonomous / (f) agent user (``agent_user``) / (g) sidecar: ids and secret from the manifest."""
+    session = resolve_session(session_id=f"bench-{kind}-{uuid.uuid4().hex[:8]}", environ={})
+    credential = build_credential(kind, env, session, **options)
+    try:
+        return measure(sandbox, calls, lambda: credential.get_token(ARM))
+    finally:
+        credential.close()
+
+
+def design_naive_agent(sandbox: SandboxProcess, env: Any, calls: int) -> dict[str, Any]:
+    """(n) both legs of the agent identity exchange over plain HTTPS on every call, no cache at all."""
+    import requests
+
+    ids = env.manifest["agent_identity"]
+    url = f"{env.authority_host}/{env.tenant_id}/oauth2/v2.0/token"
+    http = requests.Session()
+    http.trust_env = False
+    http.verify = env.ca_bundle
+
+    def call() -> None:
+        t1 = http.post(url, data={"grant_type": "client_credentials", "client_id": ids["blueprint_client_id"],
+                                  "client_secret": ids["blueprint_client_secret"],
+                                  "scope": "api://AzureADTokenExchange/.default",
+                                  "fmi_path": ids["agent_identity_id"]}).json()["access_token"]
+        answer = http.post(url, data={"grant_type": "client_credentials", "client_id": ids["agent_identity_id"],
+                                      "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                                      "client_assertion": t1, "scope": ARM}).json()
+        if "access_token" not in answer:
+            raise SystemExit(f"design (n) failed: {answer.get('error')}")
+
+    try:
+        return measure(sandbox, calls, call)
+    finally:
+        http.close()
+
+
 def row(name: str, result: dict[str, Any] | None, note: str = "") -> str:
     if result is None:
         return f"{name:<58} skipped{(': ' + note) if note else ''}"
@@ -157,6 +207,11 @@ def main() -> int:
         env = from_manifest(sandbox.manifest)
         a = design_a(sandbox, env, options.calls)
         b = design_b(sandbox, env, options.calls)
+        agent_user = sandbox.manifest["agent_identity"]["agent_user_upn"]
+        e = design_agent(sandbox, env, options.calls, "agent-identity")
+        f = design_agent(sandbox, env, options.calls, "agent-identity", agent_user=agent_user)
+        g = design_agent(sandbox, env, options.calls, "sidecar")
+        n = design_naive_agent(sandbox, env, options.calls)
         c = d = None
         az_note = "the Azure CLI ('az') is not on PATH"
         if shutil.which("az"):
@@ -185,6 +240,19 @@ def main() -> int:
               f"p50 latency: {c['p50_us'] / a['p50_us']:.0f}x   ({az_calls} az calls)")
     if d is not None:
         print(f"(c)/(d) p50 latency: {c['p50_us'] / d['p50_us']:.0f}x   (the in-process cache in front of az)")
+    print()
+    print(f"Entra Agent ID ({options.calls} get_token calls for ARM in one session)")
+    print(row("(e) agent identity, autonomous (two MSAL clients)", e))
+    print(row("(f) agent user (exchange, own exchange token, user_fic)", f))
+    print(row("(g) auth sidecar: token requests made by the sidecar", g)
+          + f"   ({g['sidecar_requests']} sidecar request(s))")
+    print(row("(n) naive: both legs of the exchange on every call", n))
+    print(f"goal (e): 2 exchanges per session and resource, then cache hits -> {e['token_requests']} "
+          f"({'met' if e['token_requests'] == 2 else 'NOT met'}); agent user -> {f['token_requests']} "
+          f"(its third request is the user_fic grant itself)")
+    print(f"(n)/(e) token requests: {n['token_requests'] / max(e['token_requests'], 1):.0f}x   "
+          f"p50 latency: {n['p50_us'] / e['p50_us']:.0f}x   cached p50 (e) {e['p50_after_first_us']:.1f} us, "
+          f"(g) {g['p50_after_first_us']:.1f} us")
     return 0
 
 

@@ -48,11 +48,6 @@ def test_bad_ttl_is_a_usage_error(tmp_path, ttl):
     assert done.returncode == 2 and "--session-ttl" in done.stderr and "45m" in done.stderr
 
 
-def test_agent_identity_is_refused_as_not_available_yet(tmp_path):
-    done = run(tmp_path, "whoami", "--credential", "agent-identity")
-    assert done.returncode == 1 and "not available yet" in done.stderr
-
-
 def test_azure_cli_missing_is_explained(tmp_path):
     done = run(tmp_path, "whoami", "--credential", "azure-cli", PATH=str(tmp_path))
     assert done.returncode == 1

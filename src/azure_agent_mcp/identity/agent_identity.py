@@ -311,9 +311,10 @@ def agent_identity_provider(env: Any, **options: Any) -> AgentIdentityProvider:
         credentials.append(assertion if isinstance(assertion, BlueprintAssertion) else BlueprintAssertion(assertion))
     if options.get("blueprint_assertion_file"):
         credentials.append(assertion_from_file(options["blueprint_assertion_file"]))
-    secret = options.get("blueprint_client_secret") or os.environ.get(SECRET_ENV)
-    if secret:
-        credentials.append(BlueprintSecret(secret))
+    if options.get("blueprint_client_secret"):
+        credentials.append(BlueprintSecret(options["blueprint_client_secret"]))
+    if not credentials and os.environ.get(SECRET_ENV):  # the environment only when no flag chose a credential
+        credentials.append(BlueprintSecret(os.environ[SECRET_ENV]))
     if not credentials and seeded.get("blueprint_client_secret"):
         credentials.append(BlueprintSecret(seeded["blueprint_client_secret"]))
     missing = [flag for flag, value in (("--blueprint-client-id", blueprint_id), ("--agent-identity-id", agent_id))

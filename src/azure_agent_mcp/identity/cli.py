@@ -259,32 +259,53 @@ def credential_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
 
 
 @contextmanager
-def open_identity(args: argparse.Namespace, *, lazy_credential: bool = False) -> Iterator[IdentityContext]:
+def open_identity(args: argparse.Namespace, *, lazy_credential: bool = False,
+                  expected_principal: str | None = None) -> Iterator[IdentityContext]:
     """Session, environment (starting or attaching to a sandbox) and the session's credential.
 
     An embedded sandbox (``--sandbox`` without a value) is stopped when the context exits.
     ``lazy_credential`` resolves and checks the kind but leaves building the credential (and
     importing MSAL / azure-core) to the caller's first token request: ``serve`` answers
-    ``initialize`` before anyone needs Azure.
+    ``initialize`` before anyone needs Azure. ``IdentityContext.credential_for(session)`` builds a
+    credential with the same kind, agent flags and pin for any session.
+
+    ``expected_principal`` is the policy's ``ExpectedPrincipal``: with ``--expect-principal`` it
+    pins every credential (both given and different: refused at start, exit 2).
     """
     session = _resolve(args)
+    from azure_agent_mcp.identity.pinning import ConflictingPinsError, InvalidPrincipalError, resolve_pin
+
+    try:
+        pin, source = resolve_pin(getattr(args, "expect_principal", None), expected_principal)
+    except (ConflictingPinsError, InvalidPrincipalError) as exc:
+        raise CredentialUsageError(f"refusing to start: {exc}") from exc
     with ExitStack() as stack:
         env, sandbox = _environment(args, stack)
         from azure_agent_mcp.identity.factory import build_credential, check_ready, resolve_auto
 
+        claims_profile = args.session_claims
         try:
             kind = _kind(args, env)
+            options = credential_options(args, kind)
             if kind == "auto":
                 kind = resolve_auto(env)
-            check_ready(kind, env)
-            credential = None
-            if not lazy_credential:
-                credential = build_credential(kind, env, session, claims_profile=args.session_claims)
+            check_ready(kind, env, **options)
         except IdentityError as exc:
             raise CommandError(str(exc)) from exc
-        if credential is not None:
+
+        def credential_for(other: Any) -> Any:
+            return build_credential(kind, env, other, claims_profile=claims_profile, expect_principal=pin,
+                                    pin_source=source, **options)
+
+        credential = None
+        if not lazy_credential:
+            try:
+                credential = credential_for(session)
+            except IdentityError as exc:
+                raise CommandError(str(exc)) from exc
             stack.callback(credential.close)
-        yield IdentityContext(env=env, session=session, credential=credential, sandbox=sandbox, kind=kind)
+        yield IdentityContext(env=env, session=session, credential=credential, sandbox=sandbox,
+                              credential_for=credential_for, expected_principal=pin, kind=kind)
 
 
 # -- commands -----------------------------------------------------------------------------------

@@ -148,17 +148,38 @@ def build_credential(
     ``options``: ``user`` (sandbox user name), ``username`` / ``client_id`` / ``cache_path`` (msal),
     ``timeout`` / ``az_path`` / ``environ`` (azure-cli), ``client_id`` / ``client_secret`` /
     ``certificate_path`` / ``tenant_id`` (service-principal), ``client_id`` (managed-identity),
-    ``clock`` (tests).
+    ``blueprint_client_id`` / ``blueprint_client_secret`` / ``blueprint_certificate`` /
+    ``blueprint_assertion`` / ``blueprint_assertion_file`` / ``agent_identity_id`` / ``agent_user``
+    (agent-identity), ``sidecar_url`` / ``allow_remote_sidecar`` / ``agent_identity_id`` /
+    ``agent_user`` (sidecar), ``clock`` (tests).
+
+    ``expect_principal`` (and ``pin_source``, for messages) pins the credential: every token it
+    hands out is checked against that app id / object id first (``identity.pinning``).
     """
     from azure_agent_mcp.identity.credential import AgentCredential
 
     clock = options.pop("clock", None)
+    expected = options.pop("expect_principal", None)
+    source = options.pop("pin_source", None)
     provider = build_provider(kind, env, session, claims_profile=claims_profile, **options)
-    return AgentCredential(provider, session, clock=clock)
+    credential = AgentCredential(provider, session, clock=clock)
+    if not expected:
+        return credential
+    from azure_agent_mcp.identity.pinning import FLAG_SOURCE, PinnedCredential
+
+    return PinnedCredential(credential, expected, source or FLAG_SOURCE)  # type: ignore[return-value]
 
 
 def check_ready(kind: str, env: Any, **options: Any) -> None:
     """Local checks (no network, no process) so start-up fails with a clear message, not the first tool call."""
+    if kind == "agent-identity":
+        from azure_agent_mcp.identity.agent_identity import agent_identity_provider
+
+        agent_identity_provider(env, **options).close()  # ids, one blueprint credential, tenant, agent user
+    if kind == "sidecar":
+        from azure_agent_mcp.identity.sidecar import sidecar_provider
+
+        sidecar_provider(env, **options).close()  # the URL rules (loopback, no user info)
     if kind == "msal" and not _msal_signed_in(env, options.get("cache_path")):
         tenant = f" --tenant {env.tenant_id}" if env.tenant_id else ""
         raise CredentialUnavailableError(

@@ -117,7 +117,10 @@ def whoami_lines(info: dict[str, Any]) -> list[str]:
         lines.append("agent marks  " + ", ".join(f"{k}={v}" for k, v in sorted(markers.items())))
     else:
         lines.append("agent marks  none")
-    lines.append(f"token        expires {info['token'].get('expires_on')}, for {info['token'].get('scope')}")
+    if pinning and not pinning.get("match"):
+        lines.append(f"token        refused by identity pinning, for {info['token'].get('scope')}")
+    else:
+        lines.append(f"token        expires {info['token'].get('expires_on')}, for {info['token'].get('scope')}")
     if info.get("note"):
         lines.append(f"note         {info['note']}")
     return lines

@@ -5,7 +5,8 @@ GET  stats                                          counters
 GET|POST|DELETE faults                              {path, count, status, retry_after, latency_ms, drop}
 POST reset                                          seed world, switches, faults, log restored
 GET|POST agent-rule                                 {"enabled": bool}
-GET|POST wrong-identity                             {"enabled": bool}: agent identities get the project identity's tokens
+GET|POST wrong-identity                             {"enabled": bool}: agent identities get the
+                                                    shared project identity's tokens (pinning tests)
 GET|POST|DELETE claims-challenges                   {path, claims}
 POST certificates                                   {client_id, certificate: PEM} for client assertions
 """

@@ -123,7 +123,8 @@ class AgentIdGrants:
                            f"'{agent.client_id}' is an agent identity and has no credentials of its own: authenticate "
                            "with client_assertion = an exchange token its blueprint obtained with fmi_path.")
         if form.get("client_assertion_type") != JWT_BEARER_ASSERTION:
-            raise AadError(400, "invalid_request", 700026, f"The client_assertion_type must be '{JWT_BEARER_ASSERTION}'.")
+            raise AadError(400, "invalid_request", 700026,
+                           f"The client_assertion_type must be '{JWT_BEARER_ASSERTION}'.")
         claims = self._verify_token(assertion, client_error=True)
         if claims.get("aud") != TOKEN_EXCHANGE_AUDIENCE:
             raise AadError(401, "invalid_client", 700212,

@@ -1,9 +1,9 @@
 """The ASGI application that puts the planes behind one origin, with faults, limits and the log.
 
 Dispatch by first path segment: ``/_sandbox`` admin, ``/_sidecar`` the Entra SDK auth sidecar,
-``/vaults`` Key Vault, Entra's tenant paths, everything else ARM. Faults apply to every plane but the admin API before normal handling.
-Bodies over 4 MB get 413; an unexpected failure becomes a 500 in ARM's shape. The server keeps
-serving whatever it is sent. Handlers are synchronous: the state is in memory and cheap to touch.
+``/vaults`` Key Vault, Entra's tenant paths, everything else ARM. Faults apply to every plane
+but the admin API before normal handling. Bodies over 4 MB get 413; an unexpected failure
+becomes a 500 in ARM's shape. The server keeps serving whatever it is sent. Handlers are synchronous: the state is in memory and cheap to touch.
 """
 
 from __future__ import annotations

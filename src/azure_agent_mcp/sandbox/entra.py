@@ -4,9 +4,9 @@ Grants: device_code (auto-approved for the developer, or the seeded user named b
 ``login_hint``), refresh_token (rotating: the old one stops working), password (seeded users),
 client_credentials (client secret, a client assertion signed with a certificate registered
 for the service principal, or a federated credential), and Entra Agent ID's exchanges
-(``fmi_path``, agent identity client assertions, ``user_fic``: see ``agent_grants``). Agent markers: ``client_session`` (query or form body) becomes
-``xms_cli_ses``; a ``claims`` request for ``xms_cli_sid`` / ``xms_agent_session`` / ``acrs`` is
-honoured. Errors are AAD-shaped (``error``, ``error_description`` "AADSTS...", ``error_codes``).
+(``fmi_path``, agent identity client assertions, ``user_fic``: see ``agent_grants``).
+Agent markers: ``client_session`` (query or form body) becomes ``xms_cli_ses``; a ``claims``
+request for ``xms_cli_sid`` / ``xms_agent_session`` / ``acrs`` is honoured. Errors are AAD-shaped (``error``, ``error_description`` "AADSTS...", ``error_codes``).
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ one's local-caller restriction), with the same HTTP contract:
 
 API names: ``arm`` (ARM's audience) and ``vault`` (Key Vault's); ``optionsOverride.Scopes``
 replaces the configured scopes and ``optionsOverride.AcquireTokenOptions.Claims`` carries a
-resource's claims challenge (answered without the cache), as in the real sidecar. Precedence of the agent parameters is the
-real sidecar's: with ``AgentIdentity``, ``AgentUsername`` wins over ``AgentUserId``; without it
-both are ignored and the blueprint's own app token is returned.
+resource's claims challenge (answered without the cache), as in the real sidecar. Precedence of
+the agent parameters is the real sidecar's: with ``AgentIdentity``, ``AgentUsername`` wins over
+``AgentUserId``; without it both are ignored and the blueprint's own app token is returned.
 
 It performs Entra Agent ID's exchanges in-process against the sandbox's token service and records
 each as a ``token`` log entry (``via: "sidecar"``), so token requests are counted the same way as a

@@ -271,7 +271,8 @@ async def run_tool_call(
             session.check()
             azure = runtime.azure_for(session)
             principal = runtime.principal_for(azure) if not tool.local_only else {}
-        except Exception as exc:  # session expired, sign-in failed: nothing was sent
+        except Exception as exc:  # session expired, sign-in failed, wrong identity: nothing was sent
+            record.update(getattr(exc, "audit_fields", dict)())
             return error_payload(exc)
         record["principal"] = principal
         with call_scope(
@@ -285,6 +286,7 @@ async def run_tool_call(
             try:
                 output = tool.run(azure, **arguments)
             except Exception as exc:
+                record.update(getattr(exc, "audit_fields", dict)())
                 return error_payload(exc)
         return success(output, runtime.policy)
 

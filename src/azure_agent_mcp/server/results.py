@@ -90,6 +90,15 @@ def error_payload(exc: BaseException) -> CallToolResult:
         return failure(exc.code, str(exc), hint=exc.hint)
     if isinstance(exc, SessionExpiredError):
         return failure("SessionExpired", str(exc), hint="Start a new agent session (restart the server or a new chat).")
+    from azure_agent_mcp.identity import IdentityMismatchError
+
+    if isinstance(exc, IdentityMismatchError):
+        return failure(
+            "IdentityMismatch",
+            str(exc.message),
+            hint="The credential is not the identity this server is pinned to: fix the credential, "
+            "or --expect-principal / the policy's ExpectedPrincipal.",
+        )
     if isinstance(exc, AzureRequestError):
         return failure(exc.code, exc.message, status=exc.status, hint=_azure_hint(exc.code, exc.status))
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError

@@ -58,7 +58,7 @@ def serve(args: argparse.Namespace) -> int:
     from azure_agent_mcp.policy import AuditLog
 
     audit = AuditLog(audit_path(args.audit_log))
-    with open_identity(args, lazy_credential=True) as identity:
+    with open_identity(args, lazy_credential=True, expected_principal=policy.expected_principal) as identity:
         runtime = _runtime(args, identity, policy, audit)
         try:
             if args.transport == "stdio":
@@ -71,21 +71,14 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _runtime(args: argparse.Namespace, identity, policy, audit):
-    from azure_agent_mcp.identity import build_credential
     from azure_agent_mcp.server.runtime import AgentRuntime, RuntimeOptions
-
-    kind = identity.kind
-    claims_profile = getattr(args, "session_claims", None) or "xms_cli_sid"
-
-    def credential_for(session):
-        return build_credential(kind, identity.env, session, claims_profile=claims_profile)
 
     return AgentRuntime(
         env=identity.env,
         policy=policy,
         audit=audit,
         default_session=identity.session,
-        credential_factory=credential_for,
+        credential_factory=identity.credential_for,
         options=RuntimeOptions(
             session_ttl=args.session_ttl,
             skip_confirmation=args.dangerously_skip_confirmation,
