@@ -17,7 +17,6 @@ unless ``allow_remote`` (then HTTPS only), no user info in the URL, no proxies a
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,12 +25,12 @@ from azure_agent_mcp.identity.agent_identity import AgentUser
 from azure_agent_mcp.identity.claims import unverified_jwt_claims
 from azure_agent_mcp.identity.credential import ProviderToken, TokenRequestError
 from azure_agent_mcp.identity.errors import CredentialUnavailableError
+from azure_agent_mcp.netaddr import is_loopback
 
 ENDPOINT = "AuthorizationHeaderUnauthenticated"
 OPAQUE_TOKEN_SECONDS = 300
 """How long a token whose expiry we cannot read is used: short, so the sidecar is asked again soon."""
 TIMEOUT_SECONDS = 30
-_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
 
 class SidecarUrlError(CredentialUnavailableError, ValueError):
@@ -47,15 +46,6 @@ class SidecarError(TokenRequestError):
         self.problem = problem or {}
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def validate_sidecar_url(url: str, allow_remote: bool = False) -> str:
     """The sidecar's base URL without a trailing slash; raises SidecarUrlError saying what is wrong."""
     parts = urlsplit((url or "").strip())
@@ -66,7 +56,7 @@ def validate_sidecar_url(url: str, allow_remote: bool = False) -> str:
                               "the sidecar's")
     if parts.query or parts.fragment:
         raise SidecarUrlError(f"--sidecar-url {url!r} must be a base URL, without a query or fragment")
-    if not _is_loopback(parts.hostname):
+    if not is_loopback(parts.hostname):
         if not allow_remote:
             raise SidecarUrlError(
                 f"refusing the sidecar at {parts.hostname}: its answers are bearer tokens, so it must run on this "
@@ -92,7 +82,7 @@ class SidecarProvider:
         self.agent_user = agent_user
         self.default_tenant = default_tenant
         self.ca_bundle = ca_bundle
-        self.remote = not _is_loopback(urlsplit(self.base_url).hostname or "")
+        self.remote = not is_loopback(urlsplit(self.base_url).hostname or "")
         self._http: Any = None
 
     def _session(self) -> Any:

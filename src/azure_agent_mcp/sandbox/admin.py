@@ -13,9 +13,9 @@ POST certificates                                   {client_id, certificate: PEM
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
+from azure_agent_mcp.netaddr import is_loopback
 from azure_agent_mcp.sandbox.entra import certificate_entry
 from azure_agent_mcp.sandbox.faults import FaultSpecError, parse_claims_challenge, parse_fault
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
@@ -30,20 +30,13 @@ class AdminError(Exception):
         self.message = message
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class AdminPlane:
     def __init__(self, state: Any) -> None:
         self.state = state
 
     def handle(self, request: Request, parts: list[str]) -> Response:
         try:
-            if not _is_loopback(request.client_host):
+            if not is_loopback(request.client_host):
                 raise AdminError(403, "The sandbox admin API answers loopback clients only.")
             return self._route(request, [p.lower() for p in parts[1:]])
         except AdminError as exc:

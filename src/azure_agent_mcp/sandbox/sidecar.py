@@ -22,13 +22,13 @@ client's. Like the real one it caches tokens in memory until five minutes before
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from azure_agent_mcp.netaddr import is_loopback
 from azure_agent_mcp.sandbox.agent_world import BLUEPRINT_CLIENT_ID, TOKEN_EXCHANGE_SCOPE
 from azure_agent_mcp.sandbox.entra import JWT_BEARER_ASSERTION, AadError
 from azure_agent_mcp.sandbox.protocol import Request, Response
@@ -63,7 +63,7 @@ class SidecarPlane:
         self.entra = entra
 
     def handle(self, request: Request, parts: list[str]) -> Response:
-        if not _is_loopback(request.client_host):
+        if not is_loopback(request.client_host):
             return problem(403, "The sidecar answers local callers only.")
         route = [p.lower() for p in parts[1:]]
         if route == ["healthz"] and request.method == "GET":
@@ -161,13 +161,6 @@ class SidecarPlane:
                       "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
         self.state.journal.record(entry)
         return str(token)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _nonempty_guid(value: str) -> bool:

@@ -7,25 +7,13 @@ stderr and the Python logging root is pointed there before anything else is impo
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import socket
 import sys
 from pathlib import Path
 
 from azure_agent_mcp.cli import CommandError
-
-LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
+from azure_agent_mcp.netaddr import is_loopback
 
 def load_active_policy(spec: str, read_only: bool):
     from azure_agent_mcp.policy import PolicyLoadError, load_policy, narrow_read_only
