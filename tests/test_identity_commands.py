@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "COPILOT_"))}
-    env["AZURE_AGENT_MCP_STATE_DIR"] = str(tmp_path / "state")
-    env.update(extra)
-    return env
-
-
-def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "azure_agent_mcp", *args],
-        capture_output=True, text=True, env=_env(tmp_path, **env), timeout=120,
-    )
+from cli_helpers import run
 
 
 def _one_json_object(stdout: str) -> dict:

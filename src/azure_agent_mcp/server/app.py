@@ -12,7 +12,6 @@ import inspect
 import time
 import typing
 from contextvars import ContextVar
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -31,7 +30,7 @@ from azure_agent_mcp.server.confirmation import Approval, Verdict, approved_keys
 from azure_agent_mcp.server.results import error_payload, failure, success
 from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError
 from azure_agent_mcp.tools import catalog
-from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation
+from azure_agent_mcp.tools.base import AzureTool
 
 META_PREFIX = "azure-agent-mcp/"
 ARM_METHODS = ("GET", "PUT", "PATCH", "POST", "DELETE")
@@ -244,7 +243,6 @@ async def run_tool_call(
 
     verdict = _verdict(confirmation)
     if verdict.status == "declined":
-        decision = None
         result = failure(
             "ConfirmationDeclined", "The user declined the operation; nothing was sent to Azure.", hint=verdict.hint
         )
@@ -328,9 +326,3 @@ def _finish(
     if write:
         runtime.audit.append({k: v for k, v in record.items() if v is not None})
     return result
-
-
-def describe_decision(decision: Any) -> dict[str, Any]:
-    data = asdict(decision)
-    data["effect"] = decision.effect.value
-    return data
