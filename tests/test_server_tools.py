@@ -215,6 +215,9 @@ async def test_confirmation_accepted_runs_the_delete(sandbox, tmp_path, mode):
     tools = audit_records(tmp_path / "audit.jsonl", kind="tool")
     assert [r["tool"] for r in tools] == ["group_create", "resource_delete", "arm_request"]
     assert tools[1]["decision"] == "confirmed"
+    # the DELETE and every poll of it carry the tool call's one correlation id
+    deleting = [r for r in sandbox.requests(kind="arm") if r.get("correlation_id") == tools[1]["correlation_id"]]
+    assert [r["method"] for r in deleting][0] == "DELETE" and len(deleting) >= 2
     sandbox.reset()
 
 

@@ -195,12 +195,7 @@ def _plan_resource_get(azure: AzureSession, resource_id: str, api_version: str |
 def resource_delete(azure: AzureSession, resource_id: str, api_version: str | None = None) -> ToolOutput:
     rid = _checked_id(resource_id)
     version = api_version or azure.api_version_for(rid)
-    namespace, _, sub = split_resource_type(rid)
-    if namespace.lower() == "microsoft.resources":
-        group = rid.rstrip("/").split("/")[-1]
-        azure.resources(sub).resource_groups.begin_delete(group).result()
-    else:
-        azure.resources(sub).resources.begin_delete_by_id(rid, version).result()
+    azure.arm_until_done("DELETE", rid, version)
     return ToolOutput(f"Deleted {rid}.", {"deleted": rid, "api_version": version})
 
 

@@ -184,6 +184,36 @@ class AzureSession:
             raise azure_error_from(response.status_code, payload)
         return ArmResponse(response.status_code, payload, dict(response.headers))
 
+    def arm_until_done(self, method: str, path: str, api_version: str | None, timeout: float = 300) -> ArmResponse:
+        """Send a long-running ARM request and poll it to the end, in this thread.
+
+        azure-core's LROPoller polls on a thread of its own, which loses the tool call's context, so
+        its polls would carry fresh correlation ids. Polling here keeps one correlation id per tool
+        call (as the Activity Log shows it) and every poll passes the same policy check.
+        """
+        import time
+
+        response = self.arm(method, path, api_version)
+        deadline = time.monotonic() + timeout
+        while True:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            status_url = headers.get("azure-asyncoperation") or headers.get("location")
+            body_status = str((response.body or {}).get("status", "")).lower() if isinstance(response.body, dict) else ""
+            pending = response.status == 202 or body_status in ("inprogress", "running", "accepted", "deleting")
+            if not pending or not status_url:
+                if body_status in ("failed", "canceled"):
+                    error = (response.body or {}).get("error") or {}
+                    raise AzureRequestError(response.status, str(error.get("code", "OperationFailed")), str(error.get("message", "")))
+                return response
+            if time.monotonic() > deadline:
+                raise AzureRequestError(408, "OperationTimedOut", f"{method} {path} did not finish within {timeout:.0f} s.")
+            try:
+                delay = float(headers.get("retry-after", "1"))
+            except ValueError:
+                delay = 1.0
+            time.sleep(min(max(delay, 0.1), 10.0))
+            response = self.arm("GET", status_url, None)
+
     def api_version_for(self, resource_id: str) -> str:
         """The newest stable api-version ARM lists for the resource's type (cached per session)."""
         namespace, resource_type, subscription = split_resource_type(resource_id)
