@@ -308,3 +308,14 @@ def test_correlation_id_and_user_agent_are_logged(sandbox, developer_credential)
     assert entry["operation"] == "Microsoft.Resources/subscriptions/resourceGroups/read"
     assert entry["token_claims"]["upn"] == "developer@sandbox.onmicrosoft.com"
     assert "access_token" not in json.dumps(entry) and "Bearer" not in json.dumps(entry)
+
+
+def test_cloud_metadata_is_served_without_a_token(sandbox):
+    """As in Azure, so `az cloud register --endpoint-resource-manager` can discover the sandbox."""
+    with httpx_client(sandbox.manifest) as http:
+        response = http.get(sandbox.manifest["arm_endpoint"] + "/metadata/endpoints", params={"api-version": "2022-09-01"})
+    assert response.status_code == 200
+    metadata = response.json()
+    assert metadata["resourceManager"].rstrip("/") == sandbox.manifest["arm_endpoint"]
+    assert metadata["authentication"]["loginEndpoint"].rstrip("/") == sandbox.manifest["authority_host"]
+    assert "https://management.core.windows.net/" in metadata["authentication"]["audiences"]

@@ -200,7 +200,7 @@ def sandbox_cli_environment(
     )
     steps = [
         ["config", "set", "core.instance_discovery=false"],
-        ["cloud", "register", "--name", "AgentMcpSandbox", "--skip-endpoint-discovery",
+        ["cloud", "register", "--name", "AgentMcpSandbox",
          "--endpoint-resource-manager", manifest["arm_endpoint"],
          "--endpoint-active-directory", manifest["authority_host"],
          "--endpoint-active-directory-resource-id", "https://management.core.windows.net/",

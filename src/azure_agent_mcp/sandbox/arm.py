@@ -72,6 +72,8 @@ class ArmPlane:
 
     def handle(self, request: Request) -> Response:
         parts = split_path(request.path)
+        if [p.lower() for p in parts] == ["metadata", "endpoints"] and request.method in ("GET", "HEAD"):
+            return json_response(200, self.cloud_metadata())
         principal = authenticate(self.state.tokens, request, ARM_AUDIENCES)
         if isinstance(principal, AuthFailure):
             return self._unauthorized(principal)
@@ -82,6 +84,23 @@ class ArmPlane:
             response = arm_error(exc.status, exc.code, exc.message)
         response.log.update(log)
         return response
+
+    def cloud_metadata(self) -> dict[str, Any]:
+        """ARM's ``/metadata/endpoints``: served without a token, as Azure does, so that
+        ``az cloud register --endpoint-resource-manager`` can discover the sandbox."""
+        origin = self.state.origin
+        return {
+            "name": "AzureAgentMcpSandbox",
+            "resourceManager": origin + "/",
+            "portal": origin + "/",
+            "authentication": {
+                "loginEndpoint": origin + "/",
+                "audiences": ["https://management.azure.com/", "https://management.core.windows.net/"],
+                "tenant": "common",
+                "identityProvider": "AAD",
+            },
+            "suffixes": {"keyVaultDns": "vault.azure.net", "storage": "core.windows.net"},
+        }
 
     def _unauthorized(self, failure: AuthFailure) -> Response:
         challenge = (f'Bearer authorization_uri="{self.state.authority}", error="invalid_token", '
