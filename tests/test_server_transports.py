@@ -196,3 +196,22 @@ def test_mcp_inspector_cli_lists_and_calls(sandbox, tmp_path):
     result = json.loads(called.stdout)
     assert not result.get("isError")
     assert result["structuredContent"]["items"]
+
+
+async def test_http_modern_protocol_requests_share_the_default_session_unless_named(sandbox, tmp_path):
+    """2026-07-28 requests carry no MCP session: they use the server's agent session, or the one they name."""
+    proc, url = _start_http(sandbox, tmp_path)
+    try:
+        async with Client(url, mode="2026-07-28") as client:
+            first = (await client.call_tool("whoami", {})).structured_content["session"]["id"]
+            second = (await client.call_tool("whoami", {})).structured_content["session"]["id"]
+        assert first == second
+        async with httpx.AsyncClient(headers={"X-Agent-Session-Id": "modern-named-1"}, timeout=30) as http:
+            from mcp.client.streamable_http import streamable_http_client
+
+            async with Client(streamable_http_client(url, http_client=http), mode="2026-07-28") as client:
+                named = await client.call_tool("whoami", {})
+                assert named.structured_content["session"]["id"] == "modern-named-1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
