@@ -92,3 +92,16 @@ async def test_sidecar_supplies_tokens_without_a_credential_in_the_server(sandbo
         assert not groups.is_error, groups.content
     arm = sandbox.requests(kind="arm", since=since)
     assert arm and {r["token_claims"]["appid"] for r in arm} == {agent["agent_identity_id"]}
+
+
+async def test_a_wrong_blueprint_secret_is_an_authentication_error_that_never_echoes_it(sandbox, tmp_path):
+    wrong = "bp~not-the-secret-0123456789abcdef"
+    params = _params(sandbox, tmp_path, "--credential", "agent-identity", "--blueprint-client-secret", wrong)
+    async with Client(params) as client:
+        result = await client.call_tool("group_list", {})
+        assert result.is_error
+        assert error_of(result)["code"] == "AuthenticationFailed"
+        assert wrong not in json.dumps(result.structured_content)
+        still = await client.call_tool("policy_explain", {})
+        assert not still.is_error
+    assert wrong not in (tmp_path / "audit.jsonl").read_text()

@@ -76,6 +76,12 @@ def failure(
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content={"error": error}, is_error=True)
 
 
+_SIGN_IN_HINT = (
+    "Entra refused the credential: check it (azure-agent-mcp whoami shows which one is in use) and sign in "
+    "again if it is a user (azure-agent-mcp login, or az login)."
+)
+
+
 def error_payload(exc: BaseException) -> CallToolResult:
     """Map what a tool raised to the error shape; unknown exceptions say only their type."""
     from azure_agent_mcp.identity import SessionExpiredError
@@ -106,10 +112,16 @@ def error_payload(exc: BaseException) -> CallToolResult:
     if isinstance(exc, HttpResponseError):
         code, message = _arm_error(exc)
         if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
-            return failure("AuthenticationFailed", message, hint="Sign in again: azure-agent-mcp login, or az login.")
+            return failure("AuthenticationFailed", message, hint=_SIGN_IN_HINT)
         return failure(code, message, status=exc.status_code, hint=_azure_hint(code, exc.status_code))
     if isinstance(exc, ClientAuthenticationError):
-        return failure("AuthenticationFailed", _first_line(exc), hint="Sign in again: azure-agent-mcp login, or az login.")
+        return failure("AuthenticationFailed", _first_line(exc), hint=_SIGN_IN_HINT)
+    from azure_agent_mcp.identity import IdentityError
+
+    if isinstance(exc, IdentityError):  # written for operators: says what is missing, never a secret
+        return failure(
+            "CredentialUnavailable", _first_line(exc), hint="Check the server's --credential and sign-in (whoami shows it)."
+        )
     return failure("InternalError", f"The tool failed with {type(exc).__name__}.", hint="See the server's stderr log.")
 
 
