@@ -319,3 +319,16 @@ async def test_expired_session_refuses_every_call_and_explains(sandbox, tmp_path
         assert error["code"] == "SessionExpired"
         assert "expired" in error["message"] and error["hint"]
         assert sandbox.requests(since=since) == []
+
+
+async def test_arm_request_resolves_the_api_version_from_provider_metadata(sandbox, tmp_path):
+    runtime = make_runtime(sandbox, tmp_path / "audit.jsonl")
+    async with Client(server_for(runtime)) as client:
+        accounts = (await client.call_tool("storage_account_list", {})).structured_content["items"]
+        result = await client.call_tool("arm_request", {"method": "GET", "path": accounts[0]["id"]})
+    assert not result.is_error, result.content
+    version = result.structured_content["api_version"]
+    provider = [r for r in sandbox.requests(kind="arm") if r["path"].lower().endswith("/providers/microsoft.storage")]
+    assert provider, "the api-version was not looked up from provider metadata"
+    assert result.structured_content["body"]["id"].lower() == accounts[0]["id"].lower()
+    assert version and "preview" not in version

@@ -215,3 +215,24 @@ async def test_http_modern_protocol_requests_share_the_default_session_unless_na
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+async def test_environment_fallbacks_choose_policy_read_only_and_audit_log(sandbox, tmp_path):
+    audit = tmp_path / "from-env.jsonl"
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "azure_agent_mcp", "serve", "--sandbox", str(sandbox.manifest_path)],
+        env=_env(
+            tmp_path,
+            AZURE_AGENT_MCP_POLICY="unrestricted",
+            AZURE_AGENT_MCP_READ_ONLY="1",
+            AZURE_AGENT_MCP_AUDIT_LOG=str(audit),
+        ),
+    )
+    async with Client(params) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        explained = await client.call_tool("policy_explain", {})
+    # unrestricted would list every tool; narrowed to reads, the secret and write tools are gone
+    assert "keyvault_secret_get" not in names and "resource_delete" not in names and "resource_list" in names
+    assert "unrestricted" in explained.structured_content["policy"]
+    assert audit.exists() and json.loads(audit.read_text().splitlines()[0])["tool"] == "policy_explain"
