@@ -20,6 +20,7 @@ def make_runtime(
     transport: str = "stdio",
     session_id: str | None = None,
     session_ttl: str = "8h",
+    clock: Any = None,
 ) -> AgentRuntime:
     from azure_agent_mcp.identity import build_credential, resolve_session
     from azure_agent_mcp.policy import AuditLog, load_policy, narrow_read_only
@@ -28,7 +29,8 @@ def make_runtime(
     loaded = load_policy(policy)
     if read_only:
         loaded = narrow_read_only(loaded)
-    session = resolve_session(session_id=session_id, ttl=session_ttl, environ={})
+    extra = {"clock": clock} if clock is not None else {}
+    session = resolve_session(session_id=session_id, ttl=session_ttl, environ={}, **extra)
 
     def credential_for(s: Any) -> Any:
         return build_credential("sandbox", env, s)

@@ -305,13 +305,14 @@ async def test_policy_explain_knows_data_actions(sandbox, tmp_path):
 
 
 async def test_expired_session_refuses_every_call_and_explains(sandbox, tmp_path):
-    import anyio
+    import time
 
-    runtime = make_runtime(sandbox, tmp_path / "audit.jsonl", session_ttl="1s")
+    now = [time.time()]
+    runtime = make_runtime(sandbox, tmp_path / "audit.jsonl", session_ttl="45m", clock=lambda: now[0])
     async with Client(server_for(runtime)) as client:
         first = await client.call_tool("group_list", {})
         assert not first.is_error
-        await anyio.sleep(1.2)
+        now[0] += 45 * 60 + 1  # the session's clock passes its end; its token would still be valid
         since = sandbox.last_seq()
         expired = await client.call_tool("group_list", {})
         assert expired.is_error
