@@ -100,7 +100,7 @@ class ToolAuditMiddleware:
         except Exception as exc:
             record.setdefault("status", "error")
             record.setdefault("error_code", type(exc).__name__)
-            self._write(record, started)
+            await self._write(record, started)
             raise
         finally:
             _tool_record.reset(token)
@@ -114,13 +114,15 @@ class ToolAuditMiddleware:
                 is_error = result.get("isError")
             record.update(status="error" if is_error else "ok", decision="error" if is_error else "allow")
             record["error_code"] = "InvalidRequest" if is_error else None
-        self._write(record, started)
+        await self._write(record, started)
         return result
 
-    def _write(self, record: dict[str, Any], started: float) -> None:
+    async def _write(self, record: dict[str, Any], started: float) -> None:
         record.setdefault("session_id", self.runtime.default_session.id)
         record.setdefault("duration_ms", round((time.perf_counter() - started) * 1000, 3))
-        self.runtime.audit.append({k: v for k, v in record.items() if v is not None})
+        # The append fsyncs: keep it off the event loop, which serves every other HTTP client meanwhile.
+        final = {k: v for k, v in record.items() if v is not None}
+        await anyio.to_thread.run_sync(self.runtime.audit.append, final)
 
 
 class AgentMCPServer(MCPServer):
