@@ -81,18 +81,12 @@ class AdminPlane:
                 return json_response(200, {"value": [f.describe() for f in state.faults]})
         if name == "agent-rule":
             if method == "POST":
-                body = self._json(request)
-                if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
-                    raise AdminError(400, "The body must be {\"enabled\": true} or {\"enabled\": false}.")
-                state.agent_rule = body["enabled"]
+                state.agent_rule = self._switch(request)
             if method in ("POST", "GET"):
                 return json_response(200, {"enabled": state.agent_rule})
         if name == "wrong-identity":
             if method == "POST":
-                body = self._json(request)
-                if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
-                    raise AdminError(400, "The body must be {\"enabled\": true} or {\"enabled\": false}.")
-                state.set_wrong_identity(body["enabled"])
+                state.set_wrong_identity(self._switch(request))
             if method in ("POST", "GET"):
                 return json_response(200, {"enabled": state.wrong_identity})
         if name == "claims-challenges":
@@ -111,6 +105,13 @@ class AdminPlane:
         if name == "certificates" and method == "POST":
             return self._register_certificate(request)
         raise AdminError(404, f"No admin endpoint {method} /_sandbox/{name}. See the admin module's docstring.")
+
+    def _switch(self, request: Request) -> bool:
+        """The value of an on/off switch's POST body."""
+        body = self._json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
+            raise AdminError(400, "The body must be {\"enabled\": true} or {\"enabled\": false}.")
+        return body["enabled"]
 
     def _register_certificate(self, request: Request) -> Response:
         body = self._json(request)

@@ -7,8 +7,6 @@ own: a valid ``X-Agent-Session-Id`` header names it, otherwise one is generated 
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,10 +175,8 @@ def approval_key(operation: str, scope: str) -> tuple[str, str]:
 
 def principal_from_jwt(token: str) -> dict[str, Any]:
     """The identifying claims of a JWT, read without verification (Azure verifies; we only describe)."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
+    from azure_agent_mcp.identity.claims import unverified_jwt_claims
+
+    claims = unverified_jwt_claims(token)
     keys = ("oid", "appid", "azp", "upn", "tid", "idtyp")
     return {k: claims[k] for k in keys if k in claims}

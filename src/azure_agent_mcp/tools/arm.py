@@ -152,7 +152,7 @@ def _check_continuation(azure: AzureSession, continuation: str) -> None:
         )
 
 
-def _plan_resource_list(
+def plan_resource_list(
     azure: AzureSession,
     subscription: str | None = None,
     resource_group: str | None = None,
@@ -286,7 +286,7 @@ TOOLS = (
             "fragment. Returns at most `top` items (default 100) and a `continuation` to pass back for more."
         ),
         run=resource_list,
-        plan=_plan_resource_list,
+        plan=plan_resource_list,
         operations=(
             DeclaredOperation("Microsoft.Resources/subscriptions/resources/read"),
             DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/resources/read"),

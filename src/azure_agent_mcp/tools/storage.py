@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from azure_agent_mcp.tools.arm import resource_list
+from azure_agent_mcp.tools.arm import plan_resource_list, resource_list
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
-from azure_agent_mcp.tools.clients import RESOURCES_API_VERSION, AzureSession, split_resource_type
+from azure_agent_mcp.tools.clients import AzureSession, split_resource_type
 
 STORAGE_TYPE = "Microsoft.Storage/storageAccounts"
 STORAGE_API_VERSION = "2023-05-01"
@@ -19,9 +19,7 @@ def storage_account_list(
 
 
 def _plan_list(azure: AzureSession, subscription: str | None = None, resource_group: str | None = None) -> list[PlannedRequest]:
-    sub = azure.subscription_id(subscription)
-    path = f"/subscriptions/{sub}" + (f"/resourceGroups/{resource_group}" if resource_group else "") + "/resources"
-    return [PlannedRequest("GET", azure.arm_url(path, RESOURCES_API_VERSION))]
+    return plan_resource_list(azure, subscription=subscription, resource_group=resource_group)
 
 
 def _account_id(resource_id: str) -> str:
