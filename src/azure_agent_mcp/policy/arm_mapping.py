@@ -8,6 +8,9 @@ is ``Microsoft.Storage/storageAccounts/blobServices``. A ``providers`` segment w
 would stand starts an extension resource (``.../storageAccounts/a/providers/Microsoft.Authorization/roleAssignments``).
 Subscription and resource-group level paths are ``Microsoft.Resources/subscriptions/...``.
 
+POST requests that Azure RBAC checks as reads (a Resource Graph or Log Analytics query) are the
+exception; ``known_operations.post_reads`` lists them with their sources.
+
 Scope: for a resource (or a POST action on it) its resource id; for a collection (a list) the
 resource or scope that contains it; ``/`` for tenant-level lists. Anything else is refused, with
 ``/batch`` named explicitly: it bundles requests the policy could not see one by one.
@@ -16,6 +19,8 @@ resource or scope that contains it; ``/`` for tenant-level lists. Anything else 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from azure_agent_mcp.policy.known_operations import post_read
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 WRITE_METHODS = frozenset({"PUT", "PATCH"})
@@ -167,14 +172,18 @@ def _section_operation(
         resource_id = parent + _join(*segs[i:])
         chain = "/".join([namespace, *types])
         if method == "POST":
+            # ``.../workspaces/w/api/query``: a read behind a POST whose path ends in a name
+            read = post_read("/".join([namespace, *types, names[-1], "action"]))
+            if read is not None and len(types) > 1:
+                return ArmOperation(read, parent + _join(*segs[i:-2]))
             raise ArmShapeError(f"POST to the resource '{resource_id}' itself names no action")
         return ArmOperation(f"{chain}/{_verb(method, 'a resource')}", resource_id)
     # ends with a type: a collection, or (POST) an action on the resource before it
     container = base + ("/" + "/".join(_interleave(types[:-1], names)) if names else "")
     container = container if names else (parent or "/")
     if method == "POST":
-        chain = "/".join([namespace, *types[:-1]])
-        return ArmOperation(f"{chain}/{types[-1]}/action", container)
+        action = "/".join([namespace, *types, "action"])
+        return ArmOperation(post_read(action) or action, container)
     if method in READ_METHODS:
         chain = "/".join([namespace, *types])
         return ArmOperation(f"{chain}/read", container)

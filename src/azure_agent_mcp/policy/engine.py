@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from enum import Enum
-from typing import Any
+from dataclasses import dataclass, replace
 
 from azure_agent_mcp.policy.catalog import why_secret
+from azure_agent_mcp.policy.effects import Decision, Effect
 from azure_agent_mcp.policy.model import Policy
 from azure_agent_mcp.policy.overlap import SearchBudgetExceeded, witness
 from azure_agent_mcp.policy.patterns import PatternSet
@@ -30,37 +29,8 @@ from azure_agent_mcp.policy.profiles import METADATA_DATA_ACTIONS, READ_ACTIONS,
 from azure_agent_mcp.policy.scopes import ROOT, ScopeSet
 
 CACHE_LIMIT = 16_384
-VAULT_PSEUDO_SCOPE_PREFIX = "/providers/microsoft.keyvault/vaults/"
-
-
-class Effect(str, Enum):
-    ALLOW = "allow"
-    DENY = "deny"
-    CONFIRM = "confirm"
-
-
 _RANK = {Effect.DENY: 0, Effect.CONFIRM: 1, Effect.ALLOW: 2}
-
-
-@dataclass(frozen=True)
-class Decision:
-    effect: Effect
-    operation: str
-    scope: str
-    data_action: bool
-    rule: str
-    policy: str
-    reason: str = ""
-    hint: str = ""
-
-    @property
-    def allowed(self) -> bool:
-        return self.effect is Effect.ALLOW
-
-    def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["effect"] = self.effect.value
-        return data
+VAULT_PSEUDO_SCOPE_PREFIX = "/providers/microsoft.keyvault/vaults/"
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from azure_agent_mcp.policy.engine import Decision
+from azure_agent_mcp.policy.effects import Decision
 
 
 class PolicyError(Exception):

@@ -5,6 +5,10 @@ configured vault URL template (``https://{vault}.vault.azure.net`` in Azure,
 ``https://127.0.0.1:PORT/vaults/{vault}`` in the sandbox). Scheme, host and port are compared
 exactly; a request anywhere else (another host, a port, plain http, user info in the URL) is
 refused, because the policy cannot say what it would do there.
+
+The path is decided as it is written on the wire: ``urlpath`` refuses any path that requests,
+urllib3 or Azure would read differently, so the path recorded in the audit is the path sent.
+A fragment, and any character outside printable ASCII anywhere in the URL, are refused too.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from urllib.parse import urlsplit
 
 from azure_agent_mcp.policy.arm_mapping import ArmShapeError, map_arm
 from azure_agent_mcp.policy.errors import UnmappableRequestError
+from azure_agent_mcp.policy.known_operations import is_known_operation
 from azure_agent_mcp.policy.urlpath import PathRejected, path_segments
 from azure_agent_mcp.policy.vault_mapping import VaultShapeError, map_vault
 
@@ -83,8 +88,9 @@ class MappedRequest:
     data_action: bool
     scope: str
     plane: str  # "arm" | "keyvault"
-    path: str = ""  # the normalised path that was mapped (for audit records; no query string)
+    path: str = ""  # the path exactly as sent (canonical, so also as decided); no query string
     vault: str | None = None
+    unknown_operation: bool = False  # its namespace's published operation list does not name it
 
 
 def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
@@ -102,14 +108,22 @@ def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
         raise UnmappableRequestError(method, url, "not an absolute https URL")
     if parts.username is not None or parts.password is not None:
         raise UnmappableRequestError(method, url, "URLs with user information are never sent")
+    if "#" in url:
+        raise UnmappableRequestError(method, url, "the URL has a fragment ('#'); ARM and Key Vault URLs never do")
+    odd = next((c for c in url if not " " < c < "\x7f"), None)
+    if odd is not None:
+        raise UnmappableRequestError(
+            method, url, f"the URL contains {odd!r}, which is not printable ASCII; escape it in the query, or drop it"
+        )
     origin = (scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
-    try:
-        segments = path_segments(parts.path)
-    except PathRejected as exc:
-        raise UnmappableRequestError(method, url, str(exc)) from None
-    path = "/" + "/".join(segments)
-
     mode, vault_origin, vault_prefix, suffix = endpoints._vault
+    maybe_vault = origin == vault_origin if mode == "path" else origin[1].endswith(suffix)
+    try:
+        segments = path_segments(parts.path, trailing_slash=maybe_vault)
+    except PathRejected as exc:
+        raise UnmappableRequestError(method, url, f"the path is not canonical: {exc}") from None
+    path = parts.path
+
     vault: str | None = None
     rest: list[str] = []
     if mode == "path" and origin == vault_origin:
@@ -130,15 +144,22 @@ def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
             mapped = map_vault(verb, vault, rest)
         except VaultShapeError as exc:
             raise UnmappableRequestError(method, url, str(exc)) from None
-        return MappedRequest(mapped.operation, True, mapped.scope, "keyvault", path, vault)
+        return MappedRequest(
+            mapped.operation, True, mapped.scope, "keyvault", path, vault, not is_known_operation(mapped.operation, True)
+        )
 
     arm_origin, arm_base = endpoints._arm
+    if parts.path.endswith("/") and parts.path != "/":
+        raise UnmappableRequestError(method, url, "the path is not canonical: the path has a trailing '/'")
     if origin == arm_origin and tuple(s.lower() for s in segments[: len(arm_base)]) == arm_base:
         try:
             mapped_arm = map_arm(verb, segments[len(arm_base) :])
         except ArmShapeError as exc:
             raise UnmappableRequestError(method, url, str(exc)) from None
-        return MappedRequest(mapped_arm.operation, False, mapped_arm.scope, "arm", path)
+        operation = mapped_arm.operation
+        return MappedRequest(
+            operation, False, mapped_arm.scope, "arm", path, None, not is_known_operation(operation, False)
+        )
 
     shown = f"{origin[0]}://{origin[1]}:{origin[2]}"
     raise UnmappableRequestError(
