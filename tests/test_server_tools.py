@@ -242,7 +242,7 @@ async def test_audit_holds_one_tool_record_per_call_and_verifies(sandbox, tmp_pa
     async with Client(server_for(runtime)) as client:
         await client.call_tool("subscription_list", {})
         await client.call_tool("group_list", {})
-        await client.call_tool("keyvault_secret_get", {"vault": "kv", "name": "x"})
+        await client.call_tool("keyvault_secret_get", {"vault": "kv-x", "name": "x"})
         await client.call_tool("resource_list", {"top": "bad"})
     tools = audit_records(audit, kind="tool")
     assert [r["tool"] for r in tools] == ["subscription_list", "group_list", "keyvault_secret_get", "resource_list"]

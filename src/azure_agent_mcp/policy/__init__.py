@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure_agent_mcp.policy.audit import AuditError, AuditLog, VerifyResult, audit_files, verify_audit
 from azure_agent_mcp.policy.catalog import SecretOperation, secret_bearing, secret_operations, secret_patterns
-from azure_agent_mcp.policy.decisions import UNMAPPABLE_RULE, decide_request
+from azure_agent_mcp.policy.decisions import UNKNOWN_OPERATION_RULE, UNMAPPABLE_RULE, decide_request
 from azure_agent_mcp.policy.engine import Decision, Effect, decide, tool_visibility
 from azure_agent_mcp.policy.errors import (
     ConfirmationRequiredError,
@@ -41,6 +41,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "PROFILE_NAMES",
     "REDACTED",
+    "UNKNOWN_OPERATION_RULE",
     "UNMAPPABLE_RULE",
     "AuditError",
     "AuditLog",

@@ -1,13 +1,45 @@
-"""One HTTP request -> one decision, unmappable requests included (they are denied, with a reason)."""
+"""One HTTP request -> one decision, unmappable requests included (they are denied, with a reason).
+
+An operation its namespace's published list does not name (``known_operations``) is refused by
+the read-only policies: otherwise a typo or a trick in a path could become an allowed ``*/read``.
+Other policies decide it as usual; the audit marks it either way.
+"""
 
 from __future__ import annotations
 
-from azure_agent_mcp.policy.engine import Decision, Effect, decide
+from azure_agent_mcp.policy.effects import Decision, Effect
+from azure_agent_mcp.policy.engine import decide
 from azure_agent_mcp.policy.errors import UnmappableRequestError
+from azure_agent_mcp.policy.known_operations import namespace_of, shipped_namespaces
 from azure_agent_mcp.policy.model import Policy
 from azure_agent_mcp.policy.operations import Endpoints, MappedRequest, map_request
+from azure_agent_mcp.policy.profiles import READ_ONLY
 
 UNMAPPABLE_RULE = "unmappable request"
+UNKNOWN_OPERATION_RULE = "unknown_operation"
+
+
+def refuses_unknown_operations(policy: Policy) -> bool:
+    """The read-only profile and any policy narrowed by --read-only."""
+    return policy.read_only or (policy.builtin and policy.name == READ_ONLY)
+
+
+def _unknown(policy: Policy, mapped: MappedRequest) -> Decision:
+    listed = shipped_namespaces()[namespace_of(mapped.operation).lower()]
+    commit = str(listed.source.get("commit", ""))[:12]
+    return Decision(
+        effect=Effect.DENY,
+        operation=mapped.operation,
+        scope=mapped.scope,
+        data_action=mapped.data_action,
+        rule=UNKNOWN_OPERATION_RULE,
+        policy=policy.name,
+        reason=f"{mapped.operation} is not an operation Azure publishes for {listed.namespace} (its published "
+        f"operation list, azure-docs commit {commit}, does not name it), and policy '{policy.name}' refuses "
+        "operations it cannot name.",
+        hint="Check the path for a typo or a resource type that does not exist; "
+        "azure-agent-mcp policy explain --url shows what a path maps to.",
+    )
 
 
 def _without_query(url: str, limit: int = 300) -> str:
@@ -36,4 +68,7 @@ def decide_request(
             ),
             None,
         )
-    return decide(policy, mapped.operation, mapped.scope, data_action=mapped.data_action), mapped
+    decision = decide(policy, mapped.operation, mapped.scope, data_action=mapped.data_action)
+    if mapped.unknown_operation and decision.effect is not Effect.DENY and refuses_unknown_operations(policy):
+        decision = _unknown(policy, mapped)
+    return decision, mapped

@@ -33,7 +33,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure_agent_mcp.callcontext import CallContext, current_call
 from azure_agent_mcp.policy.audit import AuditLog
 from azure_agent_mcp.policy.decisions import decide_request
-from azure_agent_mcp.policy.engine import Decision, Effect
+from azure_agent_mcp.policy.effects import Decision, Effect
 from azure_agent_mcp.policy.errors import ConfirmationRequiredError, PolicyDeniedError
 from azure_agent_mcp.policy.model import Policy
 from azure_agent_mcp.policy.operations import Endpoints, MappedRequest
@@ -199,7 +199,9 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
             or (call.correlation_id if call else None),
             "method": http.method.upper(),
             "plane": mapped.plane if mapped else None,
+            # the path as sent: the guard refuses any path it would not send exactly as decided
             "path": mapped.path if mapped else None,
+            "unknown_operation": True if mapped is not None and mapped.unknown_operation else None,
             "operation": decision.operation,
             "scope": decision.scope,
             "data_action": decision.data_action,

@@ -7,6 +7,8 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
+from azure_agent_mcp.tools import arguments
+from azure_agent_mcp.tools import continuation as continuation_tokens
 from azure_agent_mcp.tools.base import (
     AzureTool,
     DeclaredOperation,
@@ -18,7 +20,6 @@ from azure_agent_mcp.tools.base import (
 from azure_agent_mcp.tools.clients import RESOURCES_API_VERSION, AzureSession, split_resource_type
 
 _RESOURCE_TYPE = re.compile(r"^[A-Za-z0-9.]+/[A-Za-z0-9/]+$")
-_GROUP_NAME = re.compile(r"^[-\w._()]{1,90}$")
 _NAME_FRAGMENT = re.compile(r"^[-\w.]{1,80}$")
 MAX_BODY_BYTES = 256 * 1024
 _LISTED_FIELDS = ("id", "name", "type", "location", "kind", "tags")
@@ -30,12 +31,7 @@ def _as_dict(model: Any) -> dict[str, Any]:
 
 
 def _group_path(subscription: str, group: str) -> str:
-    if not _GROUP_NAME.match(group):
-        raise ToolInputError(
-            f"'{group}' is not a valid resource group name.",
-            hint="Use 1-90 letters, digits, '-', '_', '.', '(' or ')'.",
-        )
-    return f"/subscriptions/{subscription}/resourceGroups/{group}"
+    return f"/subscriptions/{arguments.subscription_id(subscription)}/resourceGroups/{arguments.group_name(group)}"
 
 
 # -- subscription_list ----------------------------------------------------------------------
@@ -121,8 +117,7 @@ def resource_list(
     # Raw pages through the SDK's pipeline: the agent gets ARM's JSON, and deserializing
     # every resource into a model (only to dump it again) would cost more than the request.
     if continuation:
-        _check_continuation(azure, continuation)
-        page = azure.arm("GET", continuation, None).body or {}
+        page = azure.arm("GET", _continued_link(azure, continuation, subscription, resource_group), None).body or {}
     else:
         query = {"$top": str(limit)}
         if resource_type:
@@ -136,20 +131,38 @@ def resource_list(
         items.append({k: resource[k] for k in _LISTED_FIELDS if resource.get(k) is not None})
         if len(items) >= limit:
             break
-    next_token = page.get("nextLink")
+    next_link = page.get("nextLink")
+    next_token = None
+    if isinstance(next_link, str) and next_link:
+        listing = _list_path(sub, resource_group) if not continuation else _continued_scope(azure, continuation)
+        next_token = continuation_tokens.seal(next_link, tool="resource_list", session_id=azure.session.id, scope=listing)
     scope = f"group {resource_group}" if resource_group else f"subscription {sub}"
     summary = f"{len(items)} resource(s) in {scope}" + ("; more with continuation." if next_token else ".")
     return ToolOutput(summary, {"items": items, "continuation": next_token})
 
 
-def _check_continuation(azure: AzureSession, continuation: str) -> None:
-    parts = urlsplit(continuation)
+def _continued_scope(azure: AzureSession, continuation: str) -> str:
+    return continuation_tokens.unseal(continuation, tool="resource_list", session_id=azure.session.id)[1]
+
+
+def _continued_link(
+    azure: AzureSession, continuation: str, subscription: str | None, resource_group: str | None
+) -> str:
+    """The next link sealed in ``continuation``, checked against this call (and the link against its listing)."""
+    expected = None
+    if subscription or resource_group:
+        expected = _list_path(azure.subscription_id(subscription), resource_group)
+    link, listing = continuation_tokens.unseal(
+        continuation, tool="resource_list", session_id=azure.session.id, scope=expected
+    )
+    parts = urlsplit(link)
     arm = urlsplit(azure.env.arm_endpoint)
-    if (parts.scheme, parts.netloc.lower()) != (arm.scheme, arm.netloc.lower()):
+    if (parts.scheme, parts.netloc.lower()) != (arm.scheme, arm.netloc.lower()) or parts.path.lower() != listing.lower():
         raise ToolInputError(
-            "continuation is not a link on the configured ARM endpoint.",
-            hint="Pass back the continuation value from the previous resource_list result unchanged.",
+            "ARM's next link does not continue the listing it was issued for; nothing was sent.",
+            hint="List again without continuation.",
         )
+    return link
 
 
 def plan_resource_list(
@@ -162,8 +175,7 @@ def plan_resource_list(
     continuation: str | None = None,
 ) -> list[PlannedRequest]:
     if continuation:
-        _check_continuation(azure, continuation)
-        return [PlannedRequest("GET", continuation)]
+        return [PlannedRequest("GET", _continued_link(azure, continuation, subscription, resource_group))]
     sub = azure.subscription_id(subscription)
     return [PlannedRequest("GET", azure.arm_url(_list_path(sub, resource_group), RESOURCES_API_VERSION))]
 
@@ -172,13 +184,7 @@ def plan_resource_list(
 
 
 def _checked_id(resource_id: str) -> str:
-    if not resource_id.startswith("/") or "?" in resource_id or "#" in resource_id or ".." in resource_id:
-        raise ToolInputError(
-            f"'{resource_id[:200]}' is not an ARM resource id.",
-            hint="Pass the id exactly as resource_list returns it (starting with /subscriptions/).",
-        )
-    split_resource_type(resource_id)
-    return resource_id.rstrip("/")
+    return arguments.resource_id(resource_id).path
 
 
 def resource_get(azure: AzureSession, resource_id: str, api_version: str | None = None) -> ToolOutput:
@@ -209,20 +215,7 @@ ArmMethod = Literal["GET", "PUT", "PATCH", "POST", "DELETE"]
 
 
 def _checked_path(path: str) -> str:
-    lowered = path.strip().lower()
-    if "://" in lowered or lowered.startswith("//") or not lowered.startswith("/"):
-        raise ToolInputError(
-            "path must be relative to the ARM endpoint (start with /subscriptions/, /providers/ or /tenants); "
-            "absolute URLs and other hosts are refused.",
-            hint="Example: /subscriptions/<id>/resourceGroups/<group>",
-        )
-    decoded = re.sub(r"%2e", ".", lowered)
-    segments = re.split(r"/|%2f|\\", decoded.split("?", 1)[0])
-    if any(s in (".", "..") for s in segments):
-        raise ToolInputError("path may not contain '.' or '..' segments.", hint="Write the resource path out in full.")
-    if "api-version=" in lowered:
-        raise ToolInputError("Pass the api-version as api_version, not inside path.")
-    return path.strip()
+    return arguments.arm_path(path)
 
 
 def arm_request(
@@ -283,7 +276,8 @@ TOOLS = (
         name="resource_list",
         description=(
             "List resources in a subscription or resource group, optionally by type (Namespace/type) or name "
-            "fragment. Returns at most `top` items (default 100) and a `continuation` to pass back for more."
+            "fragment. Returns at most `top` items (default 100) and an opaque `continuation` to pass back "
+            "unchanged, in this session, for more."
         ),
         run=resource_list,
         plan=plan_resource_list,

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
+from azure_agent_mcp.tools import arguments
+from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolOutput
 from azure_agent_mcp.tools.clients import ROLE_ASSIGNMENTS_API_VERSION, AzureSession
 
 
 def _assignments_path(scope: str) -> str:
-    cleaned = scope.strip().rstrip("/")
-    if not cleaned.startswith("/subscriptions/") or ".." in cleaned or "?" in cleaned:
-        raise ToolInputError(
-            f"'{scope[:200]}' is not an ARM scope.",
-            hint="Use /subscriptions/<id>, a resource group id or a resource id.",
-        )
-    return cleaned + "/providers/Microsoft.Authorization/roleAssignments"
+    return arguments.scope_id(scope.strip()).path + "/providers/Microsoft.Authorization/roleAssignments"
 
 
 def role_assignment_list(azure: AzureSession, scope: str) -> ToolOutput:

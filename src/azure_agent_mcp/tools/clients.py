@@ -82,13 +82,15 @@ class AzureSession:
         }
 
     def subscription_id(self, subscription: str | None) -> str:
+        from azure_agent_mcp.tools.arguments import subscription_id
+
         chosen = subscription or self.env.default_subscription
         if not chosen:
             raise ToolInputError(
                 "No subscription given and no default subscription is configured.",
                 hint="Pass subscription, or start the server with --subscription.",
             )
-        return chosen
+        return subscription_id(chosen)
 
     def resources(self, subscription: str | None = None) -> Any:
         sub = self.subscription_id(subscription)
@@ -137,14 +139,10 @@ class AzureSession:
             return client
 
     def vault_url(self, vault: str) -> str:
-        if vault.startswith("https://"):
-            return vault.rstrip("/")
-        if not vault or not all(c.isalnum() or c == "-" for c in vault) or len(vault) > 24:
-            raise ToolInputError(
-                f"'{vault}' is not a Key Vault name (3-24 letters, digits and hyphens).",
-                hint="Pass the vault's name, for example 'kv-prod', or its https:// URL.",
-            )
-        return self.env.vault_url(vault)
+        """The configured endpoint's URL for a vault given by name, or by a URL under that endpoint."""
+        from azure_agent_mcp.tools.arguments import vault_for
+
+        return self.env.vault_url(vault_for(vault, self.env.keyvault_url_template))
 
     def close(self) -> None:
         with self._lock:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from azure_agent_mcp.tools.arm import plan_resource_list, resource_list
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
-from azure_agent_mcp.tools.clients import AzureSession, split_resource_type
+from azure_agent_mcp.tools import arguments
+from azure_agent_mcp.tools.clients import AzureSession
 
 STORAGE_TYPE = "Microsoft.Storage/storageAccounts"
 STORAGE_API_VERSION = "2023-05-01"
@@ -23,13 +24,13 @@ def _plan_list(azure: AzureSession, subscription: str | None = None, resource_gr
 
 
 def _account_id(resource_id: str) -> str:
-    namespace, resource_type, _ = split_resource_type(resource_id)
-    if f"{namespace}/{resource_type}".lower() != STORAGE_TYPE.lower():
+    parsed = arguments.resource_id(resource_id)
+    if f"{parsed.namespace}/{parsed.resource_type}".lower() != STORAGE_TYPE.lower():
         raise ToolInputError(
             f"'{resource_id[:200]}' is not a storage account id.",
             hint="Pass the id of a Microsoft.Storage/storageAccounts resource, as storage_account_list returns it.",
         )
-    return resource_id.rstrip("/")
+    return parsed.path
 
 
 def storage_account_keys(azure: AzureSession, resource_id: str) -> ToolOutput:
