@@ -10,7 +10,10 @@ result lists the paths it redacted, so the agent knows something was withheld an
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 REDACTED = "***REDACTED***"
@@ -131,8 +134,10 @@ def redact_arguments(arguments: Any) -> Any:
     """Tool arguments for the audit log: values under secret-like names, or looking like keys, hidden.
 
     Names that identify rather than carry (``secret_name``, ``key_id``) are kept: which secret an
-    agent asked for is exactly what an audit must show.
+    agent asked for is exactly what an audit must show. Digests (``digest_value``) pass unchanged.
     """
+    if is_digest(arguments):
+        return arguments
     if isinstance(arguments, dict):
         out = {}
         for key, value in arguments.items():
@@ -149,6 +154,8 @@ def redact_arguments(arguments: Any) -> Any:
 
 def scrub_strings(obj: Any) -> Any:
     """Replace any string that looks like a token or connection string (the audit's last safety net)."""
+    if is_digest(obj):
+        return obj
     if isinstance(obj, dict):
         return {k: scrub_strings(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -156,3 +163,93 @@ def scrub_strings(obj: Any) -> Any:
     if isinstance(obj, str) and SECRET_VALUE.search(obj):
         return REDACTED
     return obj
+
+
+# -- arguments by structure ------------------------------------------------------------------------
+
+DIGEST_OVER_BYTES = 4 * 1024
+_DIGEST_KEYS = frozenset({"digest", "size", "sha256", "keys"})
+
+
+def _canonical_bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+
+
+def digest_value(value: Any) -> dict[str, Any]:
+    """What the audit keeps of a value it must not hold: its size, its SHA-256 and its top-level keys.
+
+    The hash lets an investigator prove which value was sent (by hashing a candidate) without the
+    log ever holding it; strings are hashed as their UTF-8 bytes, anything else as sorted, compact JSON.
+    """
+    raw = _canonical_bytes(value)
+    digest: dict[str, Any] = {"digest": "sha256", "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    if isinstance(value, dict):
+        digest["keys"] = sorted(str(k) for k in value)
+    return digest
+
+
+def is_digest(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("digest") == "sha256" and set(value) <= _DIGEST_KEYS
+
+
+def audit_arguments(arguments: Any, identifying: Collection[str] | None) -> Any:
+    """Tool arguments as the audit records them, decided by structure rather than by key names.
+
+    ``identifying=None`` (a read that returns no secret): every argument is kept, except a value
+    over 4 KiB, which is digested. Otherwise (a write, or a secret-bearing tool) only the named
+    identifying arguments (which resource, which method, which path) are kept, at most 4 KiB each
+    and a path without its query; every other value (bodies, tags, secret values) is digested.
+    """
+    if not isinstance(arguments, dict):
+        return None if arguments is None else digest_value(arguments)
+    kept: dict[str, Any] = {}
+    for key, value in arguments.items():
+        if identifying is not None and key not in identifying:
+            kept[key] = digest_value(value)
+        elif len(_canonical_bytes(value)) > DIGEST_OVER_BYTES:
+            kept[key] = digest_value(value)
+        elif identifying is not None and key == "path" and isinstance(value, str) and "?" in value:
+            path, _, query = value.partition("?")
+            kept[key] = path
+            kept["path_query"] = digest_value(query)
+        else:
+            kept[key] = value
+    return kept
+
+
+# -- deployment outputs ------------------------------------------------------------------------------
+
+
+def withhold_outputs(obj: Any) -> tuple[Any, list[str]]:
+    """``properties.outputs`` of any resource in ``obj`` without values: names and types only.
+
+    A template's outputs are whatever its author returned, ``listKeys()`` results included, under
+    any name. So the values are withheld by where they stand, not by what they are called.
+    """
+    paths: list[str] = []
+    return _outputs_walk(obj, "", paths), paths
+
+
+def _outputs_walk(obj: Any, path: str, paths: list[str]) -> Any:
+    if isinstance(obj, list):
+        return [_outputs_walk(item, f"{path}[{i}]", paths) for i, item in enumerate(obj)]
+    if not isinstance(obj, dict):
+        return obj
+    out = {key: _outputs_walk(value, _join(path, str(key)), paths) for key, value in obj.items()}
+    properties = out.get("properties")
+    if isinstance(properties, dict) and isinstance(properties.get("outputs"), dict):
+        outputs: dict[str, Any] = {}
+        for name, output in properties["outputs"].items():
+            where = _join(_join(path, "properties.outputs"), str(name))
+            if isinstance(output, dict):
+                outputs[name] = {k: v for k, v in output.items() if k.lower() != "value"}
+                if "value" in {k.lower() for k in output}:
+                    outputs[name]["value"] = REDACTED
+                    paths.append(_join(where, "value"))
+            else:
+                outputs[name] = REDACTED
+                paths.append(where)
+        out["properties"] = {**properties, "outputs": outputs}
+    return out

@@ -399,6 +399,16 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
               {"WEBSITE_RUN_FROM_PACKAGE": "1", "ORDERS_ENV": "production", "DB_CONNECTION_STRING": conn,
                "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=" + stable_guid("appi", "prod")},
               {"OrdersDb": {"value": conn, "type": "SQLAzure"}})
+    # A deployment whose template returned a storage key as a plain string output: what a
+    # template author can do with listKeys(), and why deployment outputs are withheld structurally.
+    b.resource(app, "Microsoft.Resources/deployments", "deploy-orders-storage", "eastus", {
+        "mode": "Incremental", "timestamp": "2026-11-30T08:00:00Z", "correlationId": stable_guid("deploy", "orders"),
+        "outputs": {
+            "storageKey": {"type": "String", "value": _storage_key(creds.key_salt, "stprodapp01", "key1")},
+            "blobEndpoint": {"type": "String", "value": "https://stprodapp01.blob.core.windows.net/"},
+        },
+        "outputResources": [{"id": f"{app}/providers/Microsoft.Storage/storageAccounts/stprodapp01"}],
+    }, child=True)
     b.resource(app, "Microsoft.Insights/components", "appi-orders-prod", "eastus",
                {"Application_Type": "web", "InstrumentationKey": stable_guid("appi", "prod")}, kind="web")
     b.resource(app, "Microsoft.OperationalInsights/workspaces", "log-sandbox-prod", "eastus",

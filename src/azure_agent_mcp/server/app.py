@@ -30,7 +30,7 @@ from azure_agent_mcp.server.confirmation import Approval, Verdict, approved_keys
 from azure_agent_mcp.server.results import error_payload, failure, success
 from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError
 from azure_agent_mcp.tools import catalog
-from azure_agent_mcp.tools.base import AzureTool
+from azure_agent_mcp.tools.base import IDENTIFYING_ARGUMENTS, AzureTool
 
 META_PREFIX = "azure-agent-mcp/"
 ARM_METHODS = ("GET", "PUT", "PATCH", "POST", "DELETE")
@@ -69,6 +69,19 @@ def visible(tool: AzureTool, runtime: AgentRuntime) -> bool:
     return decision.effect.value != "deny"
 
 
+def recorded_arguments(tool: AzureTool | None, arguments: dict[str, Any] | None) -> Any:
+    """A call's arguments as its audit record keeps them: writes, secret-bearing and unknown tools
+    keep only their identifying arguments; every other value is kept as size and SHA-256."""
+    from azure_agent_mcp.policy.redaction import audit_arguments
+
+    if arguments is None:
+        return None
+    if tool is None:
+        return audit_arguments(arguments, frozenset())
+    sensitive = tool.secret_bearing or not tool.read_only
+    return audit_arguments(arguments, IDENTIFYING_ARGUMENTS if sensitive else None)
+
+
 # The audit record of the tools/call being handled: opened by ToolAuditMiddleware, filled by the tool body.
 _tool_record: ContextVar[dict[str, Any] | None] = ContextVar("azure_agent_mcp_tool_record", default=None)
 
@@ -81,17 +94,20 @@ class ToolAuditMiddleware:
     client for input is not a finished call, so it is not recorded; the round that answers is.
     """
 
-    def __init__(self, runtime: AgentRuntime) -> None:
+    def __init__(self, runtime: AgentRuntime, tools: dict[str, AzureTool]) -> None:
         self.runtime = runtime
+        self.tools = tools
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         if ctx.method != "tools/call" or ctx.request_id is None:
             return await call_next(ctx)
         params = ctx.params or {}
+        name = params.get("name")
+        raw = params.get("arguments") if isinstance(params.get("arguments"), dict) else None
         record: dict[str, Any] = {
             "kind": "tool",
-            "tool": params.get("name"),
-            "arguments": params.get("arguments") if isinstance(params.get("arguments"), dict) else None,
+            "tool": name,
+            "arguments": recorded_arguments(self.tools.get(name) if isinstance(name, str) else None, raw),
         }
         token = _tool_record.set(record)
         started = time.perf_counter()
@@ -147,8 +163,9 @@ def build_server(runtime: AgentRuntime) -> AgentMCPServer:
         instructions=INSTRUCTIONS,
         log_level="WARNING",
     )
-    server.middleware.append(ToolAuditMiddleware(runtime))
-    for tool in catalog():
+    tools = catalog()
+    server.middleware.append(ToolAuditMiddleware(runtime, {tool.name: tool for tool in tools}))
+    for tool in tools:
         _register(server, tool, runtime)
         if not visible(tool, runtime):
             server.hidden_tools.add(tool.name)
@@ -235,7 +252,7 @@ async def run_tool_call(
     standalone = record is None  # called without the middleware (MCPServer.call_tool in-process)
     if record is None:
         record = {"kind": "tool", "tool": tool.name}
-    record.update(arguments=arguments, client=_client_name(ctx))
+    record.update(arguments=recorded_arguments(tool, arguments), client=_client_name(ctx))
     try:
         session = runtime.session_for(headers)
     except SessionHeaderError as exc:

@@ -52,6 +52,21 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8765, help="HTTP port (0 = ephemeral; default 8765)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding HTTP to a non-loopback address")
     parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another Host header value the HTTP server answers (repeatable; the bind address, and localhost on "
+        "loopback, are always allowed); every other Host is refused (DNS-rebinding protection)",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser Origin the HTTP server accepts, e.g. http://localhost:6274 (repeatable)",
+    )
+    parser.add_argument(
         "--policy",
         default=os.environ.get("AZURE_AGENT_MCP_POLICY") or "read-only",
         help="profile (read-only, no-secrets, unrestricted) or policy JSON file; env AZURE_AGENT_MCP_POLICY",

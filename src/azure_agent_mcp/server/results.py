@@ -20,13 +20,14 @@ if TYPE_CHECKING:
 
 
 def success(output: ToolOutput, policy: Policy) -> CallToolResult:
-    from azure_agent_mcp.policy import redact_secrets
+    from azure_agent_mcp.policy.redaction import redact_secrets, withhold_outputs
 
     data = output.data
     redacted: list[str] = list(output.redacted)
     if secrets_denied(policy):
+        data, withheld = withhold_outputs(data)
         data, fields = redact_secrets(data)
-        redacted.extend(fields)
+        redacted.extend(withheld + fields)
     if redacted:
         data = {**data, "redacted_fields": redacted}
     summary = output.summary + (f" Redacted {len(redacted)} secret field(s)." if redacted else "")

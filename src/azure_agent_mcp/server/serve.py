@@ -52,7 +52,7 @@ def serve(args: argparse.Namespace) -> int:
             if args.transport == "stdio":
                 _run_stdio(runtime)
             else:
-                _run_http(runtime, args.host, args.port)
+                _run_http(runtime, args.host, args.port, tuple(args.allow_host), tuple(args.allow_origin))
         finally:
             runtime.close()
     return 0
@@ -86,19 +86,25 @@ def _run_stdio(runtime) -> None:
     anyio.run(run_stdio, server)
 
 
-def _run_http(runtime, host: str, port: int) -> None:
+def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), allow_origins: tuple[str, ...] = ()) -> None:
     import anyio
     import uvicorn
+    from mcp.server.transport_security import TransportSecuritySettings
 
     from azure_agent_mcp.server.app import build_server
+    from azure_agent_mcp.server.hosts import allowed_peers
 
-    server = build_server(runtime)
-    app = server.streamable_http_app(host=host)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
+    peers = allowed_peers(host, bound_port, allow_hosts, allow_origins)
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=list(peers.hosts), allowed_origins=list(peers.origins)
+    )
+    server = build_server(runtime)
+    app = server.streamable_http_app(host=host, transport_security=security)
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"azure-agent-mcp: serving MCP over HTTP at http://{shown}:{bound_port}/mcp", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", lifespan="on")

@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# Arguments that say which resource, method or path a call acts on: what a write's audit record
+# keeps verbatim. Every other argument of a write or secret-bearing tool is kept as a digest.
+IDENTIFYING_ARGUMENTS = frozenset(
+    {
+        "subscription", "resource_group", "resource_id", "resource_type", "scope", "name", "vault", "location",
+        "method", "path", "api_version", "top", "name_contains", "operation", "data_action",
+    }
+)
+
+
 @dataclass(frozen=True)
 class DeclaredOperation:
     operation: str
