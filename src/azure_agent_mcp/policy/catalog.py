@@ -2,6 +2,11 @@
 
 Each entry is an RBAC pattern with a note saying how the operation leaks a secret, so that a
 refusal can explain itself and a reviewer can argue with an entry rather than with code.
+
+The entries were checked against Azure's own operation reference: ``data/reviewed/`` holds every
+candidate the review found in the 20 permission files, with its verdict and reason, and
+``docs/secret-operations.md`` (``python -m azure_agent_mcp.policy.catalog_report``) shows which
+entry covers each one and which were judged safe.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ class SecretOperation:
     pattern: str
     why: str
     data_action: bool = False
+    source: str = ""  # "curated (catalog v1)", "family: ...", or "reviewed: <permissions file>"
 
 
 @lru_cache(maxsize=1)
@@ -31,7 +37,9 @@ def secret_operations() -> tuple[SecretOperation, ...]:
         problem = pattern_problem(raw["pattern"])
         if problem is not None:  # a packaging bug, not user input: fail loudly
             raise ValueError(f"{CATALOG_FILE.name}: {problem}")
-        entries.append(SecretOperation(raw["pattern"], raw["why"], bool(raw.get("data_action", False))))
+        entries.append(
+            SecretOperation(raw["pattern"], raw["why"], bool(raw.get("data_action", False)), str(raw.get("source", "")))
+        )
     return tuple(entries)
 
 

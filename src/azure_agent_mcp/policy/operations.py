@@ -31,6 +31,7 @@ METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"})
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _VAULT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,22}[a-z0-9]")
 _PLACEHOLDER = "vaultplaceholder0123"
+_NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 _Origin = tuple[str, str, int]
 
@@ -110,10 +111,10 @@ def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
         raise UnmappableRequestError(method, url, "URLs with user information are never sent")
     if "#" in url:
         raise UnmappableRequestError(method, url, "the URL has a fragment ('#'); ARM and Key Vault URLs never do")
-    odd = next((c for c in url if not " " < c < "\x7f"), None)
+    odd = _NOT_PRINTABLE.search(url)
     if odd is not None:
         raise UnmappableRequestError(
-            method, url, f"the URL contains {odd!r}, which is not printable ASCII; escape it in the query, or drop it"
+            method, url, f"the URL contains {odd.group()!r}, which is not printable ASCII; escape it in the query, or drop it"
         )
     origin = (scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
     mode, vault_origin, vault_prefix, suffix = endpoints._vault

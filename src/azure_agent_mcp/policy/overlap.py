@@ -59,8 +59,16 @@ def witness(include: Sequence[str], exclude: Sequence[str], budget: int = STATE_
     # An exclude pattern that cannot match anything the includes match is irrelevant; dropping it
     # keeps the product small (the built-in Deny lists have dozens of patterns).
     candidates = [e for e in {e.lower() for e in exclude} if all(_may_overlap(e, i) for i in inc)]
-    exc = [e for e in candidates if _search([*inc, e], [], budget) is not None]
-    return _search(inc, sorted(exc), budget)
+    # Exact operations (the catalog has hundreds) exclude one string each: leave them out of the
+    # product, and add back only one that the search actually returns, until a witness survives.
+    exact = {e for e in candidates if "*" not in e}
+    exc = sorted(e for e in candidates if "*" in e and _search([*inc, e], [], budget) is not None)
+    while True:
+        found = _search(inc, exc, budget)
+        if found is None or found not in exact:
+            return found
+        exact.discard(found)
+        exc.append(found)
 
 
 def _literal_ends(pattern: str) -> tuple[str, str]:

@@ -35,6 +35,9 @@ SEGMENT_CHARS = UNRESERVED | RAW_DELIMITERS
 ESCAPABLE = frozenset(chr(c) for c in range(0x20, 0x7F)) - UNRESERVED - frozenset("/\\%")
 _ESCAPE = re.compile(r"%(.{0,2})", re.S)
 _HEX = frozenset("0123456789ABCDEFabcdef")
+# The common case, checked in one step: non-empty segments of plain segment characters, no escape,
+# no dot segment. Anything else takes the segment-by-segment path that says what is wrong.
+_PLAIN = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)+")
 
 
 class PathRejected(ValueError):
@@ -125,6 +128,8 @@ def path_segments(path: str, *, trailing_slash: bool = False) -> list[str]:
         raise PathRejected(f"the path '{path[:80]}' does not start with '/'")
     if path == "/":
         return []
+    if _PLAIN.fullmatch(path):
+        return path[1:].split("/")
     body = path[1:]
     if trailing_slash and body.endswith("/") and len(body) > 1:
         body = body[:-1]
