@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,80 @@ ARM_SCOPE = "https://management.azure.com/.default"
 VAULT_SCOPE = "https://vault.azure.net/.default"
 
 
+# Every ARM and Key Vault request the session sandbox served, for the whole run (resets clear
+# the sandbox's own log between tests; the journal's tap keeps them).
+_SERVED: list[dict[str, Any]] = []
+
+
 @pytest.fixture(scope="session")
-def sandbox() -> Iterator[Sandbox]:
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     with Sandbox() as sb:
+        sb.state.journal.tap = lambda entry: _SERVED.append(entry) if entry.get("kind") in ("arm", "vault") else None
         yield sb
+    check_decided_equals_sent(_SERVED, tmp_path_factory.getbasetemp())
+
+
+def _audited_requests(base: Path) -> tuple[dict[str, Counter[tuple[str, str]]], dict[str, Counter[tuple[str, str]]]]:
+    """(method, path) of every request an audit log under ``base`` says was sent, by correlation id.
+
+    Two tallies: requests the outcome says were answered (they reached the server), and requests
+    whose outcome is a transport error or missing (they may or may not have reached it).
+    """
+    intents: list[dict[str, Any]] = []
+    outcomes: dict[str, dict[str, Any]] = {}
+    for file in base.rglob("*.jsonl*"):
+        if not file.is_file() or file.suffix in (".lock", ".pub", ".key") or ".anchor" in file.name:
+            continue
+        for line in file.read_bytes().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # torn or tampered lines of the audit tests' own files
+            if not isinstance(record, dict):
+                continue
+            if record.get("kind") == "intent" and isinstance(record.get("path"), str):
+                intents.append(record)
+            elif record.get("kind") == "outcome" and isinstance(record.get("request_id"), str):
+                outcomes[record["request_id"]] = record
+    sure: dict[str, Counter[tuple[str, str]]] = {}
+    maybe: dict[str, Counter[tuple[str, str]]] = {}
+    for intent in intents:
+        correlation = intent.get("correlation_id")
+        if not isinstance(correlation, str):
+            continue
+        answered = isinstance(outcomes.get(str(intent.get("request_id")), {}).get("status"), int)
+        tally = sure if answered else maybe
+        tally.setdefault(correlation, Counter())[(str(intent.get("method")), intent["path"])] += 1
+    return sure, maybe
+
+
+def check_decided_equals_sent(served: list[dict[str, Any]], base: Path) -> None:
+    """The suite-wide invariant of the guard: what the audit says it decided is what went on the wire.
+
+    For every tool call whose requests reached the sandbox and were audited (one correlation id
+    per call), the requests the sandbox received, path as received byte for byte, are exactly the
+    requests the audit recorded as sent.
+    """
+    sure, maybe = _audited_requests(base)
+    audited = set(sure) | set(maybe)
+    received: dict[str, Counter[tuple[str, str]]] = {}
+    for entry in served:
+        correlation = entry.get("correlation_id")
+        if correlation in audited:
+            received.setdefault(correlation, Counter())[(entry["method"], entry["raw_path"])] += 1
+    wrong = {}
+    for correlation, got in received.items():
+        must, may = sure.get(correlation, Counter()), maybe.get(correlation, Counter())
+        # every answered request arrived exactly as recorded; nothing arrived that no intent names
+        if must - got or got - (must + may):
+            wrong[correlation] = (must + may, got)
+    assert not wrong, f"decided != sent for {len(wrong)} call(s): " + "; ".join(
+        f"{c}: audit {dict(a)} vs sandbox {dict(r)}" for c, (a, r) in list(wrong.items())[:5]
+    )
+    checked = len(received)
+    assert checked >= 1 or not served, "no audited call reached the session sandbox: the invariant was never checked"
+    print(f"\ndecided == sent: {checked} audited call(s), {sum(sum(c.values()) for c in received.values())} "
+          f"request(s) compared path for path with what the sandbox received")
 
 
 @pytest.fixture(scope="session")

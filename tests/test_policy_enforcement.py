@@ -23,7 +23,7 @@ from azure_agent_mcp.policy import (
     Effect,
     Endpoints,
     PolicyDeniedError,
-    PolicyEnforcementPolicy,
+    Guard,
     load_policy,
     narrow_read_only,
     parse_policy,
@@ -69,10 +69,23 @@ def _records(audit: AuditLog) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(audit.path).read_text().splitlines()]
 
 
-def _enforcement(sandbox, policy, audit=None, confirmer=None, endpoints=None) -> PolicyEnforcementPolicy:
-    return PolicyEnforcementPolicy(
-        policy, endpoints or Endpoints.from_environment(sandbox.environment()), confirmer=confirmer, audit=audit
-    )
+def _requests(audit: AuditLog) -> list[dict[str, Any]]:
+    """One view per attempt: a refusal as written, an intent joined with its outcome (status, duration)."""
+    records = _records(audit)
+    outcomes = {r["request_id"]: r for r in records if r["kind"] == "outcome"}
+    views = []
+    for record in records:
+        if record["kind"] == "refused":
+            views.append(record)
+        elif record["kind"] == "intent":
+            outcome = outcomes.get(record["request_id"], {})
+            assert outcome.get("intent_seq") == record["seq"], "every intent's outcome names it"
+            views.append({**record, "status": outcome.get("status", "no outcome")})
+    return views
+
+
+def _enforcement(sandbox, policy, audit=None, confirmer=None, endpoints=None) -> Guard:
+    return Guard(policy, endpoints or Endpoints.from_environment(sandbox.environment()), confirmer=confirmer, audit=audit)
 
 
 def _arm(manifest, credential, sub, enforcement, base_url: str | None = None) -> Any:
@@ -86,7 +99,7 @@ def _arm(manifest, credential, sub, enforcement, base_url: str | None = None) ->
         base_url=base_url or manifest["arm_endpoint"],
         credential_scopes=[manifest["arm_audience"] + ".default"],
         per_call_policies=[CorrelationPolicy()],
-        per_retry_policies=[enforcement],
+        transport=enforcement.transport(connection_verify=manifest["ca_bundle"]),
         connection_verify=manifest["ca_bundle"],
         retry_backoff_factor=0.01,
     )
@@ -99,7 +112,7 @@ def _secrets(manifest, credential, vault_url: str, enforcement) -> Any:
         vault_url,
         credential,
         verify_challenge_resource=False,
-        per_retry_policies=[enforcement],
+        transport=enforcement.transport(connection_verify=manifest["ca_bundle"]),
         connection_verify=manifest["ca_bundle"],
         retry_backoff_factor=0.01,
     )
@@ -119,8 +132,9 @@ def test_allowed_read_is_sent_and_audited_with_the_principal(sandbox, manifest, 
     assert client.resource_groups.get(RG).name == RG
     sent = _sent(sandbox, mark)
     assert [(r["method"], r["status"]) for r in sent] == [("GET", 200)]
-    [record] = _records(audit)
-    assert record["kind"] == "request" and record["decision"] == "allow" and record["status"] == 200
+    [record] = _requests(audit)
+    assert record["kind"] == "intent" and record["decision"] == "allow" and record["status"] == 200
+    assert record["path"] == sent[0]["raw_path"]  # decided == sent
     assert record["operation"] == "Microsoft.Resources/subscriptions/resourceGroups/read"
     assert record["scope"].lower() == f"/subscriptions/{sub_a}/resourcegroups/{RG}"
     assert record["rule"] == "Actions: */read" and record["policy"] == "read-only"
@@ -140,7 +154,7 @@ def test_denied_write_never_reaches_the_sandbox(sandbox, manifest, sub_a, sp_cre
     assert decision.operation == "Microsoft.Resources/subscriptions/resourceGroups/write"
     assert "--policy no-secrets" in decision.hint
     assert _sent(sandbox, mark) == []
-    [record] = _records(audit)
+    [record] = _requests(audit)
     assert (record["decision"], record["status"]) == ("deny", "not-sent")
 
 
@@ -168,7 +182,7 @@ def test_unmappable_and_foreign_requests_are_refused(sandbox, manifest, sub_a, s
             client.send_request(HttpRequest(method, url))
         assert caught.value.decision.rule == "unmappable request"
     assert _sent(sandbox, mark) == []
-    assert [r["decision"] for r in _records(audit)] == ["deny"] * 3
+    assert [r["decision"] for r in _requests(audit)] == ["deny"] * 3
 
 
 def test_page_two_on_another_host_is_denied(sandbox, manifest, sub_a, sp_credential, audit):
@@ -192,7 +206,7 @@ def test_page_two_on_another_host_is_denied(sandbox, manifest, sub_a, sp_credent
     assert decision.rule == "unmappable request" and "127.0.0.1" in decision.reason
     sent = _sent(sandbox, mark)
     assert len(sent) == 1 and "$skiptoken" not in sent[0]["query"]
-    assert [r["decision"] for r in _records(audit)] == ["allow", "deny"]
+    assert [r["decision"] for r in _requests(audit)] == ["allow", "deny"]
 
 
 def test_page_two_needs_its_own_confirmation(sandbox, manifest, sub_a, sp_credential, audit):
@@ -217,7 +231,7 @@ def test_page_two_needs_its_own_confirmation(sandbox, manifest, sub_a, sp_creden
     assert caught.value.decision.effect is Effect.CONFIRM
     assert len(asked) == 2 and asked[1].rule == "Confirm: Microsoft.Resources/subscriptions/resourceGroups/resources/read"
     assert len(_sent(sandbox, mark)) == 1
-    assert [r["decision"] for r in _records(audit)] == ["confirmed", "unconfirmed"]
+    assert [r["decision"] for r in _requests(audit)] == ["confirmed", "unconfirmed"]
 
 
 def test_confirm_without_a_confirmer_is_denied(fresh_sandbox_state, manifest, sub_a, developer_credential, audit):
@@ -250,7 +264,7 @@ def test_confirmed_delete_runs_and_its_polls_are_checked(fresh_sandbox_state, ma
     assert [d.operation for d in asked] == ["Microsoft.Resources/subscriptions/resourceGroups/delete"]
     sent = _sent(sandbox, mark)
     assert sent[0]["method"] == "DELETE" and any("/operationresults/" in r["path"] for r in sent[1:])
-    records = [r for r in _records(audit) if r.get("session_id") == "sess-1"]
+    records = [r for r in _requests(audit) if r.get("session_id") == "sess-1"]
     assert records[0]["decision"] == "confirmed" and records[0]["status"] == 202
     polls = [r for r in records if r["operation"] == "Microsoft.Resources/subscriptions/operationresults/read"]
     assert polls, [(r["method"], r["operation"]) for r in records]
@@ -292,7 +306,7 @@ def test_every_retry_is_checked_and_audited(fresh_sandbox_state, manifest, sub_a
     mark = _mark(sandbox)
     assert client.resource_groups.get(RG).name == RG
     assert [r["status"] for r in _sent(sandbox, mark)] == [503, 200]
-    assert [(r["decision"], r["status"]) for r in _records(audit)] == [("allow", 503), ("allow", 200)]
+    assert [(r["decision"], r["status"]) for r in _requests(audit)] == [("allow", 503), ("allow", 200)]
 
 
 def test_a_confirmed_request_is_asked_once_across_retries(fresh_sandbox_state, manifest, sub_a, developer_credential, audit):
@@ -312,7 +326,7 @@ def test_a_confirmed_request_is_asked_once_across_retries(fresh_sandbox_state, m
     deletes = [r for r in _sent(sandbox, mark) if r["method"] == "DELETE"]
     assert [r["status"] for r in deletes] == [503, 202]
     assert len(asked) == 1
-    assert [r["decision"] for r in _records(audit) if r["method"] == "DELETE"] == ["confirmed", "confirmed"]
+    assert [r["decision"] for r in _requests(audit) if r["method"] == "DELETE"] == ["confirmed", "confirmed"]
 
 
 def test_subscription_client_fenced_by_assignable_scopes(sandbox, manifest, sub_a, developer_credential, audit):
@@ -324,7 +338,7 @@ def test_subscription_client_fenced_by_assignable_scopes(sandbox, manifest, sub_
         developer_credential,
         base_url=manifest["arm_endpoint"],
         credential_scopes=[manifest["arm_audience"] + ".default"],
-        per_retry_policies=[_enforcement(sandbox, fenced, audit)],
+        transport=_enforcement(sandbox, fenced, audit).transport(connection_verify=manifest["ca_bundle"]),
         connection_verify=manifest["ca_bundle"],
     )
     mark = _mark(sandbox)
@@ -351,7 +365,7 @@ def test_key_vault_values_denied_metadata_allowed(sandbox, manifest, developer_c
     assert decision.operation == "Microsoft.KeyVault/vaults/secrets/getSecret/action" and decision.data_action
     assert decision.rule == "Deny: Microsoft.KeyVault/vaults/secrets/getSecret/action (secret-bearing catalog)"
     assert _sent(sandbox, mark) == []
-    allowed = [r for r in _records(audit) if r["decision"] == "allow"]
+    allowed = [r for r in _requests(audit) if r["decision"] == "allow"]
     assert allowed and all(r["operation"] == "Microsoft.KeyVault/vaults/secrets/readMetadata/action" for r in allowed)
     assert all(r["plane"] == "keyvault" and r["data_action"] for r in allowed)
 

@@ -1,7 +1,8 @@
 """The policy engine: RBAC-shaped policies enforced on every Azure request, and the audit trail.
 
-Everything here is standard library only, except ``PolicyEnforcementPolicy`` (an azure-core
-pipeline policy), which is imported on first use so that ``serve`` and the CLI start fast.
+Everything here is standard library only, except ``Guard`` and ``GuardedTransport`` (the
+enforcement point, an azure-core transport), imported on first use so that ``serve`` and the CLI
+start fast.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from azure_agent_mcp.policy.redaction import REDACTED, redact_arguments, redact_
 from azure_agent_mcp.policy.scopes import scope_contains
 
 if TYPE_CHECKING:
-    from azure_agent_mcp.policy.enforcement import PolicyEnforcementPolicy, unverified_principal
+    from azure_agent_mcp.policy.enforcement import Guard, GuardedTransport, unverified_principal
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("PolicyEnforcementPolicy", "unverified_principal"):
+    if name in ("Guard", "GuardedTransport", "unverified_principal"):
         from azure_agent_mcp.policy import enforcement
 
         return getattr(enforcement, name)
@@ -53,7 +54,8 @@ __all__ = [
     "PermissionBlock",
     "Policy",
     "PolicyDeniedError",
-    "PolicyEnforcementPolicy",
+    "Guard",
+    "GuardedTransport",
     "PolicyError",
     "PolicyLoadError",
     "SecretOperation",

@@ -1,17 +1,20 @@
-"""The enforcement point: an azure-core pipeline policy in every SDK client the server builds.
+"""The enforcement point: the transport of every SDK client the server builds, the only door out.
 
-Placed with ``per_retry_policies=[...]`` it runs after the retry policy, so every attempt is
-checked before it leaves the process: retries, redirects, ``nextLink`` pages, long-running
-operation polls, provider auto-registration. Allowed requests are sent; denied ones raise
-``PolicyDeniedError`` (nothing is sent); a Confirm decision asks the server's confirmer and is
-denied when there is none or it says no. Every request, sent or not, leaves one audit record.
+A pipeline policy would not do: authentication policies re-send a request themselves after a
+401 challenge (Key Vault's first, unauthenticated request; a claims challenge from ARM), and a
+re-send from inside a policy passes only the policies after it. The transport is where every
+attempt leaves the process (retries, redirects, challenge re-sends, ``nextLink`` pages,
+long-running-operation polls), so the guard wraps it, as the Kubernetes MCP server's
+access-control round tripper does.
 
-It is a ``SansIOHTTPPolicy``, not an ``HTTPPolicy``: azure-core rewires an ``HTTPPolicy``'s
-``next`` attribute in every pipeline it is put in, so one instance shared by several clients (as
-the server does) would send one client's requests through another client's authentication
-policy. A SansIO policy is wrapped per pipeline and can be shared safely; raising in
-``on_request`` stops the request before the transport, and azure-core's retry policy does not
-retry it (our errors are not ``AzureError``).
+For each attempt, in order:
+
+1. decide the request exactly as it will be written on the wire (``decisions.decide_request``);
+2. a refusal (deny, unconfirmed confirm, unknown operation) is audited as ``refused`` and raised:
+   nothing is sent;
+3. an allowed request gets a durable ``intent`` record first (write-ahead: no record, no request;
+   if the audit cannot be written the request is not sent and ``AuditUnavailable`` is raised);
+4. it is sent, and an ``outcome`` record (status, duration) linked to the intent follows.
 """
 
 from __future__ import annotations
@@ -19,16 +22,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import sys
 import threading
 import time
+import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import SansIOHTTPPolicy
+from azure.core.pipeline.transport import HttpTransport
 
 from azure_agent_mcp.callcontext import CallContext, current_call
 from azure_agent_mcp.policy.audit import AuditLog
@@ -39,7 +42,6 @@ from azure_agent_mcp.policy.model import Policy
 from azure_agent_mcp.policy.operations import Endpoints, MappedRequest
 
 _LOG = logging.getLogger(__name__)
-_CONTEXT_KEY = "azure_agent_mcp_policy"
 PRINCIPAL_CLAIMS = ("oid", "appid", "upn")
 CORRELATION_HEADER = "x-ms-correlation-request-id"
 
@@ -68,8 +70,8 @@ def unverified_principal(authorization: str | None) -> dict[str, str]:
     return {k: str(claims[k]) for k in PRINCIPAL_CLAIMS if k in claims}
 
 
-class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
-    """Decide every outgoing request against ``policy``; audit each one to ``audit`` (when given)."""
+class Guard:
+    """Decides and audits every request one server sends; shared by all its clients' transports."""
 
     def __init__(
         self,
@@ -78,66 +80,84 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
         confirmer: Confirmer | None = None,
         audit: AuditLog | None = None,
     ) -> None:
-        super().__init__()
         self.policy = policy
         self.endpoints = endpoints
         self.confirmer = confirmer
         self.audit = audit
-        # Long-running-operation polls run on azure-core's poller thread, where the tool call's
+        # Long-running-operation polls may run on azure-core's poller thread, where the tool call's
         # context (a ContextVar) is not set. Remember which call started each operation, keyed by
         # the poll URLs its response named, so poll records still say whose call they belong to.
         self._pollers: OrderedDict[str, CallContext] = OrderedDict()
         self._pollers_lock = threading.Lock()
+        # Requests the confirmer approved: a retry of the same request object is not asked again.
+        self._approved: weakref.WeakKeyDictionary[Any, Decision] = weakref.WeakKeyDictionary()
 
-    # -- the pipeline hooks ---------------------------------------------------------------
+    def transport(self, inner: HttpTransport | None = None, **transport_kwargs: Any) -> GuardedTransport:
+        """A guarded transport around ``inner`` (default: a new RequestsTransport with ``transport_kwargs``)."""
+        if inner is None:
+            from azure.core.pipeline.transport import RequestsTransport
 
-    def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
-        http = request.http_request
+            inner = RequestsTransport(**transport_kwargs)
+        return GuardedTransport(inner, self)
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    def admit(self, request: Any) -> dict[str, Any] | None:
+        """Decide one attempt; raise for a refusal (audited); return its intent record (written)."""
         started = time.perf_counter()
-        decision, mapped = decide_request(self.policy, self.endpoints, http.method, http.url)
+        decision, mapped = decide_request(self.policy, self.endpoints, request.method, request.url)
         if decision.effect is Effect.DENY:
-            self._record(request, decision, mapped, "deny", started, status="not-sent")
+            self._refused(request, decision, mapped, "deny", started)
             raise PolicyDeniedError(decision)
         outcome = "allow"
         if decision.effect is Effect.CONFIRM:
-            previous = request.context.get(_CONTEXT_KEY)
-            if previous is not None and previous[2] == "confirmed" and previous[0] == decision:
-                # a retry of a request the confirmer already approved: ask once per request, not per attempt
-                request.context[_CONTEXT_KEY] = (decision, mapped, "confirmed", started)
-                return
-            if not self._confirmed(decision):
-                self._record(request, decision, mapped, "unconfirmed", started, status="not-sent")
-                raise ConfirmationRequiredError(decision)
+            if self._approved.get(request) != decision:
+                if not self._confirmed(decision):
+                    self._refused(request, decision, mapped, "unconfirmed", started)
+                    raise ConfirmationRequiredError(decision)
+                self._approved[request] = decision
             outcome = "confirmed"
-        request.context[_CONTEXT_KEY] = (decision, mapped, outcome, started)
+        if self.audit is None:
+            return None
+        intent = self._record(request, decision, mapped, outcome, kind="intent")
+        intent["request_id"] = uuid.uuid4().hex
+        stored = self.audit.append(intent)  # durable before anything is sent (AuditUnavailable otherwise)
+        return {"request_id": intent["request_id"], "intent_seq": stored.get("seq"), "started": started}
 
-    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:  # type: ignore[type-arg]
-        state = request.context.get(_CONTEXT_KEY)
-        if state is None:
+    def answered(self, intent: dict[str, Any] | None, request: Any, response: Any) -> None:
+        self._remember_pollers(response.headers)
+        if intent is None or self.audit is None:
             return
-        decision, mapped, outcome, started = state
-        self._remember_pollers(response.http_response.headers)
-        self._record(
-            request,
-            decision,
-            mapped,
-            outcome,
-            started,
-            status=response.http_response.status_code,
-            answered_correlation=response.http_response.headers.get(CORRELATION_HEADER),
-        )
+        self._outcome(intent, status=response.status_code, answered_correlation=response.headers.get(CORRELATION_HEADER))
 
-    def on_exception(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
-        state = request.context.get(_CONTEXT_KEY)
-        if state is None:
+    def failed(self, intent: dict[str, Any] | None, error: BaseException) -> None:
+        if intent is None or self.audit is None:
             return
-        decision, mapped, outcome, started = state
-        error = sys.exc_info()[0]
-        self._record(
-            request, decision, mapped, outcome, started, status="error", error=error.__name__ if error else None
-        )
+        self._outcome(intent, status="error", error=type(error).__name__)
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _outcome(self, intent: dict[str, Any], *, status: Any, **fields: Any) -> None:
+        record = {
+            "kind": "outcome",
+            "request_id": intent["request_id"],
+            "intent_seq": intent["intent_seq"],
+            "status": status,
+            "duration_ms": round((time.perf_counter() - intent["started"]) * 1000, 3),
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        assert self.audit is not None
+        try:
+            _append(self.audit, record, durable=False)
+        except Exception:  # the request was sent and answered: losing its outcome must not hide the answer
+            _LOG.warning("the audit outcome record of request %s could not be written", intent["request_id"], exc_info=True)
+
+    def _refused(self, request: Any, decision: Decision, mapped: MappedRequest | None, outcome: str, started: float) -> None:
+        if self.audit is None:
+            return
+        record = self._record(request, decision, mapped, outcome, kind="refused")
+        record.update(status="not-sent", duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        self.audit.append(record)  # a refusal that cannot be audited is still a refusal: AuditUnavailable
 
     def _remember_pollers(self, headers: Any) -> None:
         call = current_call()
@@ -168,36 +188,23 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
             return False
 
     def _record(
-        self,
-        request: PipelineRequest,  # type: ignore[type-arg]
-        decision: Decision,
-        mapped: MappedRequest | None,
-        outcome: str,
-        started: float,
-        *,
-        status: Any,
-        error: str | None = None,
-        answered_correlation: str | None = None,
-    ) -> None:
-        if self.audit is None:
-            return
-        http = request.http_request
-        call = self._call_for(http.url)
+        self, request: Any, decision: Decision, mapped: MappedRequest | None, outcome: str, *, kind: str
+    ) -> dict[str, Any]:
+        call = self._call_for(request.url)
         principal: dict[str, Any] = {}
         if call is not None and isinstance(call.extra.get("principal"), dict):
             principal = {k: v for k, v in call.extra["principal"].items() if k in (*PRINCIPAL_CLAIMS, "tid")}
         if not principal:
-            principal = unverified_principal(http.headers.get("Authorization"))
+            principal = unverified_principal(request.headers.get("Authorization"))
         record: dict[str, Any] = {
-            "kind": "request",
+            "kind": kind,
             "session_id": call.session_id if call else None,
             "tool": call.tool if call else None,
             "client": call.client_name if call else None,
-            # what we sent; else what ARM assigned and answered with; else the tool call's id
-            "correlation_id": http.headers.get(CORRELATION_HEADER)
-            or answered_correlation
-            or (call.correlation_id if call else None),
-            "method": http.method.upper(),
+            # what we send; else the tool call's id
+            "correlation_id": request.headers.get(CORRELATION_HEADER) or (call.correlation_id if call else None),
+            "call_id": call.correlation_id if call else None,
+            "method": request.method.upper(),
             "plane": mapped.plane if mapped else None,
             # the path as sent: the guard refuses any path it would not send exactly as decided
             "path": mapped.path if mapped else None,
@@ -209,9 +216,44 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
             "decision": outcome,
             "rule": decision.rule,
             "policy": decision.policy,
-            "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "principal": principal or None,
-            "error": error,
         }
-        self.audit.append({k: v for k, v in record.items() if v is not None})
+        return {k: v for k, v in record.items() if v is not None}
+
+
+def _append(audit: AuditLog, record: dict[str, Any], *, durable: bool) -> None:
+    try:
+        audit.append(record, durable=durable)  # type: ignore[call-arg]
+    except TypeError:  # an audit store without group commit: every append is durable
+        audit.append(record)
+
+
+class GuardedTransport(HttpTransport):  # type: ignore[type-arg]
+    """An HttpTransport that lets out only what the guard admits, each attempt audited first."""
+
+    def __init__(self, inner: HttpTransport, guard: Guard) -> None:  # type: ignore[type-arg]
+        self.inner = inner
+        self.guard = guard
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        intent = self.guard.admit(request)
+        try:
+            response = self.inner.send(request, **kwargs)
+        except BaseException as exc:
+            self.guard.failed(intent, exc)
+            raise
+        self.guard.answered(intent, request, response)
+        return response
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> GuardedTransport:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self.inner.__exit__(*args)

@@ -63,6 +63,7 @@ class SandboxApp:
             body=b"",
             client_host=client[0] if client else "",
             origin=self.state.origin,
+            raw_path=(scope.get("raw_path") or b"").decode("latin-1") or (scope.get("path") or "/"),
         )
         parts = [p for p in request.path.split("/") if p]
         first = parts[0].lower() if parts else ""
@@ -192,6 +193,7 @@ class SandboxApp:
             "kind": kind,
             "method": request.method,
             "path": request.path,
+            "raw_path": request.raw_path,
             "query": redact_query(request.query),
             "status": response.status if response is not None else None,
             "correlation_id": request.headers.get("x-ms-correlation-request-id"),

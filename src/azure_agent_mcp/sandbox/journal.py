@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 SENSITIVE_PARAMETERS = frozenset(
@@ -35,9 +36,14 @@ def redact_query(query: dict[str, str]) -> dict[str, str]:
 
 
 class Journal:
-    """Request log + counters. Only the event-loop thread writes; readers get copies."""
+    """Request log + counters. Only the event-loop thread writes; readers get copies.
+
+    ``tap``, when set, sees every entry as it is recorded and survives ``reset()``: a test suite
+    uses it to keep the whole run's log (resets clear the log between tests).
+    """
 
     def __init__(self) -> None:
+        self.tap: Callable[[dict[str, Any]], None] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -71,6 +77,8 @@ class Journal:
         if entry.get("fault"):
             self.faults_injected += 1
         self._entries.append(entry)
+        if self.tap is not None:
+            self.tap(dict(entry))
         return entry
 
     def entries(self, kind: str | None = None, since: int = 0) -> list[dict[str, Any]]:

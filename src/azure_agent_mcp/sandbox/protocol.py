@@ -25,6 +25,7 @@ class Request:
     body: bytes
     client_host: str
     origin: str  # https://127.0.0.1:PORT
+    raw_path: str = ""  # the path exactly as it came on the wire (escapes kept)
     _query: dict[str, str] | None = field(default=None, repr=False)
     _form: dict[str, str] | None = field(default=None, repr=False)
 

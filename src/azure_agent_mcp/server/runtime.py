@@ -116,17 +116,17 @@ class AgentRuntime:
             return azure
 
     def _new_azure(self, session: AgentSession, credential: Any) -> AzureSession:
-        enforcement, correlation = self._policies()
-        return AzureSession(self.env, session, credential, self.policy, [enforcement], correlation)
+        guard, correlation = self._guard_and_correlation()
+        return AzureSession(self.env, session, credential, self.policy, guard, correlation)
 
-    def _policies(self) -> tuple[Any, Any]:
-        """The two pipeline policies every SDK client carries, built (with azure-core) on first use."""
+    def _guard_and_correlation(self) -> tuple[Any, Any]:
+        """The guard every client's transport goes through, and the correlation policy, built on first use."""
         if self._pipeline_policies is None:
             from azure_agent_mcp.identity import CorrelationPolicy
-            from azure_agent_mcp.policy import PolicyEnforcementPolicy
+            from azure_agent_mcp.policy import Guard
 
-            enforcement = PolicyEnforcementPolicy(self.policy, self.endpoints, confirmer=self._confirm, audit=self.audit)
-            self._pipeline_policies = (enforcement, CorrelationPolicy())
+            guard = Guard(self.policy, self.endpoints, confirmer=self._confirm, audit=self.audit)
+            self._pipeline_policies = (guard, CorrelationPolicy())
         return self._pipeline_policies
 
     def principal_for(self, azure: AzureSession) -> dict[str, Any]:

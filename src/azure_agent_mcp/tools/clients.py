@@ -1,8 +1,8 @@
 """The tools' handle on Azure for one agent session: SDK clients that all carry the same guard rails.
 
-Every client built here gets the session's tagged credential, the correlation policy, the
-policy-enforcement policy (per retry, so pages, polls and retries are all checked) and the
-sandbox CA when there is one. The Azure SDK modules are imported on first use: they are heavy
+Every client built here gets the session's tagged credential, the correlation policy, a
+transport that goes through the guard (so every attempt is checked and audited first: pages,
+polls, retries, challenge re-sends) and the sandbox CA when there is one. The Azure SDK modules are imported on first use: they are heavy
 and a stdio server must answer ``initialize`` before anyone asks for Azure.
 """
 
@@ -54,14 +54,14 @@ class AzureSession:
         session: AgentSession,
         credential: Any,
         policy: Policy,
-        pipeline_policies: list[Any],
+        guard: Any,
         correlation_policy: Any,
     ) -> None:
         self.env = env
         self.session = session
         self.credential = credential
         self.policy = policy
-        self._per_retry = pipeline_policies
+        self.guard = guard
         self._per_call = [correlation_policy]
         self._lock = threading.Lock()
         self._resource_clients: dict[str, Any] = {}
@@ -74,7 +74,7 @@ class AzureSession:
     def _client_kwargs(self) -> dict[str, Any]:
         return {
             "per_call_policies": list(self._per_call),
-            "per_retry_policies": list(self._per_retry),
+            "transport": self.guard.transport(connection_verify=self.env.connection_verify),
             "user_agent": USER_AGENT,
             "connection_verify": self.env.connection_verify,
             "retry_total": 3,
