@@ -12,12 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from azure_agent_mcp import __version__
+from azure_agent_mcp.errors import CommandError
 
-
-class CommandError(Exception):
-    """A runtime failure the user can act on: printed as one line on stderr, exit code 1."""
-
-    exit_code = 1
+__all__ = ["CommandError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from azure_agent_mcp.cli import CommandError
+from azure_agent_mcp.errors import CommandError
 from azure_agent_mcp.identity.claims import DEFAULT_PROFILE, PROFILES
 from azure_agent_mcp.identity.errors import IdentityError, InvalidDurationError, InvalidSessionIdError
 from azure_agent_mcp.identity.kinds import CREDENTIAL_KINDS

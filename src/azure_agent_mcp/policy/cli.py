@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from azure_agent_mcp.cli import CommandError
+from azure_agent_mcp.errors import CommandError
 
 POLICY_ENV = "AZURE_AGENT_MCP_POLICY"
 EXIT_FOR_EFFECT = {"allow": 0, "deny": 3, "confirm": 4}

@@ -20,12 +20,15 @@ the token's ``appid`` (which is the point of pinning).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from azure_agent_mcp.sandbox.principals import (
+    SP_OBJECT_ID,
+    TENANT_DOMAIN,
+    SeedCredentials,
+    ServicePrincipal,
+    User,
+    stable_guid,
+)
 from azure_agent_mcp.sandbox.rbac import READER, RoleAssignment
-
-if TYPE_CHECKING:
-    from azure_agent_mcp.sandbox.world import SeedCredentials, ServicePrincipal, User
 
 BLUEPRINT_CLIENT_ID = "5a1db0c5-b1e0-4000-a000-000000000b01"
 BLUEPRINT_OBJECT_ID = "5a1db0c5-b1e0-4000-a000-000000000b02"
@@ -41,8 +44,6 @@ TOKEN_EXCHANGE_SCOPE = TOKEN_EXCHANGE_AUDIENCE + "/.default"
 
 def agent_principals(creds: SeedCredentials,
                      subscription: str) -> tuple[list[ServicePrincipal], list[User], list[RoleAssignment]]:
-    from azure_agent_mcp.sandbox.world import SP_OBJECT_ID, TENANT_DOMAIN, ServicePrincipal, User, stable_guid
-
     blueprint = ServicePrincipal(
         "agent-blueprint", BLUEPRINT_CLIENT_ID, BLUEPRINT_OBJECT_ID, creds.blueprint_secret,
         "Orders Agent Blueprint", kind="agent_blueprint", federated_subjects=(SP_OBJECT_ID,),

@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
-    from azure_agent_mcp.cli import CommandError
+    from azure_agent_mcp.errors import CommandError
     from azure_agent_mcp.paths import state_dir
     from azure_agent_mcp.sandbox.server import Sandbox, SandboxError
 

@@ -12,7 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
-from azure_agent_mcp.cli import CommandError
+from azure_agent_mcp.errors import CommandError
 from azure_agent_mcp.netaddr import is_loopback
 
 def load_active_policy(spec: str, read_only: bool):
