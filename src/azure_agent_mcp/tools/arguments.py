@@ -33,32 +33,26 @@ RESOURCE_ID_HINT = (
 )
 
 
-def subscription_id(value: str) -> str:
-    if not _GUID.fullmatch(value):
-        raise ToolInputError(
-            f"'{value[:60]}' is not a subscription id.",
-            hint="A subscription id is a GUID like 0b1f6471-1bf0-4dda-aec3-cb9272f09590 (subscription_list shows them).",
-        )
+def _matching(pattern: re.Pattern[str], value: str, what: str, hint: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ToolInputError(f"'{value[:100]}' is not {what}.", hint=hint)
     return value
+
+
+def subscription_id(value: str) -> str:
+    return _matching(_GUID, value, "a subscription id",
+                     "A subscription id is a GUID like 0b1f6471-1bf0-4dda-aec3-cb9272f09590 (subscription_list shows them).")
 
 
 def group_name(value: str) -> str:
-    if not _GROUP.fullmatch(value):
-        raise ToolInputError(
-            f"'{value[:100]}' is not a valid resource group name.",
-            hint="Use 1-90 ASCII letters, digits, '-', '_', '.', '(' or ')', not ending in '.'.",
-        )
-    return value
+    return _matching(_GROUP, value, "a valid resource group name",
+                     "Use 1-90 ASCII letters, digits, '-', '_', '.', '(' or ')', not ending in '.'.")
 
 
 def vault_name(value: str) -> str:
-    if not _VAULT.fullmatch(value):
-        raise ToolInputError(
-            f"'{value[:60]}' is not a Key Vault name.",
-            hint="A vault name has 3-24 letters, digits and single hyphens, starts with a letter and ends with a "
-            "letter or digit (for example kv-prod), or pass the vault's URL as the server's endpoint names it.",
-        )
-    return value
+    return _matching(_VAULT, value, "a Key Vault name",
+                     "A vault name has 3-24 letters, digits and single hyphens, starts with a letter and ends with a "
+                     "letter or digit (for example kv-prod), or pass the vault's URL as the server's endpoint names it.")
 
 
 @dataclass(frozen=True)
