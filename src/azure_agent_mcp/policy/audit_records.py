@@ -4,11 +4,11 @@ Each stored record gets ``time``, ``seq``, ``prev_hash`` and ``hash`` = SHA-256 
 JSON (sorted keys, compact separators, without ``hash``). Changing, deleting or reordering a
 record breaks the chain at that point.
 
-Before anything is hashed, arguments under secret-like names are redacted and every string that
-looks like a token or connection string is replaced: the audit must never become the place a
-secret leaks to. Then the record is bounded: no stored line exceeds ``RECORD_LIMIT`` bytes, so
-one oversized ``arm_request`` body cannot rotate the history away. Values that do not fit are
-kept as ``{"size": n, "sha256": "..."}`` (largest first), and ``bounded`` lists where.
+The record is bounded: no stored line exceeds ``RECORD_LIMIT`` bytes, so one oversized
+``arm_request`` body cannot rotate the history away. Values that do not fit are kept as
+``{"size": n, "sha256": "..."}`` (largest first), and ``bounded`` lists where. Then arguments
+under secret-like names are redacted and every string that looks like a token or connection
+string is replaced: the audit must never become the place a secret leaks to.
 """
 
 from __future__ import annotations
@@ -71,15 +71,23 @@ def seal(body: dict[str, Any], seq: int, prev_hash: str, time: str) -> dict[str,
 
 
 def prepare(record: dict[str, Any]) -> dict[str, Any]:
-    """A caller's record made safe to store: JSON-only, chain fields dropped, secrets hidden, bounded."""
+    """A caller's record made safe to store: JSON-only, chain fields dropped, bounded, secrets hidden."""
     data = json.loads(json.dumps(record, default=_jsonable))
     if not isinstance(data, dict):
         raise TypeError("an audit record must be a dict")
     for reserved in (*CHAIN_FIELDS, "bounded"):
         data.pop(reserved, None)
+    # Bound first: a multi-megabyte body costs a hash, not the secret scans (slow on long strings);
+    # a placeholder holds no content, and the scans below still see everything that is kept.
+    data, placeholders = _bound(data)
     if "arguments" in data:
         data["arguments"] = redact_arguments(data["arguments"])
-    return bound(scrub_strings(data))
+    data = scrub_strings(data)
+    _restore(data, placeholders)  # a hex digest looks like a key to the scans; it is not one
+    return bound(data)
+
+
+KeyPath = tuple[Any, ...]
 
 
 def _placeholder(value: Any) -> dict[str, Any]:
@@ -87,38 +95,48 @@ def _placeholder(value: Any) -> dict[str, Any]:
     return {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
 
 
+def _is_placeholder(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"size", "sha256"}
+
+
 def _size(value: Any) -> int:
     return len(dumps(value))
+
+
+def _shown(path: KeyPath) -> str:
+    text = ""
+    for key in path:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text
 
 
 _WORTH_REPLACING = 128  # smaller values cost less than their placeholder
 
 
-def _options(node: Any, path: str) -> list[tuple[int, Any, Any, str]]:
+def _options(node: Any, path: KeyPath) -> list[tuple[int, Any, Any, KeyPath]]:
     """(size, container, key, path) of each replaceable value directly under ``node``, largest first."""
     if isinstance(node, dict):
-        keys: list[Any] = [k for k in node if not (not path and k in _PROTECTED)]
-        where = [f"{path}.{k}" if path else str(k) for k in keys]
+        keys: list[Any] = [k for k in node if path or k not in _PROTECTED]
     elif isinstance(node, list):
         keys = list(range(len(node)))
-        where = [f"{path}[{i}]" for i in keys]
     else:
         return []
     found = []
-    for key, at in zip(keys, where, strict=True):
+    for key in keys:
         value = node[key]
-        if isinstance(value, dict) and set(value) == {"size", "sha256"}:
-            continue  # already a placeholder
+        if _is_placeholder(value):
+            continue
         size = _size(value)
         if size >= _WORTH_REPLACING:
-            found.append((size, node, key, at))
+            found.append((size, node, key, (*path, key)))
     found.sort(key=lambda option: option[0], reverse=True)
     return found
 
 
-def _pick(data: dict[str, Any], need: int) -> tuple[Any, Any, str] | None:
+def _pick(data: dict[str, Any], need: int) -> tuple[Any, Any, KeyPath] | None:
     """The value to replace next: the largest, or inside it the largest part that alone frees ``need``."""
-    node, path = data, ""
+    node: Any = data
+    path: KeyPath = ()
     while True:
         options = _options(node, path)
         if not options:
@@ -137,12 +155,17 @@ def bound(data: dict[str, Any], limit: int = RECORD_LIMIT) -> dict[str, Any]:
     Descends into the largest value while one of its parts alone would free enough room, so a
     huge ``arguments.body.properties.template`` costs that value only, not all the arguments.
     """
+    return _bound(data, limit)[0]
+
+
+def _bound(data: dict[str, Any], limit: int = RECORD_LIMIT) -> tuple[dict[str, Any], list[tuple[KeyPath, Any]]]:
     budget = limit - _CHAIN_RESERVE
     size = _size(data)
     if size <= budget:
-        return data
+        return data, []
     data = json.loads(dumps(data))  # our own copy: replaced in place below
-    replaced: list[str] = []
+    placeholders: list[tuple[KeyPath, Any]] = []
+    shown: list[str] = list(data.get("bounded") or [])
     while size > budget:
         need = size - budget + 160  # the placeholder and the ``bounded`` entry take room too
         picked = _pick(data, need)
@@ -150,10 +173,25 @@ def bound(data: dict[str, Any], limit: int = RECORD_LIMIT) -> dict[str, Any]:
             break
         container, key, at = picked
         container[key] = _placeholder(container[key])
-        replaced.append(at)
-        data["bounded"] = replaced
+        placeholders.append((at, container[key]))
+        shown.append(_shown(at))
+        data["bounded"] = shown
         size = _size(data)
     if size > budget:  # thousands of small fields: keep the kind, the rest as one size and hash
         rest = {k: v for k, v in data.items() if k not in _PROTECTED}
         data = {"kind": data.get("kind"), "oversized": _placeholder(rest), "bounded": ["*"]}
-    return data
+        placeholders = [(("oversized",), data["oversized"])]
+    return data, placeholders
+
+
+def _restore(data: dict[str, Any], placeholders: list[tuple[KeyPath, Any]]) -> None:
+    """Put placeholders back where the secret scans mangled their digest (not where they hid the whole value)."""
+    for path, placeholder in placeholders:
+        node: Any = data
+        try:
+            for key in path[:-1]:
+                node = node[key]
+            if _is_placeholder(node[path[-1]]):
+                node[path[-1]] = placeholder
+        except (KeyError, IndexError, TypeError):
+            continue
