@@ -263,6 +263,7 @@ def _check_anchor(anchor_path: Path, raw: bytes, public: PublicKey, public_path:
     expected_n, expected_prev = 0, GENESIS
     highest: tuple[int, int] | None = None  # (seq, anchor line)
     closed: tuple[int, str, int] | None = None
+    matched: int | None = None  # the highest seq a checkpoint confirmed
     entries = []
     for line in parsed.lines:
         entry = line.entry
@@ -307,9 +308,12 @@ def _check_anchor(anchor_path: Path, raw: bytes, public: PublicKey, public_path:
             if seq in chain.by_seq:
                 stored, file, line_no = chain.by_seq[seq]
                 if stored != digest:
+                    after = matched if matched is not None else (first_seq - 1 if first_seq else 0)
                     raise _Broken(file, line_no, seq,
                                   f"the record at seq {seq} is not the one the signed checkpoint at anchor line {number} "
-                                  "attests: it was rewritten and the chain recomputed")
+                                  f"attests: a record in seq {after + 1}..{seq} was rewritten and the chain recomputed "
+                                  f"(seq {after} is the last one a checkpoint confirms)")
+                matched = seq
             elif seq > last_seq:
                 raise _Broken(log_path, None if chain.missing_files else chain.lines_in_last_file + 1, last_seq + 1,
                               f"{missing}, but the signed checkpoint at anchor line {number} attests seq {seq}: records "
@@ -346,12 +350,13 @@ def verify_audit(
     *,
     anchor: str | Path | None = None,
     public_key: str | Path | None = None,
-    require_anchor: bool = True,
+    chain_only: bool = False,
 ) -> VerifyResult:
     """Check the chain across ``paths`` (rotated siblings added), its seals, and its anchor.
 
     The anchor and public key default to the companions of the last path (``PATH.anchor``,
-    ``PATH.pub``). Without an anchor the result is not ok unless ``require_anchor=False``.
+    ``PATH.pub``). Without an anchor the result is not ok; ``chain_only=True`` checks the chain
+    and its seals alone (which proves nothing against someone who can recompute it).
     """
     given = [Path(p) for p in paths]
     if not given:
@@ -371,13 +376,13 @@ def verify_audit(
         retention = _check_start(chain)
         if chain.missing_files and chain.count == 0 and isinstance(anchor_raw, FileNotFoundError):
             raise _Broken(log_path, None, None, f"no such audit file: {log_path} (and no anchor at {anchor_path})")
-        if isinstance(anchor_raw, OSError):
-            if require_anchor:
-                cause = "does not exist" if isinstance(anchor_raw, FileNotFoundError) else (anchor_raw.strerror or anchor_raw)
-                raise _Broken(anchor_path, None, None,
-                              f"no anchor: {anchor_path} {cause}. The chain is intact as far as it goes, but nothing "
-                              "proves it was not recomputed, truncated or replaced (pass --anchor, or --chain-only)")
-            notes.append("checked without an anchor: the chain only")
+        if chain_only:
+            notes.append("checked without the anchor (--chain-only): the chain only")
+        elif isinstance(anchor_raw, OSError):
+            cause = "does not exist" if isinstance(anchor_raw, FileNotFoundError) else (anchor_raw.strerror or anchor_raw)
+            raise _Broken(anchor_path, None, None,
+                          f"no anchor: {anchor_path} {cause}. The chain is intact as far as it goes, but nothing "
+                          "proves it was not recomputed, truncated or replaced (pass --anchor, or --chain-only)")
         else:
             try:
                 public = load_public_key(public_path)

@@ -165,7 +165,7 @@ def _verify(args: argparse.Namespace) -> int:
             print(json.dumps({"ok": False, "records": 0, "problem": f"no such audit file: {', '.join(missing)}"}))
             return 1
         raise CommandError(f"no such audit file: {', '.join(missing)}")
-    result = verify_audit(args.paths, anchor=args.anchor, public_key=args.public_key, require_anchor=not args.chain_only)
+    result = verify_audit(args.paths, anchor=args.anchor, public_key=args.public_key, chain_only=args.chain_only)
     if args.json:
         print(json.dumps(result.as_json()))
         return 0 if result.ok else 1
