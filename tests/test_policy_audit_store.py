@@ -49,7 +49,7 @@ def test_an_oversized_value_is_kept_as_size_and_hash(tmp_path):
     assert stored["bounded"] == ["arguments.body.properties.template.resources"]
     placeholder = stored["arguments"]["body"]["properties"]["template"]["resources"]
     canonical = json.dumps(template["resources"], sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    assert placeholder == {"size": len(canonical), "sha256": hashlib.sha256(canonical).hexdigest()}
+    assert placeholder == {"digest": "sha256", "size": len(canonical), "sha256": hashlib.sha256(canonical).hexdigest()}
     assert stored["arguments"]["body"]["properties"]["mode"] == "Incremental"  # the rest is kept
     assert stored["arguments"]["method"] == "PUT" and stored["tool"] == "arm_request"
     assert verify_audit([path]).ok
@@ -60,7 +60,7 @@ def test_largest_values_go_first_until_the_record_fits(tmp_path):
     with AuditLog(path) as log:
         stored = log.append({"kind": "request", "a": "x" * 12000, "b": "y" * 9000, "c": "z" * 500, "d": "keep"})
     assert stored["bounded"] == ["a"] and stored["b"] == "y" * 9000 and stored["d"] == "keep"
-    assert stored["a"] == {"size": 12000, "sha256": hashlib.sha256(b"x" * 12000).hexdigest()}
+    assert stored["a"] == {"digest": "sha256", "size": 12000, "sha256": hashlib.sha256(b"x" * 12000).hexdigest()}
 
 
 def test_thousands_of_small_fields_still_fit(tmp_path):
@@ -138,7 +138,7 @@ def test_concurrent_durable_appends_share_fsyncs(tmp_path, monkeypatch):
     assert not errors
     shared = log.fsyncs - before
     assert shared <= 200 // 2, f"{shared} fsyncs for 200 durable appends: no group commit"
-    assert max(starts) == 200 + 0  # the last fsync covered every write
+    assert max(starts) == log._writer.commit.written  # noqa: SLF001 - the last fsync covered every write
     log.close()
     result = verify_audit([path])
     assert result.ok and result.records == 200
@@ -257,3 +257,49 @@ def test_an_oversized_secret_under_a_secret_name_is_redacted_not_hashed(tmp_path
         stored = log.append({"kind": "tool", "arguments": {"password": "pass phrase " * 3000, "name": "db"}})
     assert stored["arguments"] == {"password": "***REDACTED***", "name": "db"}
     assert "pass phrase" not in path.read_text()
+
+
+# -- the secret scans' fast path -----------------------------------------------------------------------
+
+SECRETS = [
+    "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc==",
+    "https://a.blob.core.windows.net/c?sv=2024&sig=AbCd%2F",
+    "eyJhbGciOiJSUzI1NiJ9.eyJvaWQiOiIxMjM0NTY3OCJ9.c2lnbmF0dXJl",
+    "EYJHBGCIOIJSUZI1NIJ9.EYJVAWQIOIIXMJM0NTY3OCJ9.sig",
+    "Server=x;Password=p4ss",
+    "pwd=hunter2",
+]
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+@pytest.mark.parametrize("wrap", ["{}", "note: {}", "\n{}", "{}\t", "é {} é", "\\{}", "[{}]", "\"{}\""])
+def test_the_fast_path_never_skips_a_secret_the_full_scan_would_hide(secret, wrap):
+    """One search of the record's JSON text stands in for a search of each string; never weaker."""
+    from azure_agent_mcp.policy.audit_records import prepare
+    from azure_agent_mcp.policy.redaction import scrub_strings
+
+    value = wrap.format(secret)
+    for record in ({"kind": "request", "error": value}, {"kind": "request", "list": ["ok", value]},
+                   {"kind": "request", "nested": {"deep": {"x": value}}}):
+        assert prepare(record) == scrub_strings(json.loads(json.dumps(record)))
+        assert secret not in json.dumps(prepare(record))
+
+
+def test_the_fast_path_agrees_with_the_full_scan_on_arbitrary_strings():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from azure_agent_mcp.policy.audit_records import prepare
+    from azure_agent_mcp.policy.redaction import scrub_strings
+
+    pieces = st.sampled_from(["AccountKey=", "Password=", "pwd=", "?sig=", "&sig=", "eyJ", "eyj", "EYJ", ".", "=",
+                              "abcdefgh", "12345678", "-", "_", ";", " ", "\n", "\\", "é", "\"", "x"])
+    strings = st.lists(pieces, max_size=12).map("".join)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(strings, min_size=1, max_size=4))
+    def check(values):
+        record = {"kind": "request", **{f"f{i}": v for i, v in enumerate(values)}}
+        assert prepare(record) == scrub_strings(json.loads(json.dumps(record)))
+
+    check()

@@ -6,7 +6,8 @@ record breaks the chain at that point.
 
 The record is bounded: no stored line exceeds ``RECORD_LIMIT`` bytes, so one oversized
 ``arm_request`` body cannot rotate the history away. Values that do not fit are kept as
-``{"size": n, "sha256": "..."}`` (largest first), and ``bounded`` lists where. Then arguments
+``{"digest": "sha256", "size": n, "sha256": "..."}`` (largest first; the shape of
+``redaction.digest_value``), and ``bounded`` lists where. Then arguments
 under secret-like names are redacted and every string that looks like a token or connection
 string is replaced: the audit must never become the place a secret leaks to.
 """
@@ -20,7 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from azure_agent_mcp.policy.redaction import redact_arguments, scrub_strings
+from azure_agent_mcp.policy.redaction import SECRET_VALUE, is_digest, redact_arguments, scrub_strings
 
 GENESIS = "0" * 64
 RECORD_LIMIT = 16 * 1024  # bytes of one stored line, newline included
@@ -63,40 +64,65 @@ def encode_line(record: dict[str, Any]) -> bytes:
     return dumps(record) + b"\n"
 
 
-def seal(body: dict[str, Any], seq: int, prev_hash: str, time: str) -> dict[str, Any]:
-    """``body`` as the record after ``prev_hash``: with its chain fields and its own hash."""
+def seal(body: dict[str, Any], seq: int, prev_hash: str, time: str) -> tuple[dict[str, Any], bytes]:
+    """``body`` as the record after ``prev_hash``, with its own hash, and its line.
+
+    One serialisation serves both: the line is the canonical bytes with ``hash`` appended as the
+    last key (readers parse JSON, and ``record_hash`` recomputes the canonical form itself).
+    """
     record = {**body, "time": time, "seq": seq, "prev_hash": prev_hash}
-    record["hash"] = record_hash(record)
-    return record
+    covered = dumps(record)
+    record["hash"] = digest = hashlib.sha256(covered).hexdigest()
+    return record, covered[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n'
 
 
 def prepare(record: dict[str, Any]) -> dict[str, Any]:
     """A caller's record made safe to store: JSON-only, chain fields dropped, bounded, secrets hidden."""
-    data = json.loads(json.dumps(record, default=_jsonable))
+    text = json.dumps(record, default=_jsonable)
+    data = json.loads(text)
     if not isinstance(data, dict):
         raise TypeError("an audit record must be a dict")
     for reserved in (*CHAIN_FIELDS, "bounded"):
         data.pop(reserved, None)
     # Bound first: a multi-megabyte body costs a hash, not the secret scans (slow on long strings);
-    # a placeholder holds no content, and the scans below still see everything that is kept.
-    data, placeholders = _bound(data)
+    # a digest holds no content, and the scans below still see everything that is kept.
+    if len(text) > RECORD_LIMIT - _CHAIN_RESERVE:
+        data = bound(data)
     if "arguments" in data:
         data["arguments"] = redact_arguments(data["arguments"])
-    data = scrub_strings(data)
-    _restore(data, placeholders)  # a hex digest looks like a key to the scans; it is not one
-    return bound(data)
+    if _may_hold_secret_strings(text):
+        data = scrub_strings(data)
+    return data
+
+
+def _may_hold_secret_strings(text: str) -> bool:
+    """Whether ``scrub_strings`` could change anything, decided with one search of the JSON text.
+
+    Without a backslash the JSON text holds every string verbatim between quotes and separators
+    that are neither word characters nor part of a secret pattern, so a pattern that matches in a
+    string matches in the text too (a match spanning strings only costs the full scan). With
+    escapes (``\\n`` before a word...) that no longer holds: scan string by string.
+    """
+    if "\\" in text:
+        return True
+    # Every alternative of SECRET_VALUE needs a literal "=" (key=value, sig=) or "eyJ" (a JWT,
+    # any case under (?i)); most records have neither, and the regex costs ~40 ns a character.
+    if "=" not in text and "eyj" not in text.lower():
+        return False
+    return SECRET_VALUE.search(text) is not None
 
 
 KeyPath = tuple[Any, ...]
 
 
 def _placeholder(value: Any) -> dict[str, Any]:
+    """The digest kept instead of a value (the same shape as ``redaction.digest_value``, so scans skip it)."""
     raw = value.encode("utf-8") if isinstance(value, str) else dumps(value)
-    return {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    return {"digest": "sha256", "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
 
 
 def _is_placeholder(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {"size", "sha256"}
+    return is_digest(value)
 
 
 def _size(value: Any) -> int:
@@ -155,16 +181,11 @@ def bound(data: dict[str, Any], limit: int = RECORD_LIMIT) -> dict[str, Any]:
     Descends into the largest value while one of its parts alone would free enough room, so a
     huge ``arguments.body.properties.template`` costs that value only, not all the arguments.
     """
-    return _bound(data, limit)[0]
-
-
-def _bound(data: dict[str, Any], limit: int = RECORD_LIMIT) -> tuple[dict[str, Any], list[tuple[KeyPath, Any]]]:
     budget = limit - _CHAIN_RESERVE
     size = _size(data)
     if size <= budget:
-        return data, []
+        return data
     data = json.loads(dumps(data))  # our own copy: replaced in place below
-    placeholders: list[tuple[KeyPath, Any]] = []
     shown: list[str] = list(data.get("bounded") or [])
     while size > budget:
         need = size - budget + 160  # the placeholder and the ``bounded`` entry take room too
@@ -173,25 +194,10 @@ def _bound(data: dict[str, Any], limit: int = RECORD_LIMIT) -> tuple[dict[str, A
             break
         container, key, at = picked
         container[key] = _placeholder(container[key])
-        placeholders.append((at, container[key]))
         shown.append(_shown(at))
         data["bounded"] = shown
         size = _size(data)
     if size > budget:  # thousands of small fields: keep the kind, the rest as one size and hash
         rest = {k: v for k, v in data.items() if k not in _PROTECTED}
         data = {"kind": data.get("kind"), "oversized": _placeholder(rest), "bounded": ["*"]}
-        placeholders = [(("oversized",), data["oversized"])]
-    return data, placeholders
-
-
-def _restore(data: dict[str, Any], placeholders: list[tuple[KeyPath, Any]]) -> None:
-    """Put placeholders back where the secret scans mangled their digest (not where they hid the whole value)."""
-    for path, placeholder in placeholders:
-        node: Any = data
-        try:
-            for key in path[:-1]:
-                node = node[key]
-            if _is_placeholder(node[path[-1]]):
-                node[path[-1]] = placeholder
-        except (KeyError, IndexError, TypeError):
-            continue
+    return data

@@ -38,7 +38,7 @@ from azure_agent_mcp.policy.audit_commit import GroupCommit
 from azure_agent_mcp.policy.audit_errors import AuditUnavailable, unavailable
 from azure_agent_mcp.policy.audit_keys import SigningKey, default_key_path, write_public_key
 from azure_agent_mcp.policy.audit_lock import FileMutex, Liveness
-from azure_agent_mcp.policy.audit_records import GENESIS, encode_line, seal
+from azure_agent_mcp.policy.audit_records import GENESIS, RECORD_LIMIT, bound, seal
 from azure_agent_mcp.policy.audit_rotation import beyond_retention, fsync_dir, seal_body, shift
 from azure_agent_mcp.policy.audit_segments import (
     audit_files,
@@ -402,12 +402,10 @@ class Writer:
 
     def _write(self, body: dict[str, Any], *, may_rotate: bool = True) -> dict[str, Any]:
         assert self._file is not None and self._head is not None
-        record = seal(body, self._head[0] + 1, self._head[1], _now())
-        line = encode_line(record)
+        record, line = self._sealed(body)
         if may_rotate and self._file.end > 0 and self._file.end + len(line) > self.max_bytes:
             self._rotate()
-            record = seal(body, self._head[0] + 1, self._head[1], _now())
-            line = encode_line(record)
+            record, line = self._sealed(body)
         current = self._file
         before = current.end
         try:
@@ -425,6 +423,14 @@ class Writer:
         self._head = (record["seq"], record["hash"])
         self._since_checkpoint += 1
         return record
+
+    def _sealed(self, body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        assert self._head is not None
+        record, line = seal(body, self._head[0] + 1, self._head[1], _now())
+        if len(line) > RECORD_LIMIT:  # grown past the bound after it was checked (a redaction marker, a seq)
+            body = bound(body, RECORD_LIMIT - (len(line) - RECORD_LIMIT) - 64)
+            record, line = seal(body, self._head[0] + 1, self._head[1], _now())
+        return record, line
 
     def _rotate(self) -> None:
         self.commit.sync_now()
