@@ -149,9 +149,12 @@ class AuditLog:
         """Write a signed checkpoint of the chain head now; return the anchor entry."""
         return self._writer.checkpoint()
 
-    def close(self) -> None:
-        """Flush, fsync and write the final signed checkpoint. Appending afterwards raises."""
-        self._writer.close()
+    def close(self, *, timeout: float | None = None) -> None:
+        """Flush, fsync and write the final signed checkpoint. Appending afterwards raises.
+
+        ``timeout`` bounds the wait for an append in progress in another thread (shutdown paths).
+        """
+        self._writer.close(timeout=timeout)
 
     def __enter__(self) -> AuditLog:
         return self

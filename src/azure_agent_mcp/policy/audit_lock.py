@@ -117,7 +117,8 @@ def try_lock(path: Path) -> int | None:
 def read_only_lock(path: Path) -> int | None:
     """The writers' mutex taken by a reader (``audit verify``) for a consistent snapshot, if it can.
 
-    Never creates the lock file (verify must work on a read-only copy); None when it cannot lock.
+    Never creates the lock file (verify must work on a read-only copy) and never blocks (the
+    caller retries for a while, then reads without it); None when it cannot lock now.
     """
     portalocker = _portalocker()
     for flags in (os.O_RDWR, os.O_RDONLY):
@@ -126,7 +127,7 @@ def read_only_lock(path: Path) -> int | None:
         except OSError:
             continue
         try:
-            portalocker.lock(fd, portalocker.LockFlags.EXCLUSIVE)
+            portalocker.lock(fd, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
             return fd
         except (OSError, portalocker.LockException):
             os.close(fd)

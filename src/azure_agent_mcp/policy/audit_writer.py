@@ -159,33 +159,45 @@ class Writer:
         with self._lock:
             return self._locked(lambda: (self._ready(), self._checkpoint(event))[1])
 
-    def close(self) -> None:
-        """Flush, fsync, write the final checkpoint (``close`` when other writers still run)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._close_requested.set()
-            try:
-                if self._opened:
-                    self._mutex.acquire()
-                    try:
-                        self._ready()
-                        others = self._liveness.others_running()
-                        self._checkpoint("final" if others == 0 else "close")
-                    except OSError as exc:
-                        raise unavailable(self.path, exc) from exc
-                    finally:
-                        self._liveness.stop()  # under the mutex: the next closer must see us gone
-                        self._mutex.release()
-            finally:
-                self._liveness.stop()
-                self.commit.swap(None, quiet=True)
-                self._file = None
-                if self._anchor is not None:
-                    self._anchor.close()
-                self._mutex.close()
-                _OPEN.discard(self)
+    def close(self, *, timeout: float | None = None) -> None:
+        """Flush, fsync, write the final checkpoint (``close`` when other writers still run).
+
+        ``timeout``: give up (leaving the log to be repaired at the next start) when another
+        thread holds the write lock that long, as at interpreter exit with a thread stuck in I/O.
+        """
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            log.warning("audit: %s not closed: a write still in progress after %.0f s", self.path, timeout)
+            return
+        try:
+            self._close_locked()
+        finally:
+            self._lock.release()
+
+    def _close_locked(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_requested.set()
+        try:
+            if self._opened:
+                self._mutex.acquire()
+                try:
+                    self._ready()
+                    others = self._liveness.others_running()
+                    self._checkpoint("final" if others == 0 else "close")
+                except OSError as exc:
+                    raise unavailable(self.path, exc) from exc
+                finally:
+                    self._liveness.stop()  # under the mutex: the next closer must see us gone
+                    self._mutex.release()
+        finally:
+            self._liveness.stop()
+            self.commit.swap(None, quiet=True)
+            self._file = None
+            if self._anchor is not None:
+                self._anchor.close()
+            self._mutex.close()
+            _OPEN.discard(self)
 
     def request_close(self) -> None:
         """Ask the background thread to close (from a finalizer: never block or take locks there)."""
@@ -499,9 +511,9 @@ class Writer:
             except AuditUnavailable as exc:  # the next append retries and reports it
                 self.background_error = exc
 
-    def close_quietly(self) -> None:
+    def close_quietly(self, timeout: float | None = None) -> None:
         try:
-            self.close()
+            self.close(timeout=timeout)
         except AuditUnavailable as exc:
             log.warning("%s", exc)
 
@@ -511,7 +523,7 @@ _OPEN: set[Writer] = set()  # writers with a background thread; closed at interp
 
 def _close_all() -> None:
     for writer in list(_OPEN):
-        writer.close_quietly()
+        writer.close_quietly(timeout=5.0)
 
 
 atexit.register(_close_all)
