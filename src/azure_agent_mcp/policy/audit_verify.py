@@ -15,6 +15,7 @@ forge everything.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -113,6 +114,17 @@ def _snapshot(files: list[Path], anchor: Path, lock: Path) -> tuple[dict[Path, b
         return data, anchored
     finally:
         unlock_fd(fd)
+
+
+def _stray_segments(log_path: Path, files: list[Path]) -> list[str]:
+    """Rotated segments past a hole in the numbering (``.3`` with ``.2`` gone): what a verify would miss."""
+    listed = {f.name for f in files}
+    prefix = log_path.name + "."
+    try:
+        names = [n for n in os.listdir(log_path.parent or ".") if n.startswith(prefix)]
+    except OSError:
+        return []
+    return sorted(n for n in names if n[len(prefix):].isdigit() and n not in listed)
 
 
 @dataclass
@@ -366,11 +378,16 @@ def verify_audit(
     anchor_path = Path(anchor) if anchor is not None else companion(log_path, ".anchor")
     public_path = Path(public_key) if public_key is not None else companion(log_path, ".pub")
     data, anchor_raw = _snapshot(files, anchor_path, companion(log_path, ".lock"))
+    stray = _stray_segments(log_path, files)
+    if stray:
+        notes_first = [f"{', '.join(stray)} exist(s) beyond a missing segment and were not checked"]
+    else:
+        notes_first = []
     shown = tuple(str(f) for f in files if not isinstance(data[f], FileNotFoundError))
     chain = _Chain()
     retention = _Retention()
     anchored: _Anchored | None = None
-    notes: list[str] = []
+    notes: list[str] = list(notes_first)
     try:
         _scan(files, data, chain)
         retention = _check_start(chain)
@@ -395,6 +412,8 @@ def verify_audit(
         if chain.missing_files:
             notes.append(f"{chain.missing_files[0]} does not exist (its rotated segments were checked)")
     except _Broken as broken:
+        if stray:
+            broken.problem += f" ({notes_first[0]})"
         return VerifyResult(
             False, chain.count, shown, chain.first[2]["seq"] if chain.first else None,
             chain.last["seq"] if chain.last else None, anchored is not None, broken.file, broken.line, broken.seq,

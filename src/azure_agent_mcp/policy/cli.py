@@ -182,7 +182,8 @@ def _verify(args: argparse.Namespace) -> int:
             lines.append(f"  anchor: {result.anchor}: {result.checkpoints} signed checkpoint(s), last at seq "
                          f"{result.last_checkpoint_seq}; {state}")
             lines.append(f"  public key: {result.public_key} ({result.key_fingerprint})")
-        lines.extend(f"  note: {note}" for note in result.notes)
+        shown = f"{result.unanchored} record(s) after the last checkpoint"
+        lines.extend(f"  note: {note}" for note in result.notes if not note.startswith(shown))
         print("\n".join(lines))
         return 0
     where = str(result.first_bad_file)
