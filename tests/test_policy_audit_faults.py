@@ -354,3 +354,19 @@ def test_an_unwritable_anchor_fails_the_start(tmp_path):
     with pytest.raises(AuditUnavailable) as caught:
         AuditLog.open(tmp_path / "audit.jsonl", anchor_path=anchor)
     assert (caught.value.path, caught.value.cause) == (str(anchor), "is a directory")
+
+
+def test_serve_builds_the_audit_from_its_flags(tmp_path):
+    from azure_agent_mcp.cli import build_parser
+    from azure_agent_mcp.server.serve import open_audit
+
+    path, key, anchor = tmp_path / "logs" / "audit.jsonl", tmp_path / "keys" / "k.pem", tmp_path / "other" / "a.anchor"
+    args = build_parser().parse_args(["serve", "--audit-log", str(path), "--audit-retain", "2",
+                                      "--audit-key", str(key), "--audit-anchor", str(anchor)])
+    log = open_audit(args)
+    assert (log.retain, log.anchor_path, log.key_path) == (2, anchor, key)
+    assert anchor.exists() and key.exists() and path.exists()  # opened at start, before any call
+    log.close()
+    with pytest.raises(SystemExit) as usage:
+        build_parser().parse_args(["serve", "--audit-retain", "-1"])
+    assert usage.value.code == 2
