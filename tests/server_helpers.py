@@ -50,8 +50,11 @@ def server_for(runtime: AgentRuntime) -> Any:
 
 
 def audit_records(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    from azure_agent_mcp.policy import audit_files
+
     records = []
-    for file in sorted(path.parent.glob(path.name + "*")):
+    # the log's segments only: its companions (.anchor, .pub, .lock) share its name's prefix
+    for file in (f for f in audit_files(path) if f.exists()):
         for line in file.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 record = json.loads(line)

@@ -1,4 +1,8 @@
-"""The audit trail: hash chain, 0600, rotation across files, concurrent writers, tamper detection."""
+"""The audit trail: hash chain, 0600, rotation across files, concurrent writers, chain-level tamper detection.
+
+Tampering by someone who can recompute the chain (the anchor's job) is in test_policy_audit_tamper.py;
+disk faults in test_policy_audit_faults.py.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from audit_helpers import fill, isolated_state, records  # noqa: F401 - isolated_state is an autouse fixture
 from azure_agent_mcp.policy import AuditLog, verify_audit
 from azure_agent_mcp.policy.audit import GENESIS, audit_files, record_hash
 
@@ -19,15 +24,8 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJvaWQiOiIxMjM0NTY3OCJ9.c2lnbmF0dXJlc2lnbmF0dXJl"
 STORAGE_KEY = "K1a2b3c4d5e6f7g8h9i0j1k2l3m4n5o6p7q8r9s0t1u2v3w4x5y6z7A8B9C0D1E2F3G4H5I6J7K8L9M0N1O2==" 
 
 
-def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for f in audit_files(path) for line in f.read_text().splitlines() if line]
-
-
-def _fill(path: Path, count: int, **kwargs) -> AuditLog:
-    log = AuditLog(path, **kwargs)
-    for i in range(count):
-        log.append({"kind": "request", "operation": f"Microsoft.Example/widgets/read", "n": i, "status": 200})
-    return log
+_records = records
+_fill = fill
 
 
 def test_records_are_chained_and_the_file_is_private(tmp_path):
@@ -42,7 +40,8 @@ def test_records_are_chained_and_the_file_is_private(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert _records(path) == [first, second]
     result = verify_audit([path])
-    assert result.ok and result.records == 2 and result.anchored and (result.first_seq, result.last_seq) == (1, 2)
+    assert result.ok and result.records == 2 and result.anchored and result.genesis
+    assert (result.first_seq, result.last_seq) == (1, 2)
 
 
 def test_a_new_log_object_continues_the_chain(tmp_path):
@@ -77,7 +76,7 @@ def test_secret_looking_arguments_and_tokens_are_redacted(tmp_path):
 
 def test_rotation_keeps_the_chain_across_files(tmp_path):
     path = tmp_path / "audit.jsonl"
-    _fill(path, 60, max_bytes=2048, backups=20)
+    _fill(path, 60, max_bytes=2048, retain=20)
     files = audit_files(path)
     assert len(files) > 3
     assert all(f.stat().st_size <= 2048 for f in files)
@@ -87,15 +86,23 @@ def test_rotation_keeps_the_chain_across_files(tmp_path):
     assert first_of_current["prev_hash"] == last_of_previous["hash"]
     assert first_of_current["seq"] == last_of_previous["seq"] + 1
     result = verify_audit([path])  # rotated siblings are included automatically
-    assert result.ok and result.records == 60 and result.anchored
+    assert result.ok and result.records == 60 and result.anchored and result.genesis
+    assert result.retired_segments == 0
     assert verify_audit([str(f) for f in files]).records == 60
 
 
-def test_pruned_rotation_verifies_from_its_first_record(tmp_path):
+def test_retention_seals_what_it_drops_and_verify_says_so(tmp_path):
     path = tmp_path / "audit.jsonl"
-    _fill(path, 60, max_bytes=2048, backups=2)
+    _fill(path, 60, max_bytes=2048, retain=2)
+    assert len(audit_files(path)) == 3  # two rotated segments and the current one
     result = verify_audit([path])
-    assert result.ok and not result.anchored and result.records < 60 and result.last_seq == 60
+    assert result.ok and not result.genesis and result.records < 60 and result.last_seq > 60
+    assert result.retired_segments >= 2 and result.retired_seqs[0] == 1
+    assert result.retired_seqs[1] == result.first_seq - 1
+    seals = [r for r in _records(path) if r["kind"] == "seal"]
+    newest = max(seals, key=lambda r: r["seq"])
+    assert newest["last_seq"] == result.first_seq - 1 and newest["retired_segments"] == result.retired_segments
+    assert {"first_seq", "first_hash", "last_seq", "last_hash", "segment", "records"} <= set(newest)
 
 
 def _tamper(path: Path, edit) -> None:
@@ -130,7 +137,7 @@ def test_tampering_is_detected_and_located(tmp_path, edit, line, seq, problem):
 
 def test_truncated_rotation_file_is_detected(tmp_path):
     path = tmp_path / "audit.jsonl"
-    _fill(path, 40, max_bytes=2048, backups=20)
+    _fill(path, 40, max_bytes=2048, retain=20)
     previous = audit_files(path)[-2]
     _tamper(previous, lambda lines: lines[:-1])
     result = verify_audit([path])
@@ -141,7 +148,7 @@ def test_truncated_rotation_file_is_detected(tmp_path):
 
 def test_deleted_rotation_files_are_detected(tmp_path):
     path = tmp_path / "audit.jsonl"
-    _fill(path, 40, max_bytes=2048, backups=20)
+    _fill(path, 40, max_bytes=2048, retain=20)
     for old in audit_files(path)[:-1]:
         old.unlink()
     result = verify_audit([path])
@@ -162,12 +169,12 @@ def test_concurrent_threads_and_processes_do_not_interleave(tmp_path):
     writer = (
         "import sys\n"
         "from azure_agent_mcp.policy import AuditLog\n"
-        "log = AuditLog(sys.argv[1], max_bytes=16384, backups=50)\n"
+        "log = AuditLog(sys.argv[1], max_bytes=16384, retain=50)\n"
         "for i in range(40):\n"
         "    log.append({'kind': 'request', 'writer': 'process', 'pid_n': i, 'pad': 'x' * 200})\n"
     )
     procs = [subprocess.Popen([sys.executable, "-c", writer, str(path)]) for _ in range(2)]
-    log = AuditLog(path, max_bytes=16384, backups=50)
+    log = AuditLog(path, max_bytes=16384, retain=50)
 
     def work(n: int) -> None:
         for i in range(40):
@@ -179,9 +186,11 @@ def test_concurrent_threads_and_processes_do_not_interleave(tmp_path):
     for t in threads:
         t.join()
     assert all(p.wait(timeout=60) == 0 for p in procs)
+    log.close()
     result = verify_audit([path])
     assert result.ok, result
     assert result.records == 200 and (result.first_seq, result.last_seq) == (1, 200)
+    assert result.closed  # the last writer to close wrote the final checkpoint
     assert len(audit_files(path)) > 2  # rotation happened while several writers were appending
     writers = [r["writer"] for r in _records(path)]
     assert writers.count("process") == 80

@@ -1,15 +1,15 @@
 """The policy engine: RBAC-shaped policies enforced on every Azure request, and the audit trail.
 
-Everything here is standard library only, except ``Guard`` and ``GuardedTransport`` (the
-enforcement point, an azure-core transport), imported on first use so that ``serve`` and the CLI
-start fast.
+Everything here is standard library only at import time, except ``Guard`` and ``GuardedTransport``
+(the enforcement point, an azure-core transport), imported on first use so that ``serve`` and the
+CLI start fast; the audit imports ``cryptography`` and ``portalocker`` when it first signs or locks.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from azure_agent_mcp.policy.audit import AuditError, AuditLog, VerifyResult, audit_files, verify_audit
+from azure_agent_mcp.policy.audit import AuditError, AuditLog, AuditUnavailable, VerifyResult, audit_files, verify_audit
 from azure_agent_mcp.policy.catalog import SecretOperation, secret_bearing, secret_operations, secret_patterns
 from azure_agent_mcp.policy.decisions import UNKNOWN_OPERATION_RULE, UNMAPPABLE_RULE, decide_request
 from azure_agent_mcp.policy.engine import Decision, Effect, decide, tool_visibility
@@ -46,6 +46,7 @@ __all__ = [
     "UNMAPPABLE_RULE",
     "AuditError",
     "AuditLog",
+    "AuditUnavailable",
     "ConfirmationRequiredError",
     "Decision",
     "Effect",

@@ -67,12 +67,17 @@ def register(subparsers: Any) -> None:
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
     verify = audit_commands.add_parser(
         "verify",
-        help="check the hash chain (exit 0 intact, 1 at the first altered, deleted or reordered record)",
+        help="check the chain and its signed checkpoints (exit 0 intact, 1 at the first problem)",
         description="Check the audit hash chain across the given files, in order (rotated files PATH.N ... PATH.1 "
-        "are included automatically unless listed).",
+        "are included automatically unless listed), its retention seals, and the signed checkpoints in its anchor "
+        "(PATH.anchor and PATH.pub next to the last PATH unless --anchor / --public-key say otherwise).",
     )
     verify.add_argument("paths", nargs="+", metavar="PATH")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.add_argument("--anchor", metavar="FILE", help="the checkpoints' anchor file (default PATH.anchor)")
+    verify.add_argument("--public-key", metavar="FILE", help="the PEM public key that verifies them (default PATH.pub)")
+    verify.add_argument("--chain-only", action="store_true",
+                        help="check the hash chain without an anchor (proves nothing against someone who can rewrite it)")
     verify.set_defaults(handler=_verify)
 
 
@@ -152,19 +157,41 @@ def _verify(args: argparse.Namespace) -> int:
 
     from azure_agent_mcp.policy import verify_audit
 
+    last = Path(args.paths[-1])
+    anchor = Path(args.anchor) if args.anchor else last.with_name(last.name + ".anchor")
     missing = [p for p in args.paths if not Path(p).exists()]
-    if missing:
+    if missing and (args.chain_only or not anchor.exists()):
+        if args.json:
+            print(json.dumps({"ok": False, "records": 0, "problem": f"no such audit file: {', '.join(missing)}"}))
+            return 1
         raise CommandError(f"no such audit file: {', '.join(missing)}")
-    result = verify_audit(args.paths)
+    result = verify_audit(args.paths, anchor=args.anchor, public_key=args.public_key, chain_only=args.chain_only)
     if args.json:
         print(json.dumps(result.as_json()))
-    elif result.ok:
+        return 0 if result.ok else 1
+    if result.ok:
         span = f"seq {result.first_seq}..{result.last_seq}" if result.records else "empty"
-        note = "" if result.anchored else " (starts after rotated-away records; checked from its first record)"
-        print(f"audit intact: {result.records} records ({span}) in {len(result.files)} file(s){note}")
-    else:
-        where = f"{result.first_bad_file} line {result.first_bad_line}"
-        seq = f" (seq {result.bad_seq})" if result.bad_seq is not None else ""
-        print(f"audit BROKEN at {where}{seq}: {result.problem}", file=sys.stderr)
-        print(f"{result.records} record(s) before it verified", file=sys.stderr)
-    return 0 if result.ok else 1
+        lines = [f"audit intact: {result.records} records ({span}) in {len(result.files)} file(s)"]
+        if result.retired_segments:
+            first, upto = result.retired_seqs or (None, None)
+            lines.append(f"  {result.retired_segments} segment(s) retired by retention (seq {first or '?'}..{upto}), "
+                         "sealed in the chain")
+        if result.anchored:
+            state = ("closed cleanly (final checkpoint)" if result.closed
+                     else f"open: {result.unanchored} record(s) after the last checkpoint")
+            lines.append(f"  anchor: {result.anchor}: {result.checkpoints} signed checkpoint(s), last at seq "
+                         f"{result.last_checkpoint_seq}; {state}")
+            lines.append(f"  public key: {result.public_key} ({result.key_fingerprint})")
+        shown = f"{result.unanchored} record(s) after the last checkpoint"
+        lines.extend(f"  note: {note}" for note in result.notes if not note.startswith(shown))
+        print("\n".join(lines))
+        return 0
+    where = str(result.first_bad_file)
+    if result.first_bad_line is not None:
+        where += f" line {result.first_bad_line}"
+    seq = f" (seq {result.bad_seq})" if result.bad_seq is not None else ""
+    print(f"audit BROKEN at {where}{seq}: {result.problem}", file=sys.stderr)
+    print(f"{result.records} record(s) before it verified", file=sys.stderr)
+    if result.key_fingerprint:
+        print(f"public key: {result.public_key} ({result.key_fingerprint})", file=sys.stderr)
+    return 1

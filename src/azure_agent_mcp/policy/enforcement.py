@@ -121,7 +121,7 @@ class Guard:
             return None
         intent = self._record(request, decision, mapped, outcome, kind="intent")
         intent["request_id"] = uuid.uuid4().hex
-        stored = self.audit.append(intent)  # durable before anything is sent (AuditUnavailable otherwise)
+        stored = self.audit.append(intent, durable=True)  # fsynced before anything is sent, or AuditUnavailable
         return {"request_id": intent["request_id"], "intent_seq": stored.get("seq"), "started": started}
 
     def answered(self, intent: dict[str, Any] | None, request: Any, response: Any) -> None:
@@ -148,7 +148,7 @@ class Guard:
         }
         assert self.audit is not None
         try:
-            _append(self.audit, record, durable=False)
+            self.audit.append(record, durable=False)  # rides on the next fsync (group commit)
         except Exception:  # the request was sent and answered: losing its outcome must not hide the answer
             _LOG.warning("the audit outcome record of request %s could not be written", intent["request_id"], exc_info=True)
 
@@ -219,13 +219,6 @@ class Guard:
             "principal": principal or None,
         }
         return {k: v for k, v in record.items() if v is not None}
-
-
-def _append(audit: AuditLog, record: dict[str, Any], *, durable: bool) -> None:
-    try:
-        audit.append(record, durable=durable)  # type: ignore[call-arg]
-    except TypeError:  # an audit store without group commit: every append is durable
-        audit.append(record)
 
 
 class GuardedTransport(HttpTransport):  # type: ignore[type-arg]

@@ -83,10 +83,41 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="audit log path (JSON lines); env AZURE_AGENT_MCP_AUDIT_LOG; default <state dir>/audit.jsonl",
     )
     parser.add_argument(
+        "--audit-retain",
+        type=_retain,
+        default=5,
+        metavar="N",
+        help="rotated audit segments to keep (default 5); each one dropped leaves a seal record in the chain",
+    )
+    parser.add_argument(
+        "--audit-key",
+        default=os.environ.get("AZURE_AGENT_MCP_AUDIT_KEY"),
+        metavar="PATH",
+        help="Ed25519 key (PEM) that signs audit checkpoints, created 0600 if missing; env AZURE_AGENT_MCP_AUDIT_KEY; "
+        "default <state dir>/audit-signing-key.pem",
+    )
+    parser.add_argument(
+        "--audit-anchor",
+        default=os.environ.get("AZURE_AGENT_MCP_AUDIT_ANCHOR"),
+        metavar="PATH",
+        help="where signed checkpoints go (put it on another mount or in another user's directory); "
+        "env AZURE_AGENT_MCP_AUDIT_ANCHOR; default <audit log>.anchor",
+    )
+    parser.add_argument(
         "--dangerously-skip-confirmation",
         action="store_true",
         help="treat every Confirm decision as approved (no elicitation)",
     )
+
+
+def _retain(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:

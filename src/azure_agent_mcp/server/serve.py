@@ -33,6 +33,21 @@ def audit_path(explicit: str | None) -> Path:
     return state_dir() / "audit.jsonl"
 
 
+def open_audit(args: argparse.Namespace):
+    """The audit log, proved writable before anything else starts (fail closed: exit 1, path and cause)."""
+    from azure_agent_mcp.policy import AuditLog, AuditUnavailable
+
+    try:
+        return AuditLog.open(
+            audit_path(args.audit_log),
+            retain=getattr(args, "audit_retain", 5),
+            key_path=getattr(args, "audit_key", None),
+            anchor_path=getattr(args, "audit_anchor", None),
+        )
+    except AuditUnavailable as exc:
+        raise CommandError(f"refusing to start: {exc}") from exc
+
+
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="azure-agent-mcp: %(message)s")
     if args.transport == "http" and not is_loopback(args.host) and not args.allow_remote:
@@ -43,9 +58,8 @@ def serve(args: argparse.Namespace) -> int:
     policy = load_active_policy(args.policy, args.read_only)
 
     from azure_agent_mcp.identity.cli import open_identity
-    from azure_agent_mcp.policy import AuditLog
 
-    audit = AuditLog(audit_path(args.audit_log))
+    audit = open_audit(args)
     with open_identity(args, lazy_credential=True, expected_principal=policy.expected_principal) as identity:
         runtime = _runtime(args, identity, policy, audit)
         try:
