@@ -27,6 +27,21 @@ ARM_SCOPE = "https://management.azure.com/.default"
 VAULT_SCOPE = "https://vault.azure.net/.default"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """In-process servers and audit logs keep their state (the audit signing key) out of the real home."""
+    import os
+
+    state = tmp_path_factory.mktemp("state")
+    previous = os.environ.get("AZURE_AGENT_MCP_STATE_DIR")
+    os.environ["AZURE_AGENT_MCP_STATE_DIR"] = str(state)
+    yield state
+    if previous is None:
+        os.environ.pop("AZURE_AGENT_MCP_STATE_DIR", None)
+    else:
+        os.environ["AZURE_AGENT_MCP_STATE_DIR"] = previous
+
+
 # Every ARM and Key Vault request the session sandbox served, for the whole run (resets clear
 # the sandbox's own log between tests; the journal's tap keeps them).
 _SERVED: list[dict[str, Any]] = []

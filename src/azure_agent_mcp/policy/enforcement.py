@@ -120,6 +120,9 @@ class Guard:
         if self.audit is None:
             return None
         intent = self._record(request, decision, mapped, outcome, kind="intent")
+        call = current_call()
+        if call is not None:  # the call's own record then needs no fsync of its own
+            call.extra["intents"] = call.extra.get("intents", 0) + 1
         intent["request_id"] = uuid.uuid4().hex
         stored = self.audit.append(intent, durable=True)  # fsynced before anything is sent, or AuditUnavailable
         return {"request_id": intent["request_id"], "intent_seq": stored.get("seq"), "started": started}

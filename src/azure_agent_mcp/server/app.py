@@ -8,7 +8,9 @@ secret fields when the policy denies secrets, and exactly one audit record per c
 
 from __future__ import annotations
 
+import functools
 import inspect
+import logging
 import time
 import typing
 from contextvars import ContextVar
@@ -27,11 +29,13 @@ from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
 from azure_agent_mcp import __version__
 from azure_agent_mcp.callcontext import call_scope
 from azure_agent_mcp.server.confirmation import Approval, Verdict, approved_keys, make_resolver
+from azure_agent_mcp.policy.audit_errors import AuditError
 from azure_agent_mcp.server.results import error_payload, failure, success
 from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError
 from azure_agent_mcp.tools import catalog
 from azure_agent_mcp.tools.base import IDENTIFYING_ARGUMENTS, AzureTool
 
+_LOG = logging.getLogger("azure_agent_mcp.server")
 META_PREFIX = "azure-agent-mcp/"
 ARM_METHODS = ("GET", "PUT", "PATCH", "POST", "DELETE")
 # A representative operation per HTTP method, to ask "could the policy allow any request of this kind?"
@@ -130,15 +134,25 @@ class ToolAuditMiddleware:
                 is_error = result.get("isError")
             record.update(status="error" if is_error else "ok", decision="error" if is_error else "allow")
             record["error_code"] = "InvalidRequest" if is_error else None
-        await self._write(record, started)
-        return result
+        unrecorded = await self._write(record, started)
+        return unrecorded or result
 
-    async def _write(self, record: dict[str, Any], started: float) -> None:
+    async def _write(self, record: dict[str, Any], started: float) -> CallToolResult | None:
+        """Append the call's record; when the audit refuses it, the answer is withheld (fail closed)."""
         record.setdefault("session_id", self.runtime.default_session.id)
         record.setdefault("duration_ms", round((time.perf_counter() - started) * 1000, 3))
-        # The append fsyncs: keep it off the event loop, which serves every other HTTP client meanwhile.
         final = {k: v for k, v in record.items() if v is not None}
-        await anyio.to_thread.run_sync(self.runtime.audit.append, final)
+        # One fsync per call: a call that sent requests already fsynced their intents, so its own
+        # record rides on the next fsync; a call that sent nothing makes its record durable itself.
+        durable = not record.get("intents")
+        try:
+            # off the event loop, which serves every other HTTP client meanwhile
+            await anyio.to_thread.run_sync(functools.partial(self.runtime.audit.append, final, durable=durable))
+        except AuditError as exc:
+            _LOG.warning("tool call %s (%s): its audit record could not be written: %s",
+                         record.get("correlation_id"), record.get("tool"), exc)
+            return error_payload(exc)
+        return None
 
 
 class AgentMCPServer(MCPServer):
@@ -305,6 +319,8 @@ async def run_tool_call(
             except Exception as exc:
                 record.update(getattr(exc, "audit_fields", dict)())
                 return error_payload(exc)
+            finally:
+                record["intents"] = call.extra.get("intents")
         return success(output, runtime.policy)
 
     result = await anyio.to_thread.run_sync(work)
@@ -343,5 +359,8 @@ def _finish(
     else:
         record.setdefault("decision", "allow")
     if write:
-        runtime.audit.append({k: v for k, v in record.items() if v is not None})
+        try:
+            runtime.audit.append({k: v for k, v in record.items() if v is not None}, durable=not record.get("intents"))
+        except AuditError as exc:
+            return error_payload(exc)
     return result

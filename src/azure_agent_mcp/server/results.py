@@ -89,6 +89,15 @@ def error_payload(exc: BaseException) -> CallToolResult:
     from azure_agent_mcp.policy import PolicyDeniedError
     from azure_agent_mcp.tools.clients import AzureRequestError
 
+    from azure_agent_mcp.policy import AuditUnavailable
+
+    if isinstance(exc, AuditUnavailable):
+        return failure(
+            "AuditUnavailable",
+            f"{exc}. Nothing more of this call was sent to Azure: no request leaves without its audit record.",
+            hint=f"Make {exc.path} writable again (free space, permissions, the directory); the server keeps "
+            "running and writes again on the next call by itself.",
+        )
     if isinstance(exc, PolicyDeniedError):
         decision = exc.decision
         code = "ConfirmationRequired" if decision.effect.value == "confirm" else "PolicyDenied"
