@@ -275,7 +275,7 @@ async def run_tool_call(
         record.update(_decision_fields(decision), decision="deny")
         return _finish(runtime, record, started, result, write=standalone)
     if verdict.status == "invalid":
-        result = failure("InvalidArgument", verdict.message, hint=verdict.hint)
+        result = failure(verdict.code, verdict.message, hint=verdict.hint)
         return _finish(runtime, record, started, result, write=standalone)
 
     approved = verdict.approved
