@@ -167,7 +167,13 @@ def vault_for(value: str, vault_url_template: str) -> str:
     """A vault name, or a URL that is exactly the configured endpoint's URL for one vault: the name."""
     if not value.lower().startswith("https://"):
         return vault_name(value)
-    parts = urlsplit(value.rstrip("/"))
+    try:
+        parts = urlsplit(value.rstrip("/"))
+    except ValueError as exc:  # an unbalanced '[', a host that changes under NFKC normalisation...
+        raise ToolInputError(
+            f"'{value[:100]}' is not a Key Vault URL ({exc}).",
+            hint="Pass the vault's name (for example kv-prod), or its URL exactly as the endpoint template builds it.",
+        ) from None
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ToolInputError(f"'{value[:100]}' is not a Key Vault URL: it has a query, fragment or user information.")
     template = urlsplit(vault_url_template)
