@@ -37,7 +37,7 @@ class Verdict:
     message: str = ""
     hint: str = ""
     approved: frozenset[tuple[str, str]] = field(default_factory=frozenset)
-    code: str = "InvalidArgument"  # for "invalid": the argument error's own code
+    code: str = "InvalidArgument"  # an "invalid" verdict's error code (the ToolInputError's own)
 
 
 def _client_can_elicit(ctx: Any) -> bool:
@@ -69,7 +69,7 @@ def make_resolver(tool: AzureTool, runtime: AgentRuntime, parameters: list[inspe
             azure = runtime.azure_for(session)
             planned = tool.plan(azure, **arguments)
         except (ToolInputError, SessionHeaderError) as exc:
-            code = getattr(exc, "code", "InvalidArgument")
+            code = exc.code if isinstance(exc, ToolInputError) else "InvalidArgument"
             return Verdict("invalid", message=str(exc), hint=getattr(exc, "hint", ""), code=code)
         decisions = [runtime.decide_request(p.method, p.url) for p in planned]
         for decision in decisions:

@@ -112,6 +112,9 @@ def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), 
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # listen before announcing the URL: a client that connects as soon as it reads the line is
+    # queued until uvicorn accepts, not refused (uvicorn's create_server listens again, harmlessly)
+    sock.listen(2048)
     bound_port = sock.getsockname()[1]
     peers = allowed_peers(host, bound_port, allow_hosts, allow_origins)
     security = TransportSecuritySettings(

@@ -69,22 +69,31 @@ class ResourceId:
     def subscription(self) -> str:
         return self.segments[1]
 
+    def _innermost_section(self) -> int | None:
+        """The index of the ``providers`` that opens the innermost provider section, if any.
+
+        Sections open at even indices (after ``subscriptions/{id}`` and ``resourceGroups/{g}``, in
+        ``providers/{namespace}`` and ``{type}/{name}`` pairs); a resource or group *named*
+        ``providers`` stands at an odd index and is a name.
+        """
+        found = None
+        for index in range(2, len(self.segments), 2):
+            if self.segments[index].lower() == "providers":
+                found = index
+        return found
+
     @property
     def namespace(self) -> str:
         """The provider namespace of the innermost provider section (Microsoft.Resources for groups)."""
-        lowered = [s.lower() for s in self.segments]
-        if "providers" not in lowered:
-            return "Microsoft.Resources"
-        index = len(lowered) - 1 - lowered[::-1].index("providers")
-        return self.segments[index + 1]
+        index = self._innermost_section()
+        return "Microsoft.Resources" if index is None else self.segments[index + 1]
 
     @property
     def resource_type(self) -> str:
         """The type chain after the innermost namespace (``storageAccounts/blobServices``)."""
-        lowered = [s.lower() for s in self.segments]
-        if "providers" not in lowered:
+        index = self._innermost_section()
+        if index is None:
             return "resourceGroups" if len(self.segments) > 2 else "subscriptions"
-        index = len(lowered) - 1 - lowered[::-1].index("providers")
         rest = self.segments[index + 2 :]
         return "/".join(rest[0::2])
 
@@ -161,7 +170,13 @@ def vault_for(value: str, vault_url_template: str) -> str:
     """A vault name, or a URL that is exactly the configured endpoint's URL for one vault: the name."""
     if not value.lower().startswith("https://"):
         return vault_name(value)
-    parts = urlsplit(value.rstrip("/"))
+    try:
+        parts = urlsplit(value.rstrip("/"))
+    except ValueError as exc:  # an unbalanced '[', a host that changes under NFKC normalisation...
+        raise ToolInputError(
+            f"'{value[:100]}' is not a Key Vault URL ({exc}).",
+            hint="Pass the vault's name (for example kv-prod), or its URL exactly as the endpoint template builds it.",
+        ) from None
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ToolInputError(f"'{value[:100]}' is not a Key Vault URL: it has a query, fragment or user information.")
     template = urlsplit(vault_url_template)

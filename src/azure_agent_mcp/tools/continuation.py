@@ -61,7 +61,10 @@ def unseal(token: str, *, tool: str, session_id: str, scope: str | None = None) 
         payload, mac = _unb64(body), _unb64(tag)
     except (ValueError, TypeError):
         raise _refused("it is not a continuation this server issued") from None
-    if not tag or not hmac.compare_digest(mac, _mac(payload)):
+    # base64 decoding is lenient (standard-alphabet '+' '/' for '-' '_', unused low bits in the last
+    # character): only the exact text seal() wrote opens, so no edited spelling of a token does
+    canonical = _b64(payload) == body and _b64(mac) == tag
+    if not tag or not canonical or not hmac.compare_digest(mac, _mac(payload)):
         raise _refused("its seal does not verify (it was altered, forged, or issued before this server restarted)")
     data = json.loads(payload)
     if data.get("v") != _VERSION:

@@ -8,7 +8,7 @@ from typing import Any
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
 
-_SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+_SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
 MAX_SECRETS_LISTED = 500
 
 
@@ -39,7 +39,7 @@ def _plan_list(azure: AzureSession, vault: str) -> list[PlannedRequest]:
 
 
 def _checked_name(name: str) -> str:
-    if not _SECRET_NAME.match(name):
+    if not _SECRET_NAME.fullmatch(name):
         raise ToolInputError(f"'{name[:60]}' is not a Key Vault secret name (1-127 letters, digits and hyphens).")
     return name
 
