@@ -108,11 +108,11 @@ def resource_list(
 ) -> ToolOutput:
     sub = azure.subscription_id(subscription)
     limit = clamp_top(top)
-    if resource_type and not _RESOURCE_TYPE.match(resource_type):
+    if resource_type and not _RESOURCE_TYPE.fullmatch(resource_type):
         raise ToolInputError(
             f"'{resource_type}' is not a resource type.", hint="Use the form Namespace/type, e.g. Microsoft.Storage/storageAccounts."
         )
-    if name_contains and not _NAME_FRAGMENT.match(name_contains):
+    if name_contains and not _NAME_FRAGMENT.fullmatch(name_contains):
         raise ToolInputError(f"name_contains '{name_contains[:40]}' has characters resource names cannot have.")
     # Raw pages through the SDK's pipeline: the agent gets ARM's JSON, and deserializing
     # every resource into a model (only to dump it again) would cost more than the request.
@@ -241,10 +241,13 @@ def _resolve_version(azure: AzureSession, path: str) -> str:
     lowered = bare.lower()
     if "/providers/" not in lowered or lowered.startswith("/providers/"):
         return RESOURCES_API_VERSION
-    try:
-        return azure.api_version_for(bare)
-    except ToolInputError:
-        return RESOURCES_API_VERSION
+    # a resource, a collection of one, or an action on one: the resource type decides the version
+    for candidate in (bare, bare.rsplit("/", 1)[0]):
+        try:
+            return azure.api_version_for(candidate)
+        except ToolInputError:
+            continue
+    return RESOURCES_API_VERSION
 
 
 def _plan_arm_request(

@@ -243,26 +243,20 @@ def azure_error_from(status: int, payload: Any) -> AzureRequestError:
 
 
 def split_resource_type(resource_id: str) -> tuple[str, str, str]:
-    """``/subscriptions/s/resourceGroups/g/providers/NS/t1/n1/t2/n2`` -> (``NS``, ``t1/t2``, ``s``)."""
-    parts = [p for p in resource_id.split("/") if p]
-    if len(parts) < 2 or parts[0].lower() != "subscriptions":
-        raise ToolInputError(
-            f"'{resource_id}' is not an ARM resource id.",
-            hint="Resource ids look like /subscriptions/<id>/resourceGroups/<group>/providers/<Namespace>/<type>/<name>.",
-        )
-    subscription = parts[1]
-    lowered = [p.lower() for p in parts]
-    if "providers" not in lowered:
-        if len(parts) <= 4 and (len(parts) == 2 or lowered[2] == "resourcegroups"):
-            return "Microsoft.Resources", "resourceGroups" if len(parts) > 2 else "subscriptions", subscription
-        raise ToolInputError(f"'{resource_id}' does not name a resource provider.")
-    index = len(lowered) - 1 - lowered[::-1].index("providers")
-    rest = parts[index + 1 :]
-    if len(rest) < 3:
-        raise ToolInputError(f"'{resource_id}' ends before naming a resource ({'/'.join(rest)}).")
-    namespace = rest[0]
-    types = [rest[i] for i in range(1, len(rest), 2)]
-    return namespace, "/".join(types), subscription
+    """``/subscriptions/s/resourceGroups/g/providers/NS/t1/n1/t2/n2`` -> (``NS``, ``t1/t2``, ``s``).
+
+    Parsed structurally (``arguments.resource_id``), so a group or resource named ``providers`` is
+    a name. A canonical path's escapes are decoded first: the id is what the path names.
+    """
+    from azure_agent_mcp.policy.urlpath import PathRejected, decode_segment
+    from azure_agent_mcp.tools.arguments import resource_id as parse_resource_id
+
+    try:
+        decoded = "/" + "/".join(decode_segment(s) for s in resource_id.strip("/").split("/"))
+    except PathRejected as exc:
+        raise ToolInputError(f"'{resource_id[:200]}' is not an ARM resource id: {exc}.") from None
+    parsed = parse_resource_id(decoded)
+    return parsed.namespace, parsed.resource_type, parsed.subscription
 
 
 def pick_api_version(provider: Any, resource_type: str) -> str | None:
