@@ -89,7 +89,8 @@ class StdioServe:
             try:
                 line = self._lines.get(timeout=timeout)
             except queue.Empty:
-                raise AssertionError(f"serve did not answer {method} within {timeout} s; stderr: {self.stderr()}") from None
+                raise AssertionError(
+                    f"serve did not answer {method} within {timeout} s; stderr: {self.stderr()}") from None
             if not line:
                 raise AssertionError(f"serve closed stdout before answering {method}; stderr: {self.stderr()}")
             message = json.loads(line)
@@ -260,3 +261,46 @@ def fill_up(directory: Path) -> Path:
                 except OSError:
                     break
     return filler
+
+
+class HttpServe:
+    """One `serve --transport http --port 0` on loopback; ``url`` is its MCP endpoint."""
+
+    def __init__(self, sandbox: Any, audit: Path, state: Path, *extra: str, timeout: float = 30) -> None:
+        import re
+        import time
+
+        self.audit = audit
+        self.proc = subprocess.Popen(
+            serve_command(sandbox, audit, "--transport", "http", "--port", "0", *extra),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=serve_env(state),
+        )
+        self.stderr_lines: list[str] = []
+        self.url = ""
+        found = threading.Event()
+
+        def pump() -> None:  # keeps reading, so a chatty server never blocks on a full pipe
+            assert self.proc.stderr is not None
+            for raw in self.proc.stderr:
+                line = raw.decode(errors="replace")
+                self.stderr_lines.append(line)
+                match = re.search(r"(http://127\.0\.0\.1:\d+/mcp)", line)
+                if match and not self.url:
+                    self.url = match.group(1)
+                    found.set()
+            found.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not found.wait(0.1) and time.monotonic() < deadline:
+            pass
+        if not self.url:
+            self.kill()
+            raise AssertionError(f"serve --transport http did not start: {''.join(self.stderr_lines)[-2000:]}")
+
+    def kill(self) -> int:
+        """SIGKILL: no handler runs, no close, no final checkpoint."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.wait(timeout=10)
