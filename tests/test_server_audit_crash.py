@@ -49,7 +49,9 @@ async def test_kill_9_under_load_leaves_no_request_without_its_intent(sandbox, t
     server = HttpServe(sandbox, audit, tmp_path / "state")
     answered = 0
     interrupted = 0
+    failures: list[BaseException] = []  # anything that went wrong before the kill is a failure, not the kill
     loaded = anyio.Event()
+    killed = anyio.Event()
 
     async def client(index: int) -> None:
         nonlocal answered, interrupted
@@ -63,7 +65,9 @@ async def test_kill_9_under_load_leaves_no_request_without_its_intent(sandbox, t
                         answered += 1
                         if answered >= KILL_AFTER_CALLS:
                             loaded.set()
-        except Exception:  # the server died under this client, mid-call or between calls
+        except Exception as exc:  # the server died under this client, mid-call or between calls
+            if not killed.is_set():
+                failures.append(exc)
             interrupted += 1
 
     killed_at = None
@@ -76,6 +80,7 @@ async def test_kill_9_under_load_leaves_no_request_without_its_intent(sandbox, t
             answered_before_kill = answered
             sandbox.add_fault(path="/resources$", latency_ms=HOLD_MS, count=4 * CLIENTS)
             await anyio.sleep(HOLD_MS / 2000)
+            killed.set()
             server.kill()  # SIGKILL, calls in flight, some of their requests held by the sandbox
             killed_at = time.time()
             with anyio.move_on_after(10):  # the clients notice and end; then stop waiting for them
@@ -86,6 +91,7 @@ async def test_kill_9_under_load_leaves_no_request_without_its_intent(sandbox, t
     finally:
         server.kill()
         sandbox.clear_faults()
+    assert not failures, f"calls failed before the kill: {failures[:3]}"
     assert killed_at is not None and answered_before_kill >= KILL_AFTER_CALLS, \
         f"the load never built up ({answered_before_kill} calls)"
     assert interrupted == CLIENTS, "a client finished its loop before the kill: the kill was not under load"
