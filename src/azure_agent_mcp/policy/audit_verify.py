@@ -137,6 +137,7 @@ class _Chain:
     by_seq: dict[int, tuple[str, str, int]] = field(default_factory=dict)  # seq -> (hash, file, line)
     seals: list[dict[str, Any]] = field(default_factory=list)
     repairs: int = 0
+    repaired: list[str] = field(default_factory=list)  # what each repair record says was dropped
     lines_in_last_file: int = 0
     missing_files: list[str] = field(default_factory=list)
 
@@ -226,6 +227,9 @@ def _check_record(record: dict[str, Any], file: Path, number: int, previous: dic
         chain.seals.append(record)
     elif record.get("kind") == "repair":
         chain.repairs += 1
+        dropped = record.get("dropped_bytes")
+        chain.repaired.append(f"seq {seq}: {dropped if isinstance(dropped, int) else '?'} bytes of an incomplete "
+                              f"record dropped ({file} line {number})")
     chain.by_seq[seq] = (stored, str(file), number)
     chain.last = record
     chain.count += 1
@@ -430,7 +434,8 @@ def verify_audit(
             notes.append(f"{unanchored} record(s) after the last checkpoint: a writer is running (or stopped without "
                          "closing); they are covered by the chain only, until the next checkpoint")
     if chain.repairs:
-        notes.append(f"{chain.repairs} torn tail(s) repaired by the writer (repair records)")
+        notes.append(f"{chain.repairs} torn tail(s) repaired by the writer (repair records): "
+                     + "; ".join(chain.repaired))
     return VerifyResult(
         True, chain.count, shown, chain.first[2]["seq"] if chain.first else None, last, anchored is not None,
         genesis=retention.genesis, retired_segments=retention.segments, retired_seqs=retention.seqs,

@@ -119,6 +119,10 @@ class Writer:
         self._liveness = Liveness(path)
         self._file: _File | None = None
         self._dropped: tuple[int, int] | None = None  # the file held before an error
+        # A descriptor kept on that file until it is compared with the one the path names again:
+        # while it is open the file's inode cannot be reused, so a log deleted (or replaced by a
+        # directory) during the error is not mistaken for the same file when it is recreated.
+        self._dropped_fd: int | None = None
         self._head: Head | None = None  # survives errors: how deletion and truncation are noticed
         self._key: SigningKey | None = None
         self._anchor: AnchorWriter | None = None
@@ -194,6 +198,7 @@ class Writer:
             self._liveness.stop()
             self.commit.swap(None, quiet=True)
             self._file = None
+            self._release_dropped()
             if self._anchor is not None:
                 self._anchor.close()
             self._mutex.close()
@@ -233,10 +238,23 @@ class Writer:
         """Forget the open file after an error; the next append starts from scratch."""
         if self._file is not None:
             self._dropped = (self._file.ino, self._file.dev)
+            self._release_dropped()
+            try:
+                self._dropped_fd = os.dup(self._file.fd)
+            except OSError:
+                self._dropped_fd = None
         self.commit.swap(None, quiet=True)
         self._file = None
         if self._anchor is not None:
             self._anchor.close()
+
+    def _release_dropped(self) -> None:
+        fd, self._dropped_fd = self._dropped_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def _ready(self) -> None:
         """Make sure ``_file`` is the log and ``_head`` its head (opening, recovering, noting gaps)."""
@@ -306,6 +324,7 @@ class Writer:
         if self._opened:  # recovering after an error: was the file we had deleted or replaced meanwhile?
             assert self._file is not None
             same = (self._file.ino, self._file.dev) == self._dropped
+            self._release_dropped()
             self._reconcile(None if same or rotated else ("replaced" if existed else "missing"))
             return
         anchor_head = self._anchor.head()
