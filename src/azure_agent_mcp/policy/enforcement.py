@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from azure_agent_mcp.callcontext import CallContext, current_call
+from azure_agent_mcp.callcontext import CallContext, call_interruption, current_call
 from azure_agent_mcp.policy.audit import AuditLog
 from azure_agent_mcp.policy.decisions import decide_request
 from azure_agent_mcp.policy.effects import Decision, Effect
@@ -94,6 +94,12 @@ class PolicyEnforcementPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
     def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
         http = request.http_request
         started = time.perf_counter()
+        call = self._call_for(http.url)
+        interrupted = call_interruption(call) if call is not None else None
+        if interrupted is not None:  # cancelled or past its deadline: nothing is sent, audited like a denial
+            decision, mapped = decide_request(self.policy, self.endpoints, http.method, http.url)
+            self._record(request, decision, mapped, interrupted.decision, started, status="not-sent")
+            raise interrupted
         decision, mapped = decide_request(self.policy, self.endpoints, http.method, http.url)
         if decision.effect is Effect.DENY:
             self._record(request, decision, mapped, "deny", started, status="not-sent")
