@@ -475,6 +475,9 @@ def _finish(
         record["status"] = "error" if result.is_error else "ok"
     if result.is_error and isinstance(result.structured_content, dict):
         error = result.structured_content.get("error", {})
+        if isinstance(error, dict) and record.get("correlation_id"):
+            # the id to find this call by: in the audit, on the stderr line, in ARM's Activity Log
+            error.setdefault("correlation_id", record["correlation_id"])
         record["error_code"] = error.get("code")
         record.setdefault("operation", error.get("operation"))
         record.setdefault("scope", error.get("scope"))

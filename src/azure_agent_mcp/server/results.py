@@ -151,7 +151,7 @@ def error_payload(exc: BaseException) -> CallToolResult:
     return failure(
         "InternalError",
         f"The tool failed with {type(exc).__name__}.",
-        hint="The server's stderr log has a line for this call (search for its correlation id).",
+        hint="The server's stderr log has a line for this call: search it for the correlation id.",
     )
 
 
