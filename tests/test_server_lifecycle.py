@@ -233,12 +233,30 @@ def test_stdio_sigint_lets_a_call_finish_within_the_grace(stdio_server, stall, t
     assert record["status"] == "ok"
 
 
-def test_stdio_signal_while_idle_exits_at_once(stdio_server):
-    server = stdio_server()
-    started = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.exit_code(timeout=10) == 0, server.stderr
-    assert time.monotonic() - started < 3
+def test_stdio_signal_while_idle_exits_at_once_and_closes_the_audit(fresh_sandbox_state, tmp_path):
+    # The audit store's close() writes its final checkpoint; this store has none yet, so give it one
+    # that leaves a mark (sitecustomize runs in the server's interpreter before serve starts).
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    marker = tmp_path / "closed.txt"
+    (hooks / "sitecustomize.py").write_text(
+        "import azure_agent_mcp.policy.audit as audit\n"
+        "def close(self):\n"
+        f"    open({str(marker)!r}, 'a').write('closed\\n')\n"
+        "audit.AuditLog.close = close\n"
+    )
+    env = _env(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(hooks), *filter(None, [env.get("PYTHONPATH")])])
+    server = RawStdio(_serve_args(fresh_sandbox_state.manifest_path, tmp_path / "audit.jsonl"), env)
+    try:
+        server.initialize()
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.exit_code(timeout=10) == 0, server.stderr
+        assert time.monotonic() - started < 3
+        assert marker.read_text() == "closed\n"  # once, at shutdown
+    finally:
+        server.kill()
 
 
 def test_stdin_eof_cancels_the_call_and_sends_nothing_more(stdio_server, fresh_sandbox_state, stall, tmp_path):
@@ -349,6 +367,7 @@ def test_call_timeout_bounds_a_stalled_arm_and_logs_one_line(stdio_server, fresh
     assert error["cause"] == "timeout"
     [record] = _tool_records(audit, "group_list")
     assert record["status"] == "error" and record["error_code"] == "DeadlineExceeded"
+    assert error["correlation_id"] == record["correlation_id"]  # the agent can quote it
     attempts = [r for r in _request_records(audit) if r.get("tool") == "group_list"]
     assert len([r for r in attempts if r.get("status") != "not-sent"]) <= 1, attempts  # no retry past the deadline
     line = _stderr_line(server, "DeadlineExceeded", record["correlation_id"])
@@ -512,7 +531,7 @@ def test_a_429_carries_retry_after_in_the_hint(stdio_server, fresh_sandbox_state
     assert "http_status=429" in line and "retry_after=30" in line
 
 
-# -- signals on streamable HTTP ---------------------------------------------------------------------------
+# -- streamable HTTP: a client that goes away, signals -----------------------------------------------------
 
 
 def _start_http(manifest: Path, audit: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, list[str]]:
@@ -530,10 +549,22 @@ def _start_http(manifest: Path, audit: Path, env: dict[str, str]) -> tuple[subpr
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        return proc, found.get(timeout=30), lines
+        url = found.get(timeout=30)
     except queue.Empty:
         proc.kill()
         raise AssertionError("HTTP server did not start: " + "".join(lines)) from None
+    # the line is printed once the socket is bound; uvicorn starts listening a moment later
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    _wait_for(listening, 30, "the HTTP server to listen")
+    return proc, url, lines
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -582,3 +613,26 @@ async def test_http_signal_with_a_call_in_flight_records_it_and_exits_0(fresh_sa
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+async def test_http_client_gone_mid_call_records_cancelled(fresh_sandbox_state, stall, tmp_path):
+    sandbox = fresh_sandbox_state
+    audit = tmp_path / "audit.jsonl"
+    proc, url, lines = _start_http(sandbox.manifest_path, audit, _env(tmp_path))
+    try:
+        async with Client(url, mode="2026-07-28") as client:  # this protocol cancels by closing the stream
+            assert not (await client.call_tool("subscription_list", {})).is_error
+        stall(GROUPS_PATTERN, 3000)
+
+        async def call() -> None:
+            async with Client(url, mode="2026-07-28") as client:
+                await client.call_tool("group_list", {"subscription": SUB_A})
+
+        with anyio.move_on_after(0.8):  # the client goes away
+            await call()
+        records = await _async_wait_for(lambda: _tool_records(audit, "group_list"), 3, "the call's record")
+        assert records[0]["status"] == "cancelled" and records[0]["cancelled_by"] == "client"
+        assert records[0]["duration_ms"] < 3000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(lambda: proc.wait(timeout=15)) == 0, "".join(lines)
