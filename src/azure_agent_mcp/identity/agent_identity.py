@@ -177,7 +177,7 @@ class _Clients:
 
         authority = f"{provider.authority_host}/{tenant}"
         discovery = None if is_known_authority(provider.authority_host) else False
-        self.http = http_session(provider.ca_bundle)
+        self.http = http_session(provider.ca_bundle, throttle_seconds=5)  # MSAL's hold for confidential clients
         self.blueprint = msal.ConfidentialClientApplication(
             provider.blueprint_client_id, client_credential=provider.blueprint_credential.msal_credential(),
             authority=authority, http_client=self.http, instance_discovery=discovery, token_cache=msal.TokenCache())
@@ -259,7 +259,19 @@ class AgentIdentityProvider:
             raise TokenRequestError(
                 f"could not reach the sign-in authority {self.authority_host} ({type(exc).__name__}); check the "
                 "network and the CA bundle") from exc
+        except Exception as exc:
+            from azure_agent_mcp.identity.msal_provider import token_service_unavailable
+
+            unavailable = token_service_unavailable(exc, clients.http, self.authority_host, scopes=scopes)
+            if unavailable is not None:
+                raise unavailable from None
+            raise
         if "access_token" not in result:
+            from azure_agent_mcp.identity.msal_provider import token_service_unavailable
+
+            unavailable = token_service_unavailable(None, clients.http, self.authority_host, result, scopes)
+            if unavailable is not None:
+                raise unavailable
             raise token_request_error(what, result.get("error"), result.get("error_description"),
                                       "Check --agent-identity-id" + (" and --agent-user." if self.agent_user else "."))
         expires_in = int(result.get("expires_in", 0))

@@ -44,6 +44,22 @@ class TokenRequestError(ClientAuthenticationError, IdentityError):
         super().__init__(message=message)
 
 
+class TokenServiceUnavailableError(TokenRequestError):
+    """Entra answered 5xx or 429 (or MSAL is holding requests back after one): not the credential's fault.
+
+    ``retry_after``: seconds until a token request is worth trying again (Entra's Retry-After, else
+    how long MSAL throttles after such an answer); ``status``: the HTTP status; ``endpoint``: the
+    authority's origin. The message never carries the request or its secrets.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 endpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.endpoint = endpoint
+
+
 @dataclass(frozen=True)
 class ProviderToken:
     """What a provider hands back: the token string and its times (epoch seconds)."""

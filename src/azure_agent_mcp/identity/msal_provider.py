@@ -46,24 +46,93 @@ SignIn = Callable[["Any", tuple[str, ...], dict[str, str], dict[str, str], str],
 """(msal app, scopes, data, params, wire claims) -> MSAL result: the first, interactive-free sign-in."""
 
 
+def _retry_after(headers: Any) -> float | None:
+    value = (headers or {}).get("Retry-After")
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def token_service_unavailable(error: BaseException | None, http: Any, authority_host: str,
+                              result: dict[str, Any] | None = None, scopes: tuple[str, ...] = ()) -> Exception | None:
+    """The TokenServiceUnavailableError for what MSAL raised or answered, or None when it is something else.
+
+    MSAL raises ``MsalServiceError("HTTP Error: 5xx")`` for a 5xx (and again, from its throttling
+    cache, without asking Entra, until the hold expires); a 429 comes back as an error answer. Both
+    mean Entra is unavailable or throttling, so the agent is told when to retry.
+    """
+    from urllib.parse import urlsplit
+
+    from azure_agent_mcp.identity.credential import TokenServiceUnavailableError
+
+    status: int | None = None
+    if error is not None:
+        import re
+
+        from msal.exceptions import MsalServiceError
+
+        if not isinstance(error, MsalServiceError):
+            return None
+        match = re.search(r"HTTP Error: (\d{3})", str(error))
+        status = int(match.group(1)) if match else None
+        if status is not None and status < 500 and status != 429:
+            return None
+    remaining, seen = http.throttle_remaining(scopes) if http is not None else (None, None)
+    if error is None:
+        code = str((result or {}).get("error") or "")
+        last = http.last_status() if http is not None else None
+        if code != "temporarily_unavailable" and not (last is not None and (last == 429 or last >= 500)):
+            return None
+        status = last if last is not None and (last == 429 or last >= 500) else None
+    status = status or seen
+    parts = urlsplit(authority_host)
+    endpoint = f"{parts.scheme}://{parts.netloc}" if parts.netloc else None
+    return TokenServiceUnavailableError(
+        "token service unavailable" + (f" (HTTP {status})" if status else "")
+        + (f", retry in {int(remaining + 0.999)} s" if remaining is not None else ""),
+        status=status, retry_after=remaining, endpoint=endpoint,
+    )
+
+
 def is_known_authority(authority_host: str) -> bool:
     host = authority_host.split("://", 1)[-1].split("/", 1)[0].lower()
     return host in PUBLIC_AUTHORITY_HOSTS
 
 
-def http_session(ca_bundle: str | None) -> Any:
+TRANSIENT_RETRY_SECONDS = 0.5
+"""A 5xx from Entra without a Retry-After (or one this short or shorter) is retried once after this
+pause before MSAL sees it: MSAL answers a 5xx by holding every request of that account back for
+``throttle_seconds`` (60 s for a public client), so one blip must not lock a session out."""
+TRANSIENT_RETRY_MAX_WAIT = 2.0
+ENTRA_LABEL = "Entra token service"
+
+
+def http_session(ca_bundle: str | None, *, throttle_seconds: int = 60) -> Any:
     """The requests session MSAL talks through: names this server in its User-Agent, and trusts
     exactly ``ca_bundle`` when the environment has its own CA.
 
     requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` override a session's ``verify``; for an
     environment with its own CA (the sandbox, a private cloud) that would silently swap the CA, so
     the CA is pinned. Proxies from the environment still apply.
+
+    Inside a tool call the request's timeout is what the call has left, and none is sent once the
+    call is cancelled or past its deadline. A 5xx is retried once after a short pause. A 429 or 5xx
+    handed to MSAL is remembered with how long MSAL will throttle after it (its Retry-After, else
+    ``throttle_seconds``, MSAL's default for this kind of client), so ``throttle_remaining()`` can
+    say when to retry. Network failures are tagged with the endpoint for the agent's answer.
     """
     import requests
 
     from azure_agent_mcp import USER_AGENT
 
     class ServerHttpSession(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            self._throttled: dict[tuple[str, str], tuple[float, int]] = {}
+            self._throttle_lock = threading.Lock()
+            self._local = threading.local()
+
         def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
             settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
             if ca_bundle:
@@ -71,8 +140,64 @@ def http_session(ca_bundle: str | None) -> Any:
             return settings
 
         def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+            from azure_agent_mcp.callcontext import call_interruption, current_control
+
+            interrupted = call_interruption()
+            if interrupted is not None:
+                raise interrupted
             kwargs.setdefault("timeout", HTTP_TIMEOUT_SECONDS)  # what MSAL's own session would do
-            return super().request(method, url, *args, **kwargs)
+            control = current_control()
+            retried = False
+            while True:
+                left = control.remaining() if control is not None else None
+                if left is not None and isinstance(kwargs["timeout"], (int, float)):
+                    kwargs["timeout"] = max(min(kwargs["timeout"], left), 0.001)
+                try:
+                    response = super().request(method, url, *args, **kwargs)
+                except requests.RequestException as exc:
+                    exc.azure_agent_mcp_request = (ENTRA_LABEL, str(method).upper(), url)  # type: ignore[attr-defined]
+                    raise
+                status = response.status_code
+                self._local.status = status
+                if status != 429 and status < 500:
+                    return response
+                wait = _retry_after(response.headers)
+                if not retried and status >= 500 and (wait is None or wait <= TRANSIENT_RETRY_MAX_WAIT):
+                    pause = wait if wait is not None else TRANSIENT_RETRY_SECONDS
+                    left = control.remaining() if control is not None else None
+                    if left is None or pause + 1.0 < left:
+                        retried = True
+                        response.close()
+                        if control is not None:
+                            control.sleep(pause)
+                            interrupted = control.interruption()
+                            if interrupted is not None:
+                                raise interrupted
+                        else:
+                            time.sleep(pause)
+                        continue
+                seconds = min(3600, int(wait)) if wait is not None and float(wait).is_integer() else throttle_seconds
+                data = kwargs.get("data")
+                scope = str(data.get("scope") or "") if isinstance(data, dict) else ""
+                with self._throttle_lock:
+                    self._throttled[(url.split("?", 1)[0], scope)] = (time.monotonic() + seconds, status)
+                return response
+
+        def last_status(self) -> int | None:
+            """The HTTP status of the last answer this thread received through the session (a tool call
+            has a thread of its own), or None; an answer MSAL served from its throttling cache is not seen."""
+            return getattr(self._local, "status", None)
+
+        def throttle_remaining(self, scopes: tuple[str, ...] = ()) -> tuple[float | None, int | None]:
+            """(seconds until MSAL lets token requests for ``scopes`` through again, the status that caused
+            it), or (None, None). MSAL holds requests per endpoint, client, scope and account."""
+            now = time.monotonic()
+            with self._throttle_lock:
+                live = [(until - now, status, scope) for (_, scope), (until, status) in self._throttled.items()
+                        if until > now]
+            matching = [(left, status) for left, status, scope in live if set(scopes) <= set(scope.split())]
+            chosen = matching or [(left, status) for left, status, _ in live]
+            return max(chosen) if chosen else (None, None)
 
     session = ServerHttpSession()
     adapter = requests.adapters.HTTPAdapter(max_retries=1)
@@ -108,6 +233,7 @@ class MsalApps:
         self.cache_encrypted = cache_encrypted
         self.default_tenant = default_tenant
         self._apps: dict[str, Any] = {}
+        self._http: Any = None
         self._lock = threading.Lock()
         self.request_lock = threading.RLock()
         """Serialises network acquisitions: sessions share one refresh token, and a rotating refresh
@@ -122,13 +248,15 @@ class MsalApps:
             if app is None:
                 known = is_known_authority(self.authority_host)
                 ca_bundle = self.verify if isinstance(self.verify, str) else None
+                if self._http is None:
+                    self._http = http_session(ca_bundle, throttle_seconds=60)  # MSAL's hold for public clients
                 try:
                     app = msal.PublicClientApplication(
                         self.client_id,
                         authority=f"{self.authority_host}/{tenant}",
                         token_cache=self.token_cache,
                         instance_discovery=None if known else False,
-                        http_client=http_session(ca_bundle),
+                        http_client=self._http,
                     )
                 except Exception as exc:  # discovery failed: network, TLS or an unknown tenant
                     raise CredentialUnavailableError(
@@ -214,7 +342,13 @@ class MsalUserProvider:
 
     def acquire(self, scopes: tuple[str, ...], *, tenant_id: str | None, claims: str | None) -> ProviderToken:
         with self.apps.request_lock:
-            return self._acquire(scopes, tenant_id, claims)
+            try:
+                return self._acquire(scopes, tenant_id, claims)
+            except Exception as exc:
+                unavailable = token_service_unavailable(exc, self.apps._http, self.apps.authority_host, scopes=scopes)
+                if unavailable is not None:
+                    raise unavailable from None
+                raise
 
     def _acquire(self, scopes: tuple[str, ...], tenant_id: str | None, claims: str | None) -> ProviderToken:
         app = self.apps.app_for(tenant_id)
@@ -231,6 +365,11 @@ class MsalUserProvider:
                 data=dict(data),
                 params=dict(params),
             )
+            if result is not None and "error" in result:
+                # Entra is throttling or failing: a sign-in now would only add load and fail the same way
+                unavailable = token_service_unavailable(None, self.apps._http, self.apps.authority_host, result, scopes)
+                if unavailable is not None:
+                    raise unavailable
         if (result is None or "error" in result) and self._sign_in is not None:
             from azure_agent_mcp.identity.claims import merge_claims
 
@@ -239,6 +378,9 @@ class MsalUserProvider:
         if result is None:
             raise CredentialUnavailableError(f"no signed-in account in the MSAL token cache: {self._hint}")
         if "access_token" not in result:
+            unavailable = token_service_unavailable(None, self.apps._http, self.apps.authority_host, result, scopes)
+            if unavailable is not None:
+                raise unavailable
             raise token_request_error(
                 f"token request for {' '.join(scopes)}",
                 result.get("error"),

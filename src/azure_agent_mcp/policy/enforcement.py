@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from azure.core.pipeline.transport import HttpTransport
 
-from azure_agent_mcp.callcontext import CallContext, current_call
+from azure_agent_mcp.callcontext import CallContext, call_interruption, current_call
 from azure_agent_mcp.policy.audit import AuditLog
 from azure_agent_mcp.policy.decisions import decide_request
 from azure_agent_mcp.policy.effects import Decision, Effect
@@ -105,7 +105,12 @@ class Guard:
     def admit(self, request: Any) -> dict[str, Any] | None:
         """Decide one attempt; raise for a refusal (audited); return its intent record (written)."""
         started = time.perf_counter()
+        call = self._call_for(request.url)
+        interrupted = call_interruption(call) if call is not None else None
         decision, mapped = decide_request(self.policy, self.endpoints, request.method, request.url)
+        if interrupted is not None:  # cancelled or past its deadline: nothing is sent, audited like a denial
+            self._refused(request, decision, mapped, interrupted.decision, started)
+            raise interrupted
         if decision.effect is Effect.DENY:
             self._refused(request, decision, mapped, "deny", started)
             raise PolicyDeniedError(decision)

@@ -8,14 +8,18 @@ secret fields when the policy denies secrets, and exactly one audit record per c
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
+import threading
 import time
 import typing
+import uuid
 from contextvars import ContextVar
 from typing import Annotated, Any
 
+import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import (
     AcceptedElicitation,
@@ -27,10 +31,11 @@ from mcp.server.mcpserver import (
 from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
 
 from azure_agent_mcp import __version__
-from azure_agent_mcp.callcontext import call_scope
+from azure_agent_mcp.callcontext import DEFAULT_CALL_TIMEOUT, CallControl, call_scope
 from azure_agent_mcp.server.confirmation import Approval, Verdict, approved_keys, make_resolver
 from azure_agent_mcp.policy.audit_errors import AuditError
-from azure_agent_mcp.server.results import error_payload, failure, success
+from azure_agent_mcp.server.lifecycle import CallRegistry, InFlight, loop_scheduler
+from azure_agent_mcp.server.results import cancelled_failure, deadline_failure, error_payload, failure, success
 from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError
 from azure_agent_mcp.tools import catalog
 from azure_agent_mcp.tools.base import IDENTIFYING_ARGUMENTS, AzureTool
@@ -88,6 +93,17 @@ def recorded_arguments(tool: AzureTool | None, arguments: dict[str, Any] | None)
 
 # The audit record of the tools/call being handled: opened by ToolAuditMiddleware, filled by the tool body.
 _tool_record: ContextVar[dict[str, Any] | None] = ContextVar("azure_agent_mcp_tool_record", default=None)
+# Its entry in the server's in-flight registry (deadline, cancellation).
+_in_flight: ContextVar[InFlight | None] = ContextVar("azure_agent_mcp_in_flight", default=None)
+
+CALL_LOG = logging.getLogger("azure_agent_mcp.calls")
+"""One WARNING line per failed or cancelled tool call (stderr under ``serve``): tool, error code,
+HTTP status, endpoint and cause for network failures, correlation id, session id, duration. Never
+an argument value, a message from Azure, a token or a secret."""
+
+DEADLINE_SLACK = 2.0
+"""Seconds past the deadline before a call's answer stops waiting for its worker; the worker's own
+timeouts end at the deadline, so this only catches code those timeouts do not reach."""
 
 
 class ToolAuditMiddleware:
@@ -98,9 +114,10 @@ class ToolAuditMiddleware:
     client for input is not a finished call, so it is not recorded; the round that answers is.
     """
 
-    def __init__(self, runtime: AgentRuntime, tools: dict[str, AzureTool]) -> None:
+    def __init__(self, runtime: AgentRuntime, tools: dict[str, AzureTool], registry: CallRegistry | None = None) -> None:
         self.runtime = runtime
         self.tools = tools
+        self.registry = registry if registry is not None else CallRegistry()
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         if ctx.method != "tools/call" or ctx.request_id is None:
@@ -112,36 +129,62 @@ class ToolAuditMiddleware:
             "kind": "tool",
             "tool": name,
             "arguments": recorded_arguments(self.tools.get(name) if isinstance(name, str) else None, raw),
+            # every call has a correlation id, also one that fails before reaching Azure
+            "correlation_id": str(uuid.uuid4()),
         }
+        entry = self.registry.open(name if isinstance(name, str) else None)
         token = _tool_record.set(record)
+        entry_token = _in_flight.set(entry)
         started = time.perf_counter()
         try:
-            result = await call_next(ctx)
-        except Exception as exc:
-            record.setdefault("status", "error")
-            record.setdefault("error_code", type(exc).__name__)
-            await self._write(record, started)
-            raise
-        finally:
-            _tool_record.reset(token)
-        if isinstance(result, InputRequiredResult) or (
-            isinstance(result, dict) and result.get("resultType") == "input_required"
-        ):
-            return result
-        if "status" not in record:  # answered by the SDK: unknown tool or invalid arguments
-            is_error = getattr(result, "is_error", None)
-            if isinstance(result, dict):
-                is_error = result.get("isError")
-            record.update(status="error" if is_error else "ok", decision="error" if is_error else "allow")
-            record["error_code"] = "InvalidRequest" if is_error else None
-        unrecorded = await self._write(record, started)
-        return unrecorded or result
+            try:
+                with anyio.CancelScope() as scope:
+                    entry.scope = scope
+                    result = await call_next(ctx)
+                if scope.cancelled_caught:  # cancelled by the registry before its tool body ran
+                    raise _Cancelled
+            except (anyio.get_cancelled_exc_class(), _Cancelled):
+                # The client cancelled, went away, or the server is shutting down: the call still gets its
+                # record. Its worker (if any) sends nothing more: the control refuses every next request.
+                reason = entry.control.cancel_reason or "client"
+                entry.control.cancel(reason)
+                record.update(status="cancelled", cancelled_by=reason, error_code="Cancelled")
+                with anyio.CancelScope(shield=True):
+                    await self._write(record, started)
+                if scope.cancelled_caught:
+                    from mcp.shared.exceptions import MCPError
 
-    async def _write(self, record: dict[str, Any], started: float) -> CallToolResult | None:
+                    raise MCPError(code=-32000, message=cancelled_failure(reason).content[0].text) from None
+                raise
+            except Exception as exc:
+                record.setdefault("status", "error")
+                record.setdefault("error_code", type(exc).__name__)
+                await self._write(record, started)
+                raise
+            if isinstance(result, InputRequiredResult) or (
+                isinstance(result, dict) and result.get("resultType") == "input_required"
+            ):
+                return result
+            if "status" not in record:  # answered by the SDK: unknown tool or invalid arguments
+                is_error = getattr(result, "is_error", None)
+                if isinstance(result, dict):
+                    is_error = result.get("isError")
+                record.update(status="error" if is_error else "ok", decision="error" if is_error else "allow")
+                record["error_code"] = "InvalidRequest" if is_error else None
+            unrecorded = await self._write(record, started, result)
+            return unrecorded or result
+        finally:
+            _in_flight.reset(entry_token)
+            _tool_record.reset(token)
+            self.registry.close(entry)
+
+    async def _write(self, record: dict[str, Any], started: float, result: Any = None) -> CallToolResult | None:
         """Append the call's record; when the audit refuses it, the answer is withheld (fail closed)."""
         record.setdefault("session_id", self.runtime.default_session.id)
         record.setdefault("duration_ms", round((time.perf_counter() - started) * 1000, 3))
-        final = {k: v for k, v in record.items() if v is not None}
+        # a snapshot: a cancelled call's abandoned worker may still touch the dict
+        final = {k: v for k, v in dict(record).items() if v is not None}
+        log_call(final, result)
         # One fsync per call: a call that sent requests already fsynced their intents, so its own
         # record rides on the next fsync; a call that sent nothing makes its record durable itself.
         durable = not record.get("intents")
@@ -153,6 +196,34 @@ class ToolAuditMiddleware:
                          record.get("correlation_id"), record.get("tool"), exc)
             return error_payload(exc)
         return None
+
+
+class _Cancelled(Exception):
+    """The registry cancelled a call's scope (shutdown) before its tool body ran."""
+
+
+def log_call(record: dict[str, Any], result: Any = None) -> None:
+    """The stderr line of a failed or cancelled call (``CALL_LOG``, WARNING); nothing for a call that succeeded."""
+    status = record.get("status")
+    if status not in ("error", "cancelled"):
+        return
+    error: dict[str, Any] = {}
+    content = result.get("structuredContent") if isinstance(result, dict) else getattr(result, "structured_content", None)
+    if isinstance(content, dict) and isinstance(content.get("error"), dict):
+        error = content["error"]
+    fields = [f"tool={record.get('tool')}", f"code={record.get('error_code') or error.get('code')}"]
+    if status == "cancelled":
+        fields.append(f"by={record.get('cancelled_by')}")
+    for key in ("status", "cause", "endpoint", "retry_after"):
+        value = error.get(key)
+        if value is not None:
+            fields.append(f"{'http_status' if key == 'status' else key}={value}")
+    fields += [
+        f"correlation_id={record.get('correlation_id')}",
+        f"session_id={record.get('session_id')}",
+        f"duration_ms={record.get('duration_ms')}",
+    ]
+    CALL_LOG.warning("tool call %s: %s", "cancelled" if status == "cancelled" else "failed", " ".join(fields))
 
 
 class AgentMCPServer(MCPServer):
@@ -170,7 +241,8 @@ class AgentMCPServer(MCPServer):
         return [tool for tool in await super().list_tools() if tool.name not in self.hidden_tools]
 
 
-def build_server(runtime: AgentRuntime) -> AgentMCPServer:
+def build_server(runtime: AgentRuntime, *, call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> AgentMCPServer:
+    """The MCP server; ``call_timeout`` is each tool call's deadline in seconds (None or 0: none)."""
     server = AgentMCPServer(
         name="azure-agent-mcp",
         version=__version__,
@@ -178,7 +250,8 @@ def build_server(runtime: AgentRuntime) -> AgentMCPServer:
         log_level="WARNING",
     )
     tools = catalog()
-    server.middleware.append(ToolAuditMiddleware(runtime, {tool.name: tool for tool in tools}))
+    server.calls = CallRegistry(call_timeout=call_timeout or None)  # type: ignore[attr-defined]
+    server.middleware.append(ToolAuditMiddleware(runtime, {tool.name: tool for tool in tools}, server.calls))  # type: ignore[attr-defined]
     for tool in tools:
         _register(server, tool, runtime)
         if not visible(tool, runtime):
@@ -265,8 +338,18 @@ async def run_tool_call(
     record = _tool_record.get()
     standalone = record is None  # called without the middleware (MCPServer.call_tool in-process)
     if record is None:
-        record = {"kind": "tool", "tool": tool.name}
+        record = {"kind": "tool", "tool": tool.name, "correlation_id": str(uuid.uuid4())}
+    entry = _in_flight.get()
+    if entry is None:
+        entry = InFlight(CallControl(DEFAULT_CALL_TIMEOUT), tool.name)
+    control = entry.control
     record.update(arguments=recorded_arguments(tool, arguments), client=_client_name(ctx))
+    if entry.refused or control.cancel_reason == "shutdown":
+        result = failure(
+            "ServerShuttingDown", "The server is shutting down and accepts no new calls; nothing was sent to Azure.",
+            hint="Call again once the server has restarted.",
+        )
+        return _finish(runtime, record, started, result, write=standalone)
     try:
         session = runtime.session_for(headers)
     except SessionHeaderError as exc:
@@ -298,33 +381,88 @@ async def run_tool_call(
         record["decision"] = "confirmed"
 
     def work() -> CallToolResult:
-        try:
-            session.check()
-            azure = runtime.azure_for(session)
-            principal = runtime.principal_for(azure) if not tool.local_only else {}
-        except Exception as exc:  # session expired, sign-in failed, wrong identity: nothing was sent
-            record.update(getattr(exc, "audit_fields", dict)())
-            return error_payload(exc)
-        record["principal"] = principal
+        # One scope for the whole call, the token request included: it carries the correlation id
+        # and the control (deadline, cancellation) that every request of this call is checked against.
+        extra: dict[str, Any] = {"approved": approved, "principal": {}}
         with call_scope(
+            correlation_id=record["correlation_id"],
             session_id=session.id,
             tool=tool.name,
             client_name=record["client"],
             arguments=arguments,
-            extra={"approved": approved, "principal": principal},
-        ) as call:
-            record["correlation_id"] = call.correlation_id
+            extra=extra,
+            control=control,
+        ):
+            try:
+                session.check()
+                azure = runtime.azure_for(session)
+                principal = runtime.principal_for(azure) if not tool.local_only else {}
+            except Exception as exc:  # session expired, sign-in failed, wrong identity: nothing was sent
+                record.update(getattr(exc, "audit_fields", dict)())
+                return error_payload(exc)
+            record["principal"] = principal
+            extra["principal"] = principal
             try:
                 output = tool.run(azure, **arguments)
             except Exception as exc:
                 record.update(getattr(exc, "audit_fields", dict)())
                 return error_payload(exc)
             finally:
-                record["intents"] = call.extra.get("intents")
-        return success(output, runtime.policy)
+                record["intents"] = extra.get("intents")
+            return success(output, runtime.policy)
 
-    result = await anyio.to_thread.run_sync(work)
+    control.start()
+    entry.working = True
+    try:
+        result = await _run_worker(work, control, tool.name)
+    except anyio.get_cancelled_exc_class():
+        # notifications/cancelled, the connection closed, stdin closed: the middleware writes the record
+        control.cancel("client")  # keeps the first reason when the server cancelled it
+        record.update(status="cancelled", cancelled_by=control.cancel_reason)
+        record.setdefault("decision", "allow")  # the call was allowed and had started
+        raise
+    finally:
+        entry.working = False
+    if control.cancelled and result is None:
+        record.update(status="cancelled", cancelled_by=control.cancel_reason)
+        record.setdefault("decision", "allow")  # the call was allowed and had started
+        result = cancelled_failure(control.cancel_reason or "client")
+    elif result is None:  # the worker is past its deadline and still has not answered
+        result = deadline_failure(control.timeout)
     return _finish(runtime, record, started, result, write=standalone)
+
+
+async def _run_worker(work: Any, control: CallControl, name: str) -> CallToolResult | None:
+    """Run ``work`` on a daemon thread and wait for it, for its cancellation, or for its deadline.
+
+    A daemon thread rather than anyio's worker pool: a cancelled call's worker may still be waiting
+    on an HTTP answer, and the process must be able to exit without waiting for it (its next
+    request is refused by the enforcement point). Returns None when the call was cancelled or
+    passed its deadline (plus ``DEADLINE_SLACK``) before the worker answered.
+    """
+    schedule = loop_scheduler()
+    wake = anyio.Event()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # pragma: no cover - work() answers every Exception itself
+            box["error"] = exc
+        finally:
+            schedule(wake.set)
+
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(target,), name=f"azure-agent-mcp {name}", daemon=True
+    )
+    control.on_cancel(lambda: schedule(wake.set))
+    thread.start()
+    left = control.remaining()
+    with anyio.move_on_after(None if left is None else left + DEADLINE_SLACK):
+        await wake.wait()
+    if "error" in box:  # pragma: no cover
+        raise box["error"]
+    return box.get("result")
 
 
 def _verdict(confirmation: Any) -> Verdict:
@@ -348,9 +486,13 @@ def _finish(
     runtime: AgentRuntime, record: dict[str, Any], started: float, result: CallToolResult, write: bool = False
 ) -> CallToolResult:
     record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-    record["status"] = "error" if result.is_error else "ok"
+    if record.get("status") != "cancelled":
+        record["status"] = "error" if result.is_error else "ok"
     if result.is_error and isinstance(result.structured_content, dict):
         error = result.structured_content.get("error", {})
+        if isinstance(error, dict) and record.get("correlation_id"):
+            # the id to find this call by: in the audit, on the stderr line, in ARM's Activity Log
+            error.setdefault("correlation_id", record["correlation_id"])
         record["error_code"] = error.get("code")
         record.setdefault("operation", error.get("operation"))
         record.setdefault("scope", error.get("scope"))
@@ -359,8 +501,10 @@ def _finish(
     else:
         record.setdefault("decision", "allow")
     if write:
+        final = {k: v for k, v in record.items() if v is not None}
+        log_call(final, result)
         try:
-            runtime.audit.append({k: v for k, v in record.items() if v is not None}, durable=not record.get("intents"))
+            runtime.audit.append(final, durable=not record.get("intents"))
         except AuditError as exc:
             return error_payload(exc)
     return result

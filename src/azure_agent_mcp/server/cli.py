@@ -13,6 +13,26 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (no deadline) or a positive number of seconds, not {text!r}")
+    return value
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return _seconds(raw)
+    except argparse.ArgumentTypeError:
+        return default
+
+
 def register(subparsers: Any) -> None:
     from azure_agent_mcp.identity.cli import add_identity_arguments
 
@@ -102,6 +122,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="where signed checkpoints go (put it on another mount or in another user's directory); "
         "env AZURE_AGENT_MCP_AUDIT_ANCHOR; default <audit log>.anchor",
+    )
+    parser.add_argument(
+        "--call-timeout",
+        type=_seconds,
+        default=_env_seconds("AZURE_AGENT_MCP_CALL_TIMEOUT", 60.0),
+        metavar="SECONDS",
+        help="deadline of each tool call, retries, token requests and polling included (default 60; 0 = none); "
+        "env AZURE_AGENT_MCP_CALL_TIMEOUT",
     )
     parser.add_argument(
         "--dangerously-skip-confirmation",

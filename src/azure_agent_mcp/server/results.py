@@ -55,7 +55,9 @@ def failure(
     decision: Decision | None = None,
     hint: str = "",
     status: int | None = None,
+    **details: Any,
 ) -> CallToolResult:
+    """The error result. ``details`` (``endpoint``, ``cause``, ``retry_after``, ...) are added when not None."""
     error: dict[str, Any] = {
         "code": code,
         "message": message,
@@ -69,6 +71,7 @@ def failure(
         error["effect"] = decision.effect.value
     if status is not None:
         error["status"] = status
+    error.update({k: v for k, v in details.items() if v is not None})
     text = f"{code}: {message}"
     if decision is not None:
         text += f" [rule: {decision.rule}]"
@@ -85,7 +88,9 @@ _SIGN_IN_HINT = (
 
 def error_payload(exc: BaseException) -> CallToolResult:
     """Map what a tool raised to the error shape; unknown exceptions say only their type."""
+    from azure_agent_mcp.callcontext import CallCancelledError, CallDeadlineError, current_control
     from azure_agent_mcp.identity import SessionExpiredError
+    from azure_agent_mcp.identity.credential import TokenServiceUnavailableError
     from azure_agent_mcp.policy import PolicyDeniedError
     from azure_agent_mcp.tools.clients import AzureRequestError
 
@@ -98,6 +103,20 @@ def error_payload(exc: BaseException) -> CallToolResult:
             hint=f"Make {exc.path} writable again (free space, permissions, the directory); the server keeps "
             "running and writes again on the next call by itself.",
         )
+    if isinstance(exc, CallDeadlineError):
+        return deadline_failure(exc.timeout)
+    if isinstance(exc, CallCancelledError):
+        return cancelled_failure(exc.reason)
+    if isinstance(exc, TokenServiceUnavailableError):
+        return token_service_failure(exc)
+    network = network_failure(exc)
+    if network is not None:
+        control = current_control()
+        if control is not None and (control.expired or network.cause == "timeout" and control.remaining() is not None
+                                    and control.remaining() < 0.5):
+            return deadline_failure(control.timeout, network)
+        return failure("NetworkError", network.message, hint=network.hint, endpoint=network.endpoint,
+                       cause=network.cause)
     if isinstance(exc, PolicyDeniedError):
         decision = exc.decision
         code = "ConfirmationRequired" if decision.effect.value == "confirm" else "PolicyDenied"
@@ -116,14 +135,20 @@ def error_payload(exc: BaseException) -> CallToolResult:
             "or --expect-principal / the policy's ExpectedPrincipal.",
         )
     if isinstance(exc, AzureRequestError):
-        return failure(exc.code, exc.message, status=exc.status, hint=_azure_hint(exc.code, exc.status))
+        return failure(exc.code, exc.message, status=exc.status, hint=_azure_hint(exc.code, exc.status, exc.retry_after),
+                       retry_after=_whole_seconds(exc.retry_after))
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
     if isinstance(exc, HttpResponseError):
         code, message = _arm_error(exc)
         if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
             return failure("AuthenticationFailed", message, hint=_SIGN_IN_HINT)
-        return failure(code, message, status=exc.status_code, hint=_azure_hint(code, exc.status_code))
+        from azure_agent_mcp.tools.clients import retry_after_seconds
+
+        response = getattr(exc, "response", None)
+        retry_after = retry_after_seconds(getattr(response, "headers", None))
+        return failure(code, message, status=exc.status_code, hint=_azure_hint(code, exc.status_code, retry_after),
+                       retry_after=_whole_seconds(retry_after))
     if isinstance(exc, ClientAuthenticationError):
         return failure("AuthenticationFailed", _first_line(exc), hint=_SIGN_IN_HINT)
     from azure_agent_mcp.identity import IdentityError
@@ -132,7 +157,196 @@ def error_payload(exc: BaseException) -> CallToolResult:
         return failure(
             "CredentialUnavailable", _first_line(exc), hint="Check the server's --credential and sign-in (whoami shows it)."
         )
-    return failure("InternalError", f"The tool failed with {type(exc).__name__}.", hint="See the server's stderr log.")
+    return failure(
+        "InternalError",
+        f"The tool failed with {type(exc).__name__}.",
+        hint="The server's stderr log has a line for this call: search it for the correlation id.",
+    )
+
+
+def deadline_failure(timeout: float | None, network: NetworkFailure | None = None) -> CallToolResult:
+    limit = f"{timeout:g} s" if timeout else "its"
+    message = f"The call did not finish within {limit} deadline (--call-timeout)"
+    if network is not None:
+        message += f": {network.label} at {network.endpoint} did not answer {network.request} in time"
+    message += ". Nothing more of this call is sent to Azure; a request already sent may still complete."
+    return failure(
+        "DeadlineExceeded",
+        message,
+        hint="Retry later; if Azure is slow rather than down, start the server with a longer --call-timeout.",
+        endpoint=network.endpoint if network else None,
+        cause="timeout" if network else None,
+    )
+
+
+def cancelled_failure(reason: str) -> CallToolResult:
+    from azure_agent_mcp.callcontext import CANCEL_REASONS
+
+    why = CANCEL_REASONS.get(reason, reason)
+    return failure(
+        "Cancelled" if reason != "shutdown" else "ServerShuttingDown",
+        f"The call was cancelled: {why}. No further request of this call is sent to Azure; a request already "
+        "sent may still complete (the audit log records each one).",
+        hint="Call again (after the server restarts, if it was shutting down).",
+    )
+
+
+def token_service_failure(exc: Any) -> CallToolResult:
+    seconds = _whole_seconds(getattr(exc, "retry_after", None))
+    when = f"retry in {seconds} s" if seconds is not None else "retry shortly"
+    status = getattr(exc, "status", None)
+    detail = f" (HTTP {status})" if status else ""
+    endpoint = getattr(exc, "endpoint", None)
+    where = f" at {endpoint}" if endpoint else ""
+    return failure(
+        "TokenServiceUnavailable",
+        f"Token service unavailable{detail}: Entra{where} is throttling or failing token requests; {when}.",
+        hint=f"This is Entra's side, not the credential: {when}. Until then token requests for this account are "
+        "held back (MSAL's throttling), so calls that need a new token fail fast.",
+        status=status,
+        retry_after=seconds,
+        endpoint=endpoint,
+    )
+
+
+def _whole_seconds(value: float | None) -> int | None:
+    if value is None:
+        return None
+    import math
+
+    return max(int(math.ceil(value)), 0)
+
+
+# -- network failures: which endpoint, and why -------------------------------------------------------
+
+_CAUSES = {
+    "refused": ("the connection was refused",
+                "Nothing accepts connections there: check the endpoint (cloud, sandbox manifest) and that the "
+                "service is up."),
+    "reset": ("the connection was reset or closed before the answer arrived",
+              "Retry; if it persists, look at proxies, firewalls or load balancers between this server and Azure. "
+              "A write may have reached Azure: check before repeating it."),
+    "tls": ("the TLS handshake failed",
+            "Check the CA bundle the server trusts (the sandbox CA, REQUESTS_CA_BUNDLE) and any TLS-inspecting "
+            "proxy."),
+    "timeout": ("the connection or the answer timed out",
+                "Retry later; check the network path to the endpoint."),
+    "dns": ("the host name did not resolve", "Check DNS and the endpoint's host name."),
+    "unreachable": ("the network request failed", "Check the network path to the endpoint."),
+}
+
+
+class NetworkFailure:
+    def __init__(self, cause: str, label: str, method: str | None, url: str | None) -> None:
+        from urllib.parse import urlsplit
+
+        self.cause = cause
+        self.label = label
+        parts = urlsplit(url or "")
+        self.endpoint = f"{parts.scheme}://{parts.netloc}" if parts.netloc else "an unknown endpoint"
+        self.request = f"{method or 'the request'} {parts.path or '/'}" if parts.netloc else "the request"
+
+    @property
+    def message(self) -> str:
+        return f"{self.label} at {self.endpoint} could not be reached: {_CAUSES[self.cause][0]} ({self.request})."
+
+    @property
+    def hint(self) -> str:
+        return _CAUSES[self.cause][1]
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps (causes, contexts, azure-core's and urllib3's inner errors)."""
+    seen: list[BaseException] = []
+    todo: list[Any] = [exc]
+    while todo and len(seen) < 32:
+        item = todo.pop(0)
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo.extend([item.__cause__, item.__context__, getattr(item, "inner_exception", None),
+                     getattr(item, "exc_value", None), getattr(item, "reason", None), getattr(item, "error", None)])
+        todo.extend(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))
+    return seen
+
+
+def _is_network(exc: BaseException) -> bool:
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return True
+    try:
+        import requests
+
+        if isinstance(exc, requests.RequestException) and not isinstance(exc, requests.HTTPError):
+            return True
+    except ImportError:  # pragma: no cover - requests comes with azure-core
+        pass
+    return isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__module__ == "ssl"
+
+
+def _cause(chain: list[BaseException]) -> str:
+    import errno
+    import socket
+    import ssl
+
+    names = {type(e).__name__ for e in chain}
+    text = " ".join(str(e) for e in chain).lower()
+    if any(isinstance(e, ssl.SSLError) for e in chain) or names & {"SSLError", "SSLCertVerificationError"} or (
+        "ssl" in text and ("certificate" in text or "handshake" in text or "wrong version" in text)
+    ):
+        return "tls"
+    if any(isinstance(e, socket.gaierror) for e in chain) or "NameResolutionError" in names or (
+        "name or service not known" in text or "getaddrinfo failed" in text or "nodename nor servname" in text
+    ):
+        return "dns"
+    if any(isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED for e in chain) or (
+        "connection refused" in text or "actively refused" in text
+    ):
+        return "refused"
+    if any(isinstance(e, TimeoutError) for e in chain) or names & {
+        "ReadTimeout", "ConnectTimeout", "Timeout", "ReadTimeoutError", "ConnectTimeoutError",
+        "ServiceResponseTimeoutError", "ServiceRequestTimeoutError",
+    } or "timed out" in text:
+        return "timeout"
+    if any(isinstance(e, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)) for e in chain) or names & {
+        "RemoteDisconnected", "ProtocolError", "IncompleteRead", "IncompleteReadError",
+    } or "connection aborted" in text or "connection reset" in text or "remote end closed" in text:
+        return "reset"
+    return "unreachable"
+
+
+def _request_of(chain: list[BaseException]) -> tuple[str, str | None, str | None]:
+    for item in chain:
+        tagged = getattr(item, "azure_agent_mcp_request", None)
+        if isinstance(tagged, tuple) and len(tagged) == 3:
+            return tagged
+    for item in chain:
+        request = getattr(item, "request", None)
+        url = getattr(request, "url", None)
+        if isinstance(url, str) and url:
+            return "Azure", getattr(request, "method", None), url
+    return "Azure", None, None
+
+
+def network_failure(exc: BaseException) -> NetworkFailure | None:
+    """The endpoint and cause of a network failure (refused, reset, TLS, timeout, DNS), or None."""
+    if not _is_network(exc):
+        # a credential failure caused by the network (MSAL could not reach Entra) is a network failure too
+        from azure.core.exceptions import ClientAuthenticationError
+
+        from azure_agent_mcp.identity import IdentityError
+
+        wraps = isinstance(exc, IdentityError) or (
+            isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None
+        )
+        if not wraps:
+            return None
+    chain = _chain(exc)
+    if not any(_is_network(e) for e in chain):
+        return None
+    label, method, url = _request_of(chain)
+    return NetworkFailure(_cause(chain), label, method, url)
 
 
 def _arm_error(exc: Any) -> tuple[str, str]:
@@ -155,7 +369,13 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:500] if text else type(exc).__name__
 
 
-def _azure_hint(code: str, status: int | None) -> str:
+def _azure_hint(code: str, status: int | None, retry_after: float | None = None) -> str:
+    seconds = _whole_seconds(retry_after)
+    if status == 429:
+        when = f"retry in {seconds} s (Retry-After)" if seconds is not None else "retry after a pause"
+        return f"Azure is throttling these requests: {when}."
+    if seconds is not None and status is not None and status >= 500:
+        return f"Azure is unavailable for now: retry in {seconds} s (Retry-After)."
     if status == 403 and code == "AgentSessionSecretAccessDenied":
         return "Azure itself refuses secrets to agent-tagged tokens; a human must read this secret."
     if status == 403:

@@ -2,6 +2,10 @@
 
 Over stdio nothing but protocol messages may reach stdout, so every human-readable line goes to
 stderr and the Python logging root is pointed there before anything else is imported.
+
+Shutdown (``lifecycle``): SIGINT and SIGTERM are taken before anything else starts, on either
+transport; in-flight calls get ``SHUTDOWN_GRACE`` seconds, the rest are cancelled and recorded,
+the audit log is closed and ``serve`` returns 0. stdin EOF ends a stdio server the same way.
 """
 
 from __future__ import annotations
@@ -50,26 +54,57 @@ def open_audit(args: argparse.Namespace):
 
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="azure-agent-mcp: %(message)s")
+    from azure_agent_mcp.server.lifecycle import ShutdownRequest
+
+    shutdown = ShutdownRequest()
+    shutdown.install()  # from here on SIGINT / SIGTERM mean "shut down cleanly, exit 0"
+    try:
+        return _serve(args, shutdown)
+    finally:
+        shutdown.restore()
+
+
+def _serve(args: argparse.Namespace, shutdown) -> int:
     if args.transport == "http" and not is_loopback(args.host) and not args.allow_remote:
         raise CommandError(
             f"refusing to serve HTTP on non-loopback address {args.host}: pass --allow-remote to expose the "
             "server (and put authentication in front of it)"
         )
+    call_timeout = getattr(args, "call_timeout", None)
+    if call_timeout is not None and call_timeout < 0:
+        raise CommandError(f"--call-timeout must be 0 (no deadline) or a number of seconds, not {call_timeout:g}")
     policy = load_active_policy(args.policy, args.read_only)
 
     from azure_agent_mcp.identity.cli import open_identity
 
     audit = open_audit(args)
-    with open_identity(args, lazy_credential=True, expected_principal=policy.expected_principal) as identity:
-        runtime = _runtime(args, identity, policy, audit)
-        try:
-            if args.transport == "stdio":
-                _run_stdio(runtime)
-            else:
-                _run_http(runtime, args.host, args.port, tuple(args.allow_host), tuple(args.allow_origin))
-        finally:
-            runtime.close()
+    try:
+        with open_identity(args, lazy_credential=True, expected_principal=policy.expected_principal) as identity:
+            runtime = _runtime(args, identity, policy, audit)
+            try:
+                if shutdown.requested:
+                    return 0
+                if args.transport == "stdio":
+                    _run_stdio(runtime, shutdown, call_timeout)
+                else:
+                    _run_http(runtime, args.host, args.port, tuple(args.allow_host), tuple(args.allow_origin),
+                              shutdown=shutdown, call_timeout=call_timeout)
+            finally:
+                runtime.close()
+    finally:
+        close_audit(audit)
     return 0
+
+
+def close_audit(audit) -> None:
+    """The audit's final act (a closing checkpoint, once the store writes them); a no-op for a store without close()."""
+    close = getattr(audit, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception as exc:  # the process is ending either way: say so, do not hide the exit status
+        logging.getLogger("azure_agent_mcp.server").warning("closing the audit log failed: %s", type(exc).__name__)
 
 
 def _runtime(args: argparse.Namespace, identity, policy, audit):
@@ -90,17 +125,26 @@ def _runtime(args: argparse.Namespace, identity, policy, audit):
     )
 
 
-def _run_stdio(runtime) -> None:
+def _call_timeout(value: float | None) -> float | None:
+    from azure_agent_mcp.callcontext import DEFAULT_CALL_TIMEOUT
+
+    if value is None:
+        return DEFAULT_CALL_TIMEOUT
+    return value or None  # 0: no deadline
+
+
+def _run_stdio(runtime, shutdown=None, call_timeout: float | None = None) -> None:
     import anyio
 
     from azure_agent_mcp.server.app import build_server
     from azure_agent_mcp.server.stdio import run_stdio
 
-    server = build_server(runtime)
-    anyio.run(run_stdio, server)
+    server = build_server(runtime, call_timeout=_call_timeout(call_timeout))
+    anyio.run(run_stdio, server, shutdown)
 
 
-def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), allow_origins: tuple[str, ...] = ()) -> None:
+def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), allow_origins: tuple[str, ...] = (),
+              *, shutdown=None, call_timeout: float | None = None) -> None:
     import anyio
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
@@ -120,9 +164,60 @@ def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), 
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=list(peers.hosts), allowed_origins=list(peers.origins)
     )
-    server = build_server(runtime)
+    server = build_server(runtime, call_timeout=_call_timeout(call_timeout))
     app = server.streamable_http_app(host=host, transport_security=security)
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"azure-agent-mcp: serving MCP over HTTP at http://{shown}:{bound_port}/mcp", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    anyio.run(uvicorn.Server(config).serve, [sock])
+    # Open streams (a client's GET event stream) get one second once the calls are drained.
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    anyio.run(_serve_http, _QuietSignalsServer(config), [sock], server.calls, shutdown)
+
+
+class _QuietSignalsServer:
+    """uvicorn's Server without its signal handling: uvicorn re-raises a captured SIGTERM after its
+    shutdown (exit status -15) and knows nothing of our calls; ``ShutdownRequest`` drains them first."""
+
+    def __new__(cls, config):  # a subclass built on first use: uvicorn is imported with the HTTP transport
+        import contextlib
+
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):  # type: ignore[override]
+                yield
+
+        return Server(config)
+
+
+async def _serve_http(server, sockets, registry, shutdown) -> None:
+    import anyio
+
+    stop = anyio.Event()
+    second = anyio.Event()
+
+    def on_signal(count: int) -> None:
+        if count > 1:
+            second.set()
+            server.force_exit = count > 2  # a third signal: stop waiting for anything
+        stop.set()
+
+    async def on_stop() -> None:
+        await stop.wait()
+        if registry is not None:
+            await registry.drain(second)  # new calls are refused meanwhile; the listener stays up to answer them
+        server.should_exit = True
+
+    async with anyio.create_task_group() as tasks:
+        with shutdown.watch(on_signal) if shutdown is not None else _no_watch():
+            tasks.start_soon(on_stop)
+            await server.serve(sockets)
+            tasks.cancel_scope.cancel()
+
+
+class _no_watch:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

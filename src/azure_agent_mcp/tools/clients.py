@@ -28,14 +28,148 @@ SUBSCRIPTIONS_API_VERSION = "2022-12-01"
 ROLE_ASSIGNMENTS_API_VERSION = "2022-04-01"
 
 
-class AzureRequestError(Exception):
-    """Azure answered with an error; keeps ARM's code, message and HTTP status."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds to open a connection (each attempt), never past the call's deadline."""
+READ_TIMEOUT = 300.0
+"""azure-core's own read timeout; within a call, the call's remaining time is the bound."""
+RETRY_TOTAL = 3
+RETRY_BACKOFF = 0.2
+MAX_RETRY_AFTER_IN_CALL = 10.0
+"""A Retry-After longer than this (or than the call has left) is answered to the agent, not slept."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+
+class AzureRequestError(Exception):
+    """Azure answered with an error; keeps ARM's code, message, HTTP status and Retry-After (seconds)."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds a response asks the client to wait (``retry-after-ms``, ``x-ms-retry-after-ms``, ``Retry-After``
+    as seconds or an HTTP date), or None."""
+    if headers is None:
+        return None
+    try:
+        lowered = {str(k).lower(): str(v) for k, v in dict(headers).items()}
+    except (TypeError, ValueError):
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = lowered.get(name)
+        if not value:
+            continue
+        try:
+            return max(float(value) / scale, 0.0)
+        except ValueError:
+            pass
+        if name == "retry-after":
+            from email.utils import parsedate_to_datetime
+
+            try:
+                when = parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return None
+            import time
+
+            return max(when.timestamp() - time.time(), 0.0)
+    return None
+
+
+def _deadline_policies() -> tuple[type, type]:
+    """The two policies that bound every SDK request by the tool call's deadline (built on first use:
+    azure-core is imported with the first client, not at start-up)."""
+    global _POLICIES
+    if _POLICIES is not None:
+        return _POLICIES
+    import sys
+
+    from azure.core.pipeline import PipelineResponse
+    from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
+
+    from azure_agent_mcp.callcontext import current_control
+
+    class DeadlineRetryPolicy(RetryPolicy):
+        """azure-core's retries, within the call's deadline: the retry budget (``timeout``) is what the
+        call has left, a retry is not started when its wait would end past the deadline (or the call was
+        cancelled), and a Retry-After over ``MAX_RETRY_AFTER_IN_CALL`` is handed back to the agent
+        instead of being slept. Waits end early when the call is cancelled."""
+
+        def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
+            settings = super().configure_retries(options)
+            control = current_control()
+            left = control.remaining() if control is not None else None
+            if left is not None:
+                settings["timeout"] = max(min(settings["timeout"], left), 0.001)
+            return settings
+
+        def _wait(self, settings: dict[str, Any], response: Any) -> float:
+            if isinstance(response, PipelineResponse):
+                retry_after = self.get_retry_after(response)
+                if retry_after is not None:
+                    return float(retry_after)
+            return float(self.get_backoff_time(settings))
+
+        def increment(self, settings: dict[str, Any], response: Any = None, error: Any = None) -> bool:
+            retrying = super().increment(settings, response=response, error=error)
+            control = current_control()
+            if not retrying or control is None:
+                return retrying
+            if control.interruption() is not None:
+                return False
+            wait = self._wait(settings, response)
+            left = control.remaining()
+            if isinstance(response, PipelineResponse) and wait > MAX_RETRY_AFTER_IN_CALL:
+                return False
+            return left is None or wait < left
+
+        def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
+            control = current_control()
+            if control is None:
+                super().sleep(settings, transport, response=response)
+                return
+            control.sleep(self._wait(settings, response))
+
+    class DeadlinePolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
+        """Per attempt: connection and read timeouts never reach past the call's deadline. On a failure,
+        the exception learns which endpoint it came from, so the agent's answer can name it."""
+
+        def __init__(self, label: str) -> None:
+            super().__init__()
+            self.label = label
+
+        def on_request(self, request: Any) -> None:
+            control = current_control()
+            left = control.remaining() if control is not None else None
+            if left is None:
+                return
+            left = max(left, 0.001)
+            options = request.context.options
+            options["connection_timeout"] = min(_number(options.get("connection_timeout"), CONNECT_TIMEOUT), left)
+            options["read_timeout"] = min(_number(options.get("read_timeout"), READ_TIMEOUT), left)
+
+        def on_exception(self, request: Any) -> None:
+            error = sys.exc_info()[1]
+            if error is None or getattr(error, "azure_agent_mcp_request", None) is not None:
+                return
+            http = request.http_request
+            try:
+                error.azure_agent_mcp_request = (self.label, http.method.upper(), http.url)  # type: ignore[union-attr]
+            except AttributeError:
+                pass
+
+    _POLICIES = (DeadlineRetryPolicy, DeadlinePolicy)
+    return _POLICIES
+
+
+_POLICIES: tuple[type, type] | None = None
+
+
+def _number(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else default
 
 
 @dataclass
@@ -71,14 +205,17 @@ class AzureSession:
 
     # -- client construction -------------------------------------------------------------
 
-    def _client_kwargs(self) -> dict[str, Any]:
+    def _client_kwargs(self, label: str = "ARM") -> dict[str, Any]:
+        # A retry policy per client: an HTTPPolicy is rewired into each pipeline it joins.
+        retry_policy, deadline_policy = _deadline_policies()
         return {
             "per_call_policies": list(self._per_call),
             "transport": self.guard.transport(connection_verify=self.env.connection_verify),
+            "per_retry_policies": [deadline_policy(label)],
             "user_agent": USER_AGENT,
             "connection_verify": self.env.connection_verify,
-            "retry_total": 3,
-            "retry_backoff_factor": 0.2,
+            "retry_policy": retry_policy(retry_total=RETRY_TOTAL, retry_backoff_factor=RETRY_BACKOFF),
+            "connection_timeout": CONNECT_TIMEOUT,
         }
 
     def subscription_id(self, subscription: str | None) -> str:
@@ -133,7 +270,7 @@ class AzureSession:
                     url,
                     self.credential,
                     verify_challenge_resource=self.env.verify_challenge_resource,
-                    **self._client_kwargs(),
+                    **self._client_kwargs("Key Vault"),
                 )
                 self._secret_clients[url] = client
             return client
@@ -179,7 +316,7 @@ class AzureSession:
         except (ValueError, json.JSONDecodeError):
             payload = response.text()
         if response.status_code >= 400:
-            raise azure_error_from(response.status_code, payload)
+            raise azure_error_from(response.status_code, payload, response.headers)
         return ArmResponse(response.status_code, payload, dict(response.headers))
 
     def arm_until_done(self, method: str, path: str, api_version: str | None, timeout: float = 300) -> ArmResponse:
@@ -187,10 +324,15 @@ class AzureSession:
 
         azure-core's LROPoller polls on a thread of its own, which loses the tool call's context, so
         its polls would carry fresh correlation ids. Polling here keeps one correlation id per tool
-        call (as the Activity Log shows it) and every poll passes the same policy check.
+        call (as the Activity Log shows it) and every poll passes the same policy check. The wait
+        between polls ends at the call's deadline or when the call is cancelled, and the poll after
+        it is then refused by the enforcement point (recorded, not sent).
         """
         import time
 
+        from azure_agent_mcp.callcontext import current_control
+
+        control = current_control()
         response = self.arm(method, path, api_version)
         deadline = time.monotonic() + timeout
         while True:
@@ -209,7 +351,11 @@ class AzureSession:
                 delay = float(headers.get("retry-after", "1"))
             except ValueError:
                 delay = 1.0
-            time.sleep(min(max(delay, 0.1), 10.0))
+            delay = min(max(delay, 0.1), 10.0)
+            if control is not None:
+                control.sleep(delay)
+            else:
+                time.sleep(delay)
             response = self.arm("GET", status_url, None)
 
     def api_version_for(self, resource_id: str) -> str:
@@ -235,11 +381,12 @@ class AzureSession:
         return version
 
 
-def azure_error_from(status: int, payload: Any) -> AzureRequestError:
+def azure_error_from(status: int, payload: Any, headers: Any = None) -> AzureRequestError:
+    retry_after = retry_after_seconds(headers)
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         error = payload["error"]
-        return AzureRequestError(status, str(error.get("code", "Error")), str(error.get("message", "")))
-    return AzureRequestError(status, f"HTTP{status}", str(payload)[:500] if payload else f"HTTP {status}")
+        return AzureRequestError(status, str(error.get("code", "Error")), str(error.get("message", "")), retry_after)
+    return AzureRequestError(status, f"HTTP{status}", str(payload)[:500] if payload else f"HTTP {status}", retry_after)
 
 
 def split_resource_type(resource_id: str) -> tuple[str, str, str]:
