@@ -167,6 +167,9 @@ def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), 
     server = build_server(runtime, call_timeout=_call_timeout(call_timeout))
     app = server.streamable_http_app(host=host, transport_security=security)
     shown = f"[{host}]" if family == socket.AF_INET6 else host
+    # Listen before saying so: a client that connects on reading the line is queued, not refused,
+    # while uvicorn is still starting.
+    sock.listen(2048)
     print(f"azure-agent-mcp: serving MCP over HTTP at http://{shown}:{bound_port}/mcp", file=sys.stderr, flush=True)
     # Open streams (a client's GET event stream) get one second once the calls are drained.
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
