@@ -105,9 +105,10 @@ def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
     except ValueError as exc:
         raise UnmappableRequestError(method, url, f"not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+    hostname = parts.hostname  # each of urlsplit's netloc properties parses the netloc again: once
+    if scheme not in _DEFAULT_PORTS or not hostname:
         raise UnmappableRequestError(method, url, "not an absolute https URL")
-    if parts.username is not None or parts.password is not None:
+    if "@" in parts.netloc:
         raise UnmappableRequestError(method, url, "URLs with user information are never sent")
     if "#" in url:
         raise UnmappableRequestError(method, url, "the URL has a fragment ('#'); ARM and Key Vault URLs never do")
@@ -116,7 +117,7 @@ def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
         raise UnmappableRequestError(
             method, url, f"the URL contains {odd.group()!r}, which is not printable ASCII; escape it in the query, or drop it"
         )
-    origin = (scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
+    origin = (scheme, hostname, port or _DEFAULT_PORTS[scheme])
     mode, vault_origin, vault_prefix, suffix = endpoints._vault
     maybe_vault = origin == vault_origin if mode == "path" else origin[1].endswith(suffix)
     try:
