@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from mounts import run, tmpfs
 from server_helpers import audit_records
 
 SERVE = [sys.executable, "-m", "azure_agent_mcp", "serve"]
@@ -207,34 +207,6 @@ def verify(path: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[
 # -- real mounts ---------------------------------------------------------------------------------------
 
 
-def _run(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(command), capture_output=True, text=True, timeout=30)
-
-
-def mounting_possible() -> str | None:
-    """None when tmpfs mounts work here, else why not (the tests that need them skip with it)."""
-    if shutil.which("mount") is None or shutil.which("umount") is None:
-        return "no mount/umount commands here"
-    if not hasattr(os, "getuid") or os.getuid() != 0:
-        return "mounting a tmpfs needs root"
-    return None
-
-
-@contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    why = mounting_possible()
-    if why:
-        pytest.skip(why)
-    where.mkdir(parents=True, exist_ok=True)
-    done = _run("mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where))
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
-    try:
-        yield where
-    finally:
-        _run("umount", "-l", str(where))
-
-
 @contextmanager
 def read_only_over(directory: Path) -> Iterator[Path]:
     """A read-only file system mounted over ``directory``: to every process, the path is now read-only.
@@ -243,7 +215,7 @@ def read_only_over(directory: Path) -> Iterator[Path]:
     open for writing; shadowing the directory gives the server the same view.)
     """
     with tmpfs(directory, "1m"):
-        done = _run("mount", "-o", "remount,ro", str(directory))
+        done = run("mount", "-o", "remount,ro", str(directory))
         if done.returncode != 0:
             pytest.skip(f"cannot remount a tmpfs read-only here ({done.stderr.strip()})")
         yield directory

@@ -23,32 +23,15 @@ from pathlib import Path
 import pytest
 
 from audit_helpers import fill, isolated_state, records  # noqa: F401
+from mounts import run, tmpfs
 from azure_agent_mcp.policy import AuditLog, AuditUnavailable, verify_audit
 from azure_agent_mcp.policy import audit_commit, audit_writer
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJvaWQiOiIxMjM0NTY3OCJ9.c2lnbmF0dXJlc2lnbmF0dXJl"
 
 
-def _run(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(command), capture_output=True, text=True, timeout=30)
-
-
-@contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir(parents=True, exist_ok=True)
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command here")
-    done = _run("mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where))
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
-    try:
-        yield where
-    finally:
-        _run("umount", "-l", str(where))
-
-
 def _remount(where: Path, mode: str) -> None:
-    done = _run("mount", "-o", f"remount,{mode}", str(where))
+    done = run("mount", "-o", f"remount,{mode}", str(where))
     if done.returncode != 0:
         pytest.skip(f"cannot remount {mode} here ({done.stderr.strip()})")
 
