@@ -121,10 +121,6 @@ def _placeholder(value: Any) -> dict[str, Any]:
     return {"digest": "sha256", "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
 
 
-def _is_placeholder(value: Any) -> bool:
-    return is_digest(value)
-
-
 def _size(value: Any) -> int:
     return len(dumps(value))
 
@@ -150,7 +146,7 @@ def _options(node: Any, path: KeyPath) -> list[tuple[int, Any, Any, KeyPath]]:
     found = []
     for key in keys:
         value = node[key]
-        if _is_placeholder(value):
+        if is_digest(value):
             continue
         size = _size(value)
         if size >= _WORTH_REPLACING:

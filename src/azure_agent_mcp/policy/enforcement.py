@@ -109,25 +109,25 @@ class Guard:
         interrupted = call_interruption(call) if call is not None else None
         decision, mapped = decide_request(self.policy, self.endpoints, request.method, request.url)
         if interrupted is not None:  # cancelled or past its deadline: nothing is sent, audited like a denial
-            self._refused(request, decision, mapped, interrupted.decision, started)
+            self._refused(request, call, decision, mapped, interrupted.decision, started)
             raise interrupted
         if decision.effect is Effect.DENY:
-            self._refused(request, decision, mapped, "deny", started)
+            self._refused(request, call, decision, mapped, "deny", started)
             raise PolicyDeniedError(decision)
         outcome = "allow"
         if decision.effect is Effect.CONFIRM:
             if self._approved.get(request) != decision:
                 if not self._confirmed(decision):
-                    self._refused(request, decision, mapped, "unconfirmed", started)
+                    self._refused(request, call, decision, mapped, "unconfirmed", started)
                     raise ConfirmationRequiredError(decision)
                 self._approved[request] = decision
             outcome = "confirmed"
         if self.audit is None:
             return None
-        intent = self._record(request, decision, mapped, outcome, kind="intent")
-        call = current_call()
-        if call is not None:  # the call's own record then needs no fsync of its own
-            call.extra["intents"] = call.extra.get("intents", 0) + 1
+        intent = self._record(request, call, decision, mapped, outcome, kind="intent")
+        own = current_call()  # this thread's call (not a poll attributed to one): its record needs no fsync of its own
+        if own is not None:
+            own.extra["intents"] = own.extra.get("intents", 0) + 1
         intent["request_id"] = uuid.uuid4().hex
         stored = self.audit.append(intent, durable=True)  # fsynced before anything is sent, or AuditUnavailable
         return {"request_id": intent["request_id"], "intent_seq": stored.get("seq"), "started": started}
@@ -160,10 +160,18 @@ class Guard:
         except Exception:  # the request was sent and answered: losing its outcome must not hide the answer
             _LOG.warning("the audit outcome record of request %s could not be written", intent["request_id"], exc_info=True)
 
-    def _refused(self, request: Any, decision: Decision, mapped: MappedRequest | None, outcome: str, started: float) -> None:
+    def _refused(
+        self,
+        request: Any,
+        call: CallContext | None,
+        decision: Decision,
+        mapped: MappedRequest | None,
+        outcome: str,
+        started: float,
+    ) -> None:
         if self.audit is None:
             return
-        record = self._record(request, decision, mapped, outcome, kind="refused")
+        record = self._record(request, call, decision, mapped, outcome, kind="refused")
         record.update(status="not-sent", duration_ms=round((time.perf_counter() - started) * 1000, 3))
         self.audit.append(record)  # a refusal that cannot be audited is still a refusal: AuditUnavailable
 
@@ -196,9 +204,15 @@ class Guard:
             return False
 
     def _record(
-        self, request: Any, decision: Decision, mapped: MappedRequest | None, outcome: str, *, kind: str
+        self,
+        request: Any,
+        call: CallContext | None,
+        decision: Decision,
+        mapped: MappedRequest | None,
+        outcome: str,
+        *,
+        kind: str,
     ) -> dict[str, Any]:
-        call = self._call_for(request.url)
         principal: dict[str, Any] = {}
         if call is not None and isinstance(call.extra.get("principal"), dict):
             principal = {k: v for k, v in call.extra["principal"].items() if k in (*PRINCIPAL_CLAIMS, "tid")}
