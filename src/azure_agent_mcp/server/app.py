@@ -285,8 +285,11 @@ def _register(server: MCPServer, tool: AzureTool, runtime: AgentRuntime) -> None
         },
         structured_output=False,
     )
-    if methods:
-        registered = server._tool_manager.get_tool(tool.name)  # the advertised enum follows the policy
+    registered = server._tool_manager.get_tool(tool.name)
+    if tool.output_schema is not None:
+        # published as outputSchema; the SDK advertises a schema set on the metadata without re-validating
+        registered.fn_metadata.output_schema = tool.output_schema
+    if methods:  # the advertised enum follows the policy
         registered.parameters["properties"]["method"]["enum"] = methods
 
 

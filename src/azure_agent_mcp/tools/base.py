@@ -74,6 +74,8 @@ class AzureTool:
     idempotent: bool = True
     secret_bearing: bool = False
     local_only: bool = False
+    output_schema: dict[str, Any] | None = None
+    """JSON Schema of ``ToolOutput.data`` (published as the tool's ``outputSchema``; see ``tools.schemas``)."""
 
 
 def clamp_top(top: int | None, default: int = 100, maximum: int = 1000) -> int:
