@@ -32,6 +32,7 @@ from azure_agent_mcp.sandbox.access import (
 from azure_agent_mcp.sandbox.armpath import ArmTarget, map_arm, split_path
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, arm_error, json_response
 from azure_agent_mcp.sandbox.rbac import BUILTIN_ROLES, RoleAssignment, scope_contains
+from azure_agent_mcp.sandbox.rooms import ArmRoom
 from azure_agent_mcp.sandbox.world import Vault
 
 ARM_AUDIENCES = frozenset({
@@ -67,6 +68,11 @@ def _not_found_route(request: Request) -> ArmFailure:
 class ArmPlane:
     def __init__(self, state: Any) -> None:
         self.state = state
+        # Services of their own (Resource Graph, monitor, ...) that live under ARM's origin and token:
+        # each is asked, in order, whether it serves a path before ARM's own routes are tried.
+        self.rooms: list[ArmRoom] = []
+        # Called with (request, principal, response) after every authenticated ARM answer.
+        self.listeners: list[Callable[[Request, Principal, Response], None]] = []
 
     # -- entry point ----------------------------------------------------------------------------
 
@@ -83,6 +89,8 @@ class ArmPlane:
         except ArmFailure as exc:
             response = arm_error(exc.status, exc.code, exc.message)
         response.log.update(log)
+        for listener in self.listeners:
+            listener(request, principal, response)
         return response
 
     def cloud_metadata(self) -> dict[str, Any]:
@@ -125,6 +133,10 @@ class ArmPlane:
         challenge = self.state.claims_challenge_for(request.path, principal)
         if challenge is not None:
             return self.insufficient_claims(challenge)
+        low = [p.lower() for p in parts]
+        for room in self.rooms:
+            if room.serves(request.method, low):
+                return room.handle(request, parts, target, principal)
         return self._route(request, parts, target, principal, api_version)
 
     def insufficient_claims(self, challenge: Any) -> Response:
@@ -136,6 +148,10 @@ class ArmPlane:
                          [("www-authenticate", header)])
 
     # -- authorization ---------------------------------------------------------------------------
+
+    def require(self, principal: Principal, operation: str, scope: str) -> None:
+        """ARM's RBAC check (403 AuthorizationFailed), and the agent rule on secret-bearing operations."""
+        self._require(principal, operation, scope)
 
     def _require(self, principal: Principal, operation: str, scope: str) -> None:
         if not self.state.authorizer.allowed(principal.object_id, operation, scope):
