@@ -33,6 +33,8 @@ def serve_env(state: Path, **extra: str) -> dict[str, str]:
     env["AZURE_AGENT_MCP_STATE_DIR"] = str(state)
     for key in ("AZURE_AGENT_MCP_POLICY", "AZURE_AGENT_MCP_READ_ONLY", "AZURE_AGENT_MCP_AUDIT_LOG"):
         env.pop(key, None)
+    for key in [k for k in env if k.startswith("OTEL_")]:  # telemetry only where a test asks for it
+        env.pop(key)
     env.update(extra)
     return env
 
@@ -48,16 +50,17 @@ def new_session(label: str) -> str:
 class StdioServe:
     """One `serve` over stdio, spoken to in JSON-RPC lines; ``close()`` ends it with EOF (a clean stop)."""
 
-    def __init__(self, sandbox: Any, audit: Path, state: Path, *extra: str, session: str | None = None) -> None:
+    def __init__(self, sandbox: Any, audit: Path, state: Path, *extra: str, session: str | None = None,
+                 env: dict[str, str] | None = None, python: tuple[str, ...] = ()) -> None:
         self.audit = audit
         self.session = session or new_session("serve")
         self.stderr_path = state.parent / f"serve-{self.session}.stderr"
         state.parent.mkdir(parents=True, exist_ok=True)
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            serve_command(sandbox, audit, *extra),
+            [SERVE[0], *python, *SERVE[1:], *serve_command(sandbox, audit, *extra)[len(SERVE):]],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            env=serve_env(state, COPILOT_AGENT_SESSION_ID=self.session),
+            env=serve_env(state, COPILOT_AGENT_SESSION_ID=self.session, **(env or {})),
         )
         self._lines: queue.Queue[bytes] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -72,6 +75,12 @@ class StdioServe:
         for line in self.proc.stdout:
             self._lines.put(line)
         self._lines.put(b"")
+
+    def stderr_bytes(self) -> bytes:
+        """Everything the server wrote to stderr so far (for greps of secrets)."""
+        if not self._stderr.closed:
+            self._stderr.flush()
+        return self.stderr_path.read_bytes()
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None

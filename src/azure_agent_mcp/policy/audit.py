@@ -23,6 +23,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,6 +35,7 @@ from azure_agent_mcp.policy.audit_segments import audit_files, companion, rotate
 from azure_agent_mcp.policy.audit_verify import VerifyResult, verify_audit
 from azure_agent_mcp.policy.audit_writer import Writer, close_when_collected
 
+_LOG = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_RETAIN = 5
 DEFAULT_CHECKPOINT_EVERY = 100
@@ -98,6 +101,9 @@ class AuditLog:
             checkpoint_seconds=checkpoint_seconds,
         )
         close_when_collected(self, self._writer)
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        """Called with each record once it is appended (as stored), on the appending thread; a listener's
+        failure is logged and never fails the append. The server adds one only when telemetry is on."""
 
     @classmethod
     def open(cls, path: str | Path, **options: Any) -> AuditLog:
@@ -130,7 +136,17 @@ class AuditLog:
         next durable append, the background flush or ``close()``. Raises ``AuditUnavailable``
         when the record could not be written; it is then not in the log.
         """
-        return self._writer.append(prepare(record), durable=durable)
+        stored = self._writer.append(prepare(record), durable=durable)
+        if self.listeners:
+            self._notify(stored)
+        return stored
+
+    def _notify(self, stored: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(stored)
+            except Exception as exc:  # the record is in the log: a listener must not turn that into a failure
+                _LOG.warning("audit listener %r failed: %s", listener, type(exc).__name__)
 
     def check_writable(self) -> None:
         """Open the log, its anchor and its key now; raise ``AuditUnavailable`` when any cannot be written.

@@ -79,11 +79,14 @@ class Guard:
         endpoints: Endpoints,
         confirmer: Confirmer | None = None,
         audit: AuditLog | None = None,
+        spans: Callable[[Any], Any] | None = None,
     ) -> None:
         self.policy = policy
         self.endpoints = endpoints
         self.confirmer = confirmer
         self.audit = audit
+        # One span per attempt when tracing is on (``telemetry``): a factory of RequestSpan, else None.
+        self.spans = spans
         # Long-running-operation polls may run on azure-core's poller thread, where the tool call's
         # context (a ContextVar) is not set. Remember which call started each operation, keyed by
         # the poll URLs its response named, so poll records still say whose call they belong to.
@@ -102,33 +105,42 @@ class Guard:
 
     # -- one attempt -----------------------------------------------------------------------
 
-    def admit(self, request: Any) -> dict[str, Any] | None:
-        """Decide one attempt; raise for a refusal (audited); return its intent record (written)."""
+    def admit(self, request: Any, span: Any = None) -> dict[str, Any] | None:
+        """Decide one attempt; raise for a refusal (audited); return its intent record (written).
+
+        ``span``: the attempt's RequestSpan when tracing is on; told the decision and the outcome.
+        """
         started = time.perf_counter()
         call = self._call_for(request.url)
         interrupted = call_interruption(call) if call is not None else None
         decision, mapped = decide_request(self.policy, self.endpoints, request.method, request.url)
+        if span is not None:
+            span.decided(call, decision, mapped)
         if interrupted is not None:  # cancelled or past its deadline: nothing is sent, audited like a denial
-            self._refused(request, call, decision, mapped, interrupted.decision, started)
+            self._refused(request, call, decision, mapped, interrupted.decision, started, span)
             raise interrupted
         if decision.effect is Effect.DENY:
-            self._refused(request, call, decision, mapped, "deny", started)
+            self._refused(request, call, decision, mapped, "deny", started, span)
             raise PolicyDeniedError(decision)
         outcome = "allow"
         if decision.effect is Effect.CONFIRM:
             if self._approved.get(request) != decision:
                 if not self._confirmed(decision):
-                    self._refused(request, call, decision, mapped, "unconfirmed", started)
+                    self._refused(request, call, decision, mapped, "unconfirmed", started, span)
                     raise ConfirmationRequiredError(decision)
                 self._approved[request] = decision
             outcome = "confirmed"
         if self.audit is None:
+            if span is not None:
+                span.admitted(outcome, None)
             return None
         intent = self._record(request, call, decision, mapped, outcome, kind="intent")
         own = current_call()  # this thread's call (not a poll attributed to one): its record needs no fsync of its own
         if own is not None:
             own.extra["intents"] = own.extra.get("intents", 0) + 1
         intent["request_id"] = uuid.uuid4().hex
+        if span is not None:
+            span.admitted(outcome, intent["request_id"])
         stored = self.audit.append(intent, durable=True)  # fsynced before anything is sent, or AuditUnavailable
         return {"request_id": intent["request_id"], "intent_seq": stored.get("seq"), "started": started}
 
@@ -168,7 +180,10 @@ class Guard:
         mapped: MappedRequest | None,
         outcome: str,
         started: float,
+        span: Any = None,
     ) -> None:
+        if span is not None:
+            span.refused(outcome, decision.rule)
         if self.audit is None:
             return
         record = self._record(request, call, decision, mapped, outcome, kind="refused")
@@ -251,12 +266,21 @@ class GuardedTransport(HttpTransport):  # type: ignore[type-arg]
         self.guard = guard
 
     def send(self, request: Any, **kwargs: Any) -> Any:
-        intent = self.guard.admit(request)
+        spans = self.guard.spans
+        if spans is not None:  # tracing on: the same steps inside the attempt's span
+            with spans(request) as span:
+                return self._send(request, span, **kwargs)
+        return self._send(request, None, **kwargs)
+
+    def _send(self, request: Any, span: Any, **kwargs: Any) -> Any:
+        intent = self.guard.admit(request, span)
         try:
             response = self.inner.send(request, **kwargs)
         except BaseException as exc:
             self.guard.failed(intent, exc)
             raise
+        if span is not None:
+            span.answered(response)
         self.guard.answered(intent, request, response)
         return response
 

@@ -199,6 +199,8 @@ class SandboxApp:
             "correlation_id": request.headers.get("x-ms-correlation-request-id"),
             "client_request_id": request.headers.get("client-request-id"),
             "user_agent": request.headers.get("user-agent"),
+            # W3C trace context the client propagated (ids only, never a secret)
+            "traceparent": request.headers.get("traceparent"),
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
         if kind in ("arm", "vault"):

@@ -118,6 +118,7 @@ class ToolAuditMiddleware:
         self.runtime = runtime
         self.tools = tools
         self.registry = registry if registry is not None else CallRegistry()
+        self._traced = _tracing_on()
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         if ctx.method != "tools/call" or ctx.request_id is None:
@@ -132,6 +133,12 @@ class ToolAuditMiddleware:
             # every call has a correlation id, also one that fails before reaching Azure
             "correlation_id": str(uuid.uuid4()),
         }
+        if self._traced:
+            from azure_agent_mcp.telemetry.tools import annotate_call_start
+
+            request = getattr(ctx, "request", None)
+            headers = getattr(request, "headers", None)
+            annotate_call_start(self.runtime.options.transport, headers.get("mcp-session-id") if headers else None)
         entry = self.registry.open(name if isinstance(name, str) else None)
         token = _tool_record.set(record)
         entry_token = _in_flight.set(entry)
@@ -185,6 +192,10 @@ class ToolAuditMiddleware:
         # a snapshot: a cancelled call's abandoned worker may still touch the dict
         final = {k: v for k, v in dict(record).items() if v is not None}
         log_call(final, result)
+        if self._traced:
+            from azure_agent_mcp.telemetry.tools import annotate_call_record
+
+            annotate_call_record(final)
         # One fsync per call: a call that sent requests already fsynced their intents, so its own
         # record rides on the next fsync; a call that sent nothing makes its record durable itself.
         durable = not record.get("intents")
@@ -196,6 +207,13 @@ class ToolAuditMiddleware:
                          record.get("correlation_id"), record.get("tool"), exc)
             return error_payload(exc)
         return None
+
+
+def _tracing_on() -> bool:
+    from azure_agent_mcp import telemetry
+
+    running = telemetry.active()
+    return running is not None and running.tracer is not None
 
 
 class _Cancelled(Exception):
@@ -252,6 +270,10 @@ def build_server(runtime: AgentRuntime, *, call_timeout: float | None = DEFAULT_
     tools = catalog()
     server.calls = CallRegistry(call_timeout=call_timeout or None)  # type: ignore[attr-defined]
     server.middleware.append(ToolAuditMiddleware(runtime, {tool.name: tool for tool in tools}, server.calls))  # type: ignore[attr-defined]
+    if _tracing_on():
+        from azure_agent_mcp.telemetry.tools import HeaderTraceContext
+
+        server.middleware.insert(0, HeaderTraceContext())  # before the SDK's tools/call span
     for tool in tools:
         _register(server, tool, runtime)
         if not visible(tool, runtime):

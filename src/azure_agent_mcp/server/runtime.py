@@ -125,7 +125,11 @@ class AgentRuntime:
             from azure_agent_mcp.identity import CorrelationPolicy
             from azure_agent_mcp.policy import Guard
 
-            guard = Guard(self.policy, self.endpoints, confirmer=self._confirm, audit=self.audit)
+            from azure_agent_mcp import telemetry
+
+            running = telemetry.active()
+            spans = running.request_span if running is not None and running.tracer is not None else None
+            guard = Guard(self.policy, self.endpoints, confirmer=self._confirm, audit=self.audit, spans=spans)
             self._pipeline_policies = (guard, CorrelationPolicy())
         return self._pipeline_policies
 

@@ -5,7 +5,8 @@ stderr and the Python logging root is pointed there before anything else is impo
 
 Shutdown (``lifecycle``): SIGINT and SIGTERM are taken before anything else starts, on either
 transport; in-flight calls get ``SHUTDOWN_GRACE`` seconds, the rest are cancelled and recorded,
-the audit log is closed and ``serve`` returns 0. stdin EOF ends a stdio server the same way.
+the audit log is closed, buffered spans and logs are exported (``telemetry.shutdown``, bounded) and
+``serve`` returns 0. stdin EOF ends a stdio server the same way.
 """
 
 from __future__ import annotations
@@ -75,9 +76,18 @@ def _serve(args: argparse.Namespace, shutdown) -> int:
         raise CommandError(f"--call-timeout must be 0 (no deadline) or a number of seconds, not {call_timeout:g}")
     policy = load_active_policy(args.policy, args.read_only)
 
+    from azure_agent_mcp import telemetry
     from azure_agent_mcp.identity.cli import open_identity
 
-    audit = open_audit(args)
+    try:
+        running = telemetry.start()
+        audit = open_audit(args)
+    except BaseException:
+        telemetry.shutdown()
+        raise
+    listener = running.audit_listener() if running is not None else None
+    if listener is not None and isinstance(getattr(audit, "listeners", None), list):
+        audit.listeners.append(listener)
     try:
         with open_identity(args, lazy_credential=True, expected_principal=policy.expected_principal) as identity:
             runtime = _runtime(args, identity, policy, audit)
@@ -93,6 +103,7 @@ def _serve(args: argparse.Namespace, shutdown) -> int:
                 runtime.close()
     finally:
         close_audit(audit)
+        telemetry.shutdown()  # after the audit's last records: their log records leave too
     return 0
 
 
