@@ -247,7 +247,8 @@ def fill_up(directory: Path) -> Path:
 class HttpServe:
     """One `serve --transport http --port 0` on loopback; ``url`` is its MCP endpoint."""
 
-    def __init__(self, sandbox: Any, audit: Path, state: Path, *extra: str, timeout: float = 30) -> None:
+    def __init__(self, sandbox: Any, audit: Path, state: Path, *extra: str, timeout: float = 30,
+                 env: dict[str, str] | None = None) -> None:
         import re
         import time
 
@@ -255,7 +256,7 @@ class HttpServe:
         self.proc = subprocess.Popen(
             serve_command(sandbox, audit, "--transport", "http", "--port", "0", *extra),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=serve_env(state),
+            env=serve_env(state, **(env or {})),
         )
         self.stderr_lines: list[str] = []
         self.url = ""
@@ -279,6 +280,12 @@ class HttpServe:
         if not self.url:
             self.kill()
             raise AssertionError(f"serve --transport http did not start: {''.join(self.stderr_lines)[-2000:]}")
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM: the server drains, closes the audit and exits 0."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout=timeout)
 
     def kill(self) -> int:
         """SIGKILL: no handler runs, no close, no final checkpoint."""
