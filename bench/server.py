@@ -3,6 +3,8 @@
 Baselines measured in the same run: a bare MCPServer with one trivial tool (the floor: importing the
 SDK alone costs most of a start), Microsoft's Azure MCP Server when `npm install @azure/mcp` works,
 and the same resource list made directly with azure-mgmt-resource against the same sandbox.
+Telemetry: the same start and calls with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (a loopback sink that
+answers every OTLP/HTTP export 200), against the server without it.
 
     python bench/server.py [--starts 5] [--calls 200]
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +72,31 @@ def _exchange(command: list[str], env: dict[str, str], timeout: float = 60) -> t
     finally:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def _otlp_sink():
+    """A loopback OTLP/HTTP endpoint that accepts and drops every export; yields its base URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _median_start(command: list[str], env: dict[str, str], starts: int) -> tuple[float, int]:
@@ -149,7 +178,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         workdir = Path(tmp)
-        env = dict(os.environ, AZURE_AGENT_MCP_STATE_DIR=str(workdir / "state"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env["AZURE_AGENT_MCP_STATE_DIR"] = str(workdir / "state")
+        sink = contextlib.ExitStack()
+        otel_env = dict(env, OTEL_EXPORTER_OTLP_ENDPOINT=sink.enter_context(_otlp_sink()))
         sandbox = subprocess.Popen(
             [sys.executable, "-m", "azure_agent_mcp", "sandbox", "--port", "0", "--state-dir", str(workdir / "sandbox")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
@@ -169,6 +201,13 @@ def main() -> int:
             print(f"  bare MCPServer (floor)      {floor * 1000:8.1f} ms   tools/list {bare_size:6d} B")
             print(f"  azure-agent-mcp serve       {ours * 1000:8.1f} ms   tools/list {ours_size:6d} B   "
                   f"{ours / floor:.2f}x floor (goal <= 1.2x)")
+            traced, _ = _median_start(
+                [sys.executable, "-m", "azure_agent_mcp", "serve", "--sandbox", str(manifest),
+                 "--audit-log", str(workdir / "audit-traced.jsonl")],
+                otel_env, args.starts,
+            )
+            print(f"  ... with OTLP export on     {traced * 1000:8.1f} ms   {traced / ours:.2f}x without "
+                  f"(+{(traced - ours) * 1000:.1f} ms: the OpenTelemetry SDK and exporters, imported only then)")
             azmcp = None if args.skip_azure_mcp else _azure_mcp(workdir)
             if azmcp:
                 try:
@@ -184,11 +223,16 @@ def main() -> int:
             served = asyncio.run(_through_server(manifest, workdir / "audit.jsonl", env, args.calls))
             d50, d99 = _percentiles(direct)
             s50, s99 = _percentiles(served)
+            traced_calls = asyncio.run(_through_server(manifest, workdir / "audit-traced.jsonl", otel_env, args.calls))
+            t50, t99 = _percentiles(traced_calls)
             print(f"  direct azure-mgmt-resource  p50 {d50 * 1000:7.2f} ms   p99 {d99 * 1000:7.2f} ms")
             print(f"  through the MCP server      p50 {s50 * 1000:7.2f} ms   p99 {s99 * 1000:7.2f} ms")
             print(f"  server overhead             p50 {(s50 - d50) * 1000:+7.2f} ms (goal <= 2 ms)   "
                   f"ratio {s50 / d50:.2f}x")
+            print(f"  ... with OTLP export on     p50 {t50 * 1000:7.2f} ms   p99 {t99 * 1000:7.2f} ms   "
+                  f"{t50 / s50:.2f}x without (spans and audit log records)")
         finally:
+            sink.close()
             sandbox.terminate()
             sandbox.wait(timeout=20)
     return 0

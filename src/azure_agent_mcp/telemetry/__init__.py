@@ -81,11 +81,22 @@ def start(environ: Mapping[str, str] | None = None) -> Telemetry | None:
     signals = requested_signals(environ)
     if not signals.any:
         return None
+    env = os.environ if environ is None else environ
+    for name in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"):
+        protocol = env.get(name, "").strip()
+        if protocol and protocol != "http/protobuf":
+            _LOG.warning("telemetry: %s=%s is not supported; exporting over http/protobuf", name, protocol)
     with _lock:
         if _active is None:
-            from azure_agent_mcp.telemetry.setup import Telemetry
+            try:
+                from azure_agent_mcp.telemetry.setup import Telemetry
 
-            _active = Telemetry.from_environment(signals)
+                _active = Telemetry.from_environment(signals)
+            except Exception as exc:  # telemetry is not the server's job: serve without it, and say so
+                # the type only: a message could quote OTEL_EXPORTER_OTLP_HEADERS, which may hold a key
+                _LOG.warning("telemetry: OpenTelemetry export is off, setting it up failed (%s); "
+                             "check the OTEL_* variables", type(exc).__name__)
+                return None
         return _active
 
 
