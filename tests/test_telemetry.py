@@ -205,6 +205,31 @@ def test_secrets_the_server_reads_never_reach_spans_or_logs(fresh_sandbox_state,
     _assert_no_secret(b"".join(receiver.received.raw) + stderr, [*read, *_seeded_secrets(sandbox)])
 
 
+def test_long_running_operation_polls_are_spans_of_the_call_that_started_them(fresh_sandbox_state, tmp_path):
+    """resource_delete's DELETE and its polls: each a child span of the tool span, each sent with its own traceparent."""
+    sandbox = fresh_sandbox_state
+    audit = tmp_path / "audit.jsonl"
+    group = f"/subscriptions/{_sub(sandbox)}/resourceGroups/rg-otel-doomed"
+    with OTLPReceiver() as receiver:
+        with StdioServe(sandbox, audit, tmp_path / "state", "--policy", "unrestricted", "--dangerously-skip-confirmation",
+                        env=_otel_env(receiver, **NO_EXPORT_BEFORE_EXIT)) as server:
+            assert not server.call("group_create", {"name": "rg-otel-doomed", "location": "eastus"})["isError"]
+            mark = sandbox.last_seq()
+            deleted = server.call("resource_delete", {"resource_id": group})
+            assert not deleted["isError"], deleted
+            assert server.close() == 0
+    spans = receiver.received.spans
+    [record] = [r for r in audit_records(audit, "tool") if r["tool"] == "resource_delete"]
+    tool_span = _tool_span(spans, record["correlation_id"])
+    attempts = _request_spans(spans, record["correlation_id"])
+    polls = [s for s in attempts if s.attributes["azure_agent_mcp.rbac.operation"].endswith("/operationresults/read")]
+    assert polls and "DELETE" in [s.attributes["http.request.method"] for s in attempts]
+    assert all((s.trace_id, s.parent_span_id) == (tool_span.trace_id, tool_span.span_id) for s in attempts)
+    sent = [e for e in sandbox.requests(since=mark) if e.get("kind") == "arm"]
+    assert len(sent) == len(attempts)
+    assert sorted(e["traceparent"].split("-")[1:3] for e in sent) == sorted([s.trace_id, s.span_id] for s in attempts)
+
+
 def test_without_the_variables_nothing_of_the_sdk_is_imported_and_nothing_exported(sandbox, tmp_path):
     def imported(env: dict[str, str], label: str) -> set[str]:
         with StdioServe(sandbox, tmp_path / f"{label}.jsonl", tmp_path / "state", "--read-only",
@@ -306,6 +331,52 @@ def test_the_guard_spans_a_refused_attempt_with_its_decision_and_sends_nothing(s
     assert span.attributes["url.full"].endswith("listKeys?api-version=2023-05-01&sv=REDACTED&sig=REDACTED&skoid=REDACTED")
     [refused] = audit_records(tmp_path / "audit.jsonl", "refused")
     assert refused["decision"] == "deny"
+    provider.shutdown()
+
+
+def test_polls_on_the_sdk_poller_thread_are_children_of_the_call_span(fresh_sandbox_state, tmp_path, developer_credential):
+    """azure-core's LROPoller polls on a thread of its own, where neither the call's context nor the
+    span is current: the guard finds the call by the poll URL, the span its parent by the call."""
+    from azure.mgmt.resource.resources import ResourceManagementClient
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from azure_agent_mcp.callcontext import call_scope
+    from azure_agent_mcp.identity import CorrelationPolicy
+    from azure_agent_mcp.policy import AuditLog, Endpoints, Guard, load_policy
+    from azure_agent_mcp.telemetry.requests import RequestSpan
+
+    sandbox = fresh_sandbox_state
+    manifest = sandbox.manifest
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    tracer = provider.get_tracer("test")
+    guard = Guard(load_policy("unrestricted"), Endpoints.from_environment(sandbox.environment()),
+                  confirmer=lambda decision: True, audit=AuditLog(tmp_path / "audit.jsonl"),
+                  spans=lambda request: RequestSpan(tracer, request))
+    client = ResourceManagementClient(
+        developer_credential, _sub(sandbox), base_url=manifest["arm_endpoint"],
+        credential_scopes=[manifest["arm_audience"] + ".default"], per_call_policies=[CorrelationPolicy()],
+        transport=guard.transport(connection_verify=manifest["ca_bundle"]), connection_verify=manifest["ca_bundle"],
+    )
+    client.resource_groups.create_or_update("rg-otel-polled", {"location": "eastus"})
+    exported.clear()
+    mark = sandbox.last_seq()
+    with call_scope(session_id="otel-poller", tool="resource_delete"), tracer.start_as_current_span("tools/call x") as call_span:
+        client.resource_groups.begin_delete("rg-otel-polled", polling_interval=0.05).result()
+    attempts = [s for s in exported.get_finished_spans() if s.kind is trace.SpanKind.CLIENT]
+    polls = [s for s in attempts if s.attributes["azure_agent_mcp.rbac.operation"].endswith("/operationresults/read")]
+    assert polls, [s.attributes for s in attempts]
+    parent = call_span.get_span_context()
+    assert all(s.parent is not None and s.parent.span_id == parent.span_id and s.context.trace_id == parent.trace_id
+               for s in attempts)
+    assert {s.attributes["azure_agent_mcp.agent_session.id"] for s in attempts} == {"otel-poller"}
+    sent = [e for e in sandbox.requests(since=mark) if e.get("kind") == "arm"]
+    assert sorted(e["traceparent"].split("-")[2] for e in sent) == sorted(f"{s.context.span_id:016x}" for s in attempts)
+    client.close()
     provider.shutdown()
 
 
