@@ -131,7 +131,7 @@ def test_a_call_is_traced_and_its_audit_records_logged_over_otlp(sandbox, tmp_pa
     assert (attributes["azure_agent_mcp.decision"], attributes["azure_agent_mcp.decision.effect"]) == ("allow", "allow")
     assert attributes["azure_agent_mcp.decision.policy"] == "read-only" and attributes["azure_agent_mcp.decision.rule"]
     assert attributes["http.request.method"] == "GET" and attributes["http.response.status_code"] == seen["status"] == 200
-    assert attributes["url.full"].endswith(seen["raw_path"] + "?$top=3&api-version=2022-09-01")
+    assert attributes["url.full"].endswith(seen["raw_path"] + "?%24top=3&api-version=2022-09-01")
     assert attributes["server.address"] == "127.0.0.1"
     [intent] = [r for r in audit_records(audit, "intent") if r["correlation_id"] == listing["correlation_id"]]
     assert attributes["azure_agent_mcp.audit.request_id"] == intent["request_id"]
@@ -383,17 +383,31 @@ def test_polls_on_the_sdk_poller_thread_are_children_of_the_call_span(fresh_sand
 # -- pure parts ------------------------------------------------------------------------------------------------
 
 
-@given(st.lists(st.tuples(st.sampled_from(["sig", "skoid", "skt", "$skiptoken", "api-version", "$top", "code", "x"]),
-                          st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789+/=%", min_size=12, max_size=40)),
-                max_size=6))
-def test_span_urls_keep_only_allow_listed_query_values(pairs):
-    from urllib.parse import parse_qsl, urlencode, urlsplit
+_VALUES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=12, max_size=40)
 
-    url = "https://user:pw@vault.example/secrets/x?" + urlencode(pairs)
-    shown = urlsplit(span_url(url))
-    assert (shown.username, shown.password, shown.hostname) == (None, None, "vault.example")
+
+@given(pairs=st.lists(st.tuples(st.sampled_from(["sig", "skoid", "skt", "$skiptoken", "api-version", "$top", "Comp",
+                                                  "code", "x"]), _VALUES), max_size=6),
+       bare=st.lists(_VALUES, max_size=2), fragment=_VALUES)
+def test_span_urls_keep_only_allow_listed_query_values(pairs, bare, fragment):
+    """As azure-core sends them: names raw, values percent-encoded; bare pieces and fragments never shown."""
+    from urllib.parse import parse_qsl, quote, urlsplit
+
+    query = "&".join([f"{name}={quote(value, safe='')}" for name, value in pairs] + [quote(b, safe="") for b in bare])
+    url = f"https://user:pw@vault.example:8443/secrets/x?{query}#{quote(fragment, safe='')}"
+    shown = span_url(url)
+    parts = urlsplit(shown)
+    assert (parts.username, parts.password, parts.hostname, parts.port) == (None, None, "vault.example", 8443)
+    assert parts.fragment == "" and "#" not in shown
     expected = [(name, value if name.lower() in KEPT_QUERY_VALUES else REDACTED) for name, value in pairs]
-    assert parse_qsl(shown.query, keep_blank_values=True) == expected
+    assert parse_qsl(parts.query, keep_blank_values=True)[:len(pairs)] == expected
+    assert [p for p in parts.query.split("&") if p][len(pairs):] == [REDACTED] * len(bare)
+
+
+def test_span_urls_fail_closed_on_odd_pieces():
+    assert span_url("https://u:p@h/p?%24top=5&api-version=1&a%20b=s3cr3t&s3cr3t-bare&a&b=c=d#frag") == (
+        "https://h/p?%24top=5&api-version=1&a%20b=REDACTED&REDACTED&REDACTED&b=REDACTED")
+    assert span_url("https://h/p") == "https://h/p" and span_url("https://h/p?") == "https://h/p"
 
 
 @pytest.mark.parametrize(("environ", "expected"), [
