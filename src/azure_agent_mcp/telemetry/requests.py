@@ -44,7 +44,7 @@ class RequestSpan:
     def __enter__(self) -> RequestSpan:
         return self
 
-    def start(self, call: CallContext | None) -> None:
+    def start(self, call: CallContext | None, decided: dict[str, Any] | None = None) -> None:
         """Open the span (once), parented on the call's context, and name it in the request's traceparent."""
         if self._span is not None:
             return
@@ -73,6 +73,8 @@ class RequestSpan:
                 values[attr.AGENT_SESSION] = call.session_id
             if call.tool:
                 values[attr.TOOL] = call.tool
+        if decided:
+            values.update(decided)
         self._span = self._tracer.start_span(
             request.method.upper(), context=parent, kind=SpanKind.CLIENT, attributes=values
         )
@@ -81,7 +83,6 @@ class RequestSpan:
         propagate.inject(request.headers, context=here)
 
     def decided(self, call: CallContext | None, decision: Any, mapped: Any) -> None:
-        self.start(call)
         values: dict[str, Any] = {
             attr.OPERATION: decision.operation,
             attr.SCOPE: decision.scope,
@@ -94,7 +95,7 @@ class RequestSpan:
             values[attr.POLICY] = decision.policy
         if mapped is not None and mapped.plane:
             values[attr.PLANE] = mapped.plane
-        self._span.set_attributes(values)
+        self.start(call, values)  # one attribute pass: the span opens once the decision is known
 
     def refused(self, outcome: str, rule: str | None) -> None:
         """Not sent: the decision, and an error status saying why (the rule's name, never more)."""
