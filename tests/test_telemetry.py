@@ -91,7 +91,8 @@ def test_a_call_is_traced_and_its_audit_records_logged_over_otlp(sandbox, tmp_pa
         mark = sandbox.last_seq()
         with StdioServe(sandbox, audit, tmp_path / "state", "--read-only", env=env) as server:
             listed = server.request("tools/call", {"name": "resource_list", "arguments": {"top": 3},
-                                                   "_meta": {"traceparent": traceparent}})["result"]
+                                                   "_meta": {"traceparent": traceparent, "tracestate": "rojo=00f067aa0ba902b7",
+                                                             "baggage": "user.id=not-for-azure"}})["result"]
             assert not listed["isError"], listed
             again = server.call("group_list", {"subscription": _sub(sandbox)})
             assert not again["isError"], again
@@ -137,6 +138,7 @@ def test_a_call_is_traced_and_its_audit_records_logged_over_otlp(sandbox, tmp_pa
     assert attributes["azure_agent_mcp.audit.request_id"] == intent["request_id"]
     # the request went out naming its span as parent
     assert seen["traceparent"] == f"00-{client_trace}-{request_span.span_id}-01"
+    assert seen["tracestate"] == "rojo=00f067aa0ba902b7" and seen["baggage"] is False  # the client's baggage stays here
 
     # a call without trace context starts its own trace; its requests are still its children
     grouping = _tool_span(spans, tools["group_list"]["correlation_id"])

@@ -201,6 +201,8 @@ class SandboxApp:
             "user_agent": request.headers.get("user-agent"),
             # W3C trace context the client propagated (ids only, never a secret)
             "traceparent": request.headers.get("traceparent"),
+            "tracestate": request.headers.get("tracestate"),
+            "baggage": "baggage" in request.headers,  # whether any was sent, never its value
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
         if kind in ("arm", "vault"):

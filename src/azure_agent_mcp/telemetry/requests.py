@@ -5,7 +5,7 @@ worker thread that is the current context (the tool span's child); a long-runnin
 azure-core's poller thread has no context, so it is parented on the context its call left in
 ``CallContext.extra`` with its first request. The span is current while the guard audits and sends,
 so the intent, refusal and outcome log records carry its ids, and the attempt leaves with a
-``traceparent`` naming it.
+``traceparent`` (and the client's ``tracestate``) naming it, never the client's ``baggage``.
 
 Attributes: HTTP client conventions (method, ``url.full`` through ``span_url``, server address and
 port, status) and ours (correlation id, call, agent session, RBAC operation and scope, decision,
@@ -18,14 +18,18 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from azure_agent_mcp.callcontext import CallContext, current_call
 from azure_agent_mcp.telemetry import attributes as attr
 from azure_agent_mcp.telemetry.urls import server_address, span_url
 
 CONTEXT_KEY = "otel.context"
+# W3C trace context only, whatever OTEL_PROPAGATORS says: baggage a client sent in _meta must not be
+# forwarded to Azure, and Azure reads traceparent.
+_W3C = TraceContextTextMapPropagator()
 CORRELATION_HEADER = "x-ms-correlation-request-id"
 SERVICE_REQUEST_HEADER = "x-ms-request-id"
 
@@ -80,7 +84,7 @@ class RequestSpan:
         )
         here = trace.set_span_in_context(self._span, parent)
         self._token = otel_context.attach(here)
-        propagate.inject(request.headers, context=here)
+        _W3C.inject(request.headers, context=here)
 
     def decided(self, call: CallContext | None, decision: Any, mapped: Any) -> None:
         values: dict[str, Any] = {
