@@ -19,6 +19,8 @@ import jwt
 import msal
 import pytest
 from conftest import ARM_SCOPE, VAULT_SCOPE, decode_claims, httpx_client, requests_session
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 ARM_API = "2022-12-01"
 
@@ -346,6 +348,38 @@ def test_the_consent_url_in_the_error_grants_the_consent(fresh_sandbox_state):
     graph = httpx_client(manifest).get(url.replace("https://vault.azure.net", "https://graph.microsoft.com"))
     assert graph.status_code == 400 and "AADSTS650057" in graph.text
     assert _obo_error(manifest, assertion)["error_codes"] == [65001]
+
+
+_ASSERTIONS: dict[str, str] = {}
+
+
+@settings(max_examples=25, deadline=None)
+@given(position=st.integers(min_value=0, max_value=10_000), replacement=st.sampled_from("AQgw_-09z"))
+def test_any_tampered_assertion_is_refused(sandbox, position, replacement):
+    """One changed character anywhere in a real assertion (not the last of a segment, whose spare bits may not
+    change the decoded bytes): the grant is refused, never answered with a token."""
+    manifest = sandbox.manifest
+    real = _ASSERTIONS.setdefault("developer", _server_token(manifest, "developer"))
+    candidates = [i for i, c in enumerate(real) if c != "." and i + 1 < len(real) and real[i + 1] != "."]
+    index = candidates[position % len(candidates)]
+    assume(real[index] != replacement)
+    tampered = real[:index] + replacement + real[index + 1:]
+    app = manifest["mcp_server_app"]
+    answer = httpx_client(manifest).post(f"{_authority(manifest)}/oauth2/v2.0/token", data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "requested_token_use": "on_behalf_of",
+        "client_id": app["client_id"], "client_secret": app["client_secret"], "assertion": tampered,
+        "scope": ARM_SCOPE})
+    assert answer.status_code == 400 and "access_token" not in answer.json()
+    assert answer.json()["error"] == "invalid_grant"
+
+
+def test_a_public_client_cannot_use_the_grant(sandbox):
+    manifest = sandbox.manifest
+    answer = httpx_client(manifest).post(f"{_authority(manifest)}/oauth2/v2.0/token", data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "requested_token_use": "on_behalf_of",
+        "client_id": manifest["mcp_public_client"]["client_id"], "assertion": _server_token(manifest),
+        "scope": ARM_SCOPE})
+    assert answer.status_code == 401 and answer.json()["error_codes"] == [700025]
 
 
 def test_a_bad_secret_is_refused(sandbox):
