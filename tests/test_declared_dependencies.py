@@ -76,11 +76,41 @@ def test_every_imported_distribution_is_declared():
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
 
 
+# OpenTelemetry Python publishes its logs signal (the LoggerProvider, the batch processor, SeverityNumber)
+# only under these underscore names, status Development; they are its documented logs API, and the
+# brief asks for a LoggerProvider with a BatchLogRecordProcessor. Nothing else is allowed.
+_PUBLISHED_UNDER_UNDERSCORE = {"opentelemetry._logs", "opentelemetry.sdk._logs", "opentelemetry.sdk._logs.export"}
+
+
+def _full_imports() -> dict[str, set[str]]:
+    """Every absolutely imported module by its full dotted name -> files importing it."""
+    found: dict[str, set[str]] = {}
+    for path in SOURCE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
 def test_no_private_sdk_module_is_imported():
     private = {}
-    for module, files in _imported_modules().items():
+    for module, files in _full_imports().items():
+        if module in _PUBLISHED_UNDER_UNDERSCORE:
+            continue
         if module.split(".")[0] in ("mcp", "azure", "msal", "opentelemetry") and any(
             part.startswith("_") for part in module.split(".")[1:]
         ):
             private[module] = sorted(files)
     assert not private, f"private SDK modules imported: {private}"
+
+
+def test_the_private_module_check_sees_submodules():
+    """The check reads full names: a `from mcp.shared._x import y` would be caught, not keyed as `mcp`."""
+    imports = _full_imports()
+    assert "mcp.server.mcpserver" in imports and "opentelemetry.sdk._logs" in imports
