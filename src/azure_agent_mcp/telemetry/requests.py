@@ -9,7 +9,7 @@ so the intent, refusal and outcome log records carry its ids, and the attempt le
 
 Attributes: HTTP client conventions (method, ``url.full`` through ``span_url``, server address and
 port, status) and ours (correlation id, call, agent session, RBAC operation and scope, decision,
-rule). Never a header value other than the correlation and request ids, never a body, never an
+rule); the tool's name is on the parent span. Never a header value other than the correlation and request ids, never a body, never an
 exception message (a transport error's text may quote the URL with its query).
 """
 
@@ -37,13 +37,15 @@ SERVICE_REQUEST_HEADER = "x-ms-request-id"
 class RequestSpan:
     """A context manager around one attempt; the guard reports its decision and outcome to it."""
 
-    __slots__ = ("_request", "_span", "_token", "_tracer")
+    __slots__ = ("_later", "_request", "_span", "_token", "_tracer")
 
     def __init__(self, tracer: Any, request: Any) -> None:
         self._tracer = tracer
         self._request = request
         self._span: Any = None
         self._token: Any = None
+        # outcome attributes, set in one pass at the end: the SDK's per-attribute cost is not small
+        self._later: dict[str, Any] = {}
 
     def __enter__(self) -> RequestSpan:
         return self
@@ -75,8 +77,6 @@ class RequestSpan:
             values[attr.CALL_CORRELATION_ID] = call.correlation_id
             if call.session_id:
                 values[attr.AGENT_SESSION] = call.session_id
-            if call.tool:
-                values[attr.TOOL] = call.tool
         if decided:
             values.update(decided)
         self._span = self._tracer.start_span(
@@ -90,9 +90,10 @@ class RequestSpan:
         values: dict[str, Any] = {
             attr.OPERATION: decision.operation,
             attr.SCOPE: decision.scope,
-            attr.DATA_ACTION: bool(decision.data_action),
             attr.EFFECT: decision.effect.value,
         }
+        if decision.data_action:
+            values[attr.DATA_ACTION] = True
         if decision.rule:
             values[attr.RULE] = decision.rule
         if decision.policy:
@@ -103,31 +104,33 @@ class RequestSpan:
 
     def refused(self, outcome: str, rule: str | None) -> None:
         """Not sent: the decision, and an error status saying why (the rule's name, never more)."""
-        self._span.set_attribute(attr.DECISION, outcome)
+        self._later[attr.DECISION] = outcome
         self._span.set_status(StatusCode.ERROR, f"not sent: {outcome}" + (f" by rule {rule}" if rule else ""))
 
     def admitted(self, outcome: str, request_id: str | None) -> None:
-        self._span.set_attribute(attr.DECISION, outcome)
+        self._later[attr.DECISION] = outcome
         if request_id:
-            self._span.set_attribute(attr.AUDIT_REQUEST_ID, request_id)
+            self._later[attr.AUDIT_REQUEST_ID] = request_id
 
     def answered(self, response: Any) -> None:
         status = response.status_code
-        self._span.set_attribute(attr.HTTP_STATUS, status)
+        self._later[attr.HTTP_STATUS] = status
         service_request = response.headers.get(SERVICE_REQUEST_HEADER)
         if service_request:
-            self._span.set_attribute(attr.AZURE_SERVICE_REQUEST_ID, service_request)
+            self._later[attr.AZURE_SERVICE_REQUEST_ID] = service_request
         if status >= 400:
-            self._span.set_attribute(attr.ERROR_TYPE, str(status))
+            self._later[attr.ERROR_TYPE] = str(status)
             self._span.set_status(StatusCode.ERROR)
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         if self._span is None:  # the guard failed before it knew the call: still one span per attempt
             self.start(current_call())
         if exc is not None:
-            self._span.set_attribute(attr.ERROR_TYPE, type(exc).__name__)
+            self._later[attr.ERROR_TYPE] = type(exc).__name__
             if self._span.status.status_code is StatusCode.UNSET:  # keep a refusal's description
                 self._span.set_status(StatusCode.ERROR)
+        if self._later:
+            self._span.set_attributes(self._later)
         self._span.end()
         if self._token is not None:
             otel_context.detach(self._token)
