@@ -138,3 +138,57 @@ class AuthServe:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+# -- signing in through the sandbox's public client, as an MCP client does -----------------------------
+
+
+def sign_in(sandbox: Any, name: str, scopes: list[str] | None = None) -> dict[str, Any]:
+    """Authorization code + PKCE with msal, the browser replaced by httpx following the 302 to a loopback
+    listener; returns msal's token result (``access_token`` is for the MCP server app)."""
+    import http.server
+    import ssl
+    import warnings
+    from urllib.parse import parse_qsl, urlsplit
+
+    import msal
+    import requests
+
+    manifest = sandbox.manifest
+    received: list[dict[str, str]] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            received.append(dict(parse_qsl(urlsplit(self.path).query)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"signed in")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    listener = http.server.HTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=listener.serve_forever, daemon=True).start()
+    http_client = requests.Session()
+    http_client.verify = manifest["ca_bundle"]
+    http_client.trust_env = False
+    app = msal.PublicClientApplication(
+        manifest["mcp_public_client"]["client_id"], authority=f"{manifest['authority_host']}/{manifest['tenant_id']}",
+        http_client=http_client, instance_discovery=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended")
+            flow = app.initiate_auth_code_flow(scopes or [manifest["mcp_server_app"]["scope"]],
+                                               redirect_uri=f"http://127.0.0.1:{listener.server_port}/callback",
+                                               login_hint=user(sandbox, name)["upn"])
+        browser = httpx.Client(verify=ssl.create_default_context(cafile=manifest["ca_bundle"]), trust_env=False,
+                               timeout=30)
+        page = browser.get(flow["auth_uri"], follow_redirects=True)
+        assert page.status_code == 200, page.text
+    finally:
+        listener.shutdown()
+        listener.server_close()
+    assert len(received) == 1, received
+    result = app.acquire_token_by_auth_code_flow(flow, received[0])
+    assert "access_token" in result, result
+    return result
