@@ -285,3 +285,13 @@ def test_http_refuses_to_start_without_its_app_unless_anonymous_on_loopback(sand
                             capture_output=True, text=True, env=serve_env(tmp_path / "s"), timeout=60,
                             stdin=subprocess.DEVNULL)
     assert remote.returncode == 2 and "loopback" in remote.stderr
+
+
+def test_with_authentication_the_server_needs_no_credential_of_its_own(sandbox, tmp_path):
+    """Team mode acts only on behalf of callers: a --credential that is not ready does not stop it starting."""
+    import shutil
+
+    if shutil.which("az"):
+        pytest.skip("az is on PATH here: --credential azure-cli would be ready anyway")
+    with AuthServe(sandbox, tmp_path, "--credential", "azure-cli") as server:
+        assert server.post(token=mint(sandbox)).status_code == 200

@@ -79,7 +79,9 @@ def _serve(args: argparse.Namespace, shutdown) -> int:
 
     audit = open_audit(args)
     try:
-        with open_identity(args, lazy_credential=True, expected_principal=policy.expected_principal) as identity:
+        anonymous = args.transport != "http" or getattr(args, "dangerously_allow_anonymous", False)
+        with open_identity(args, lazy_credential=True, expected_principal=policy.expected_principal,
+                           own_credential=anonymous) as identity:
             from azure_agent_mcp.server.auth_config import auth_config
 
             auth = auth_config(args, identity.env)
