@@ -9,6 +9,7 @@ subprocess; the outcome is read from the sandbox's request journal and the audit
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import anyio
@@ -185,3 +186,26 @@ def test_claims_challenge_from_arm_goes_through_the_obo_exchange(served, sandbox
     assert wire["xms_cli_sid"] == {"values": ["challenged-session-1"]}, "merged with the agent claims"
     answered = [e for e in sandbox.requests("arm", since=since) if e["path"].endswith("/resourcegroups")]
     assert [e["status"] for e in answered][:2] == [401, 200]
+
+
+def test_entra_failing_the_exchange_is_token_service_unavailable(served, sandbox):
+    token = sign_in(sandbox, "reader")["access_token"]
+    session = f"outage-{time.monotonic_ns()}"  # a new session: its first call needs an exchange
+    since = sandbox.last_seq()
+    sandbox.add_fault(r"/oauth2/v2\.0/token$", status=503, count=2, retry_after=7)
+    try:
+        async def call() -> Any:
+            headers = {"Authorization": f"Bearer {token}", "X-Agent-Session-Id": session}
+            async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+                async with Client(streamable_http_client(served.url, http_client=http), mode="legacy") as client:
+                    return await client.call_tool("group_list", {})
+
+        result = anyio.run(call)
+    finally:
+        sandbox.clear_faults()
+    assert result.is_error
+    error = result.structured_content["error"]
+    assert error["code"] == "TokenServiceUnavailable", error
+    assert error["retry_after"] == 7
+    assert not [e for e in sandbox.requests("arm", since=since) if e.get("token_session") == session]
+    _no_token_bytes(served, sandbox, token)

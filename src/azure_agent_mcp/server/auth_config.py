@@ -11,6 +11,7 @@ Stdlib only: ``serve --help`` and start-up must not import jwt or msal.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from azure_agent_mcp.netaddr import is_loopback
 
 DEFAULT_SCOPE_NAME = "user_impersonation"
 DEFAULT_LEEWAY_SECONDS = 60
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class AuthConfigError(CommandError):
@@ -102,9 +104,10 @@ def auth_config(args: Any, env: Any) -> AuthConfig | None:
             "--dangerously-allow-anonymous"
         )
     tenant = getattr(args, "tenant", None) or env.tenant_id
-    if not tenant or tenant in ("common", "organizations", "consumers"):
+    if not tenant or not _GUID.fullmatch(tenant):
         raise AuthConfigError(
-            "the resource server trusts one tenant: pass --tenant with the tenant id (not common/organizations)"
+            f"the resource server trusts one tenant: pass --tenant with its tenant id (a GUID, as in the tokens' "
+            f"tid), not {tenant or 'nothing'}"
         )
     authority = env.authority_host.rstrip("/")
     app_id_uri = args.auth_app_id_uri or app.get("app_id_uri") or f"api://{client_id}"

@@ -164,7 +164,8 @@ class EntraTokenVerifier:
                 "wrong_audience", f"the token was issued for another resource: ask Entra for the scope {config.scope}"
             ) from None
         except jwt.InvalidIssuerError:
-            raise TokenRejected("wrong_issuer", f"the token was not issued by {config.issuer}") from None
+            raise TokenRejected("wrong_issuer", f"the token was not issued by {config.issuer} (v2 tokens only: "
+                                                "the app registration's accessTokenAcceptedVersion must be 2)") from None
         except jwt.MissingRequiredClaimError as exc:
             raise TokenRejected("malformed", f"the token has no {exc.claim!r} claim") from None
         except jwt.PyJWTError as exc:
