@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ast
 import json
+import re
 import time
+from pathlib import Path
 
 import jwt
 import msal
 import pytest
 from conftest import ARM_SCOPE, VAULT_SCOPE, decode_claims, httpx_client, requests_session
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 ARM_API = "2022-12-01"
 
@@ -325,6 +330,58 @@ def test_an_unconsented_user_gets_consent_required_naming_the_consent(fresh_sand
     assert not [c for c in sandbox.consents() if c["user"] == "newcomer@sandbox.onmicrosoft.com"]
 
 
+def test_the_consent_url_in_the_error_grants_the_consent(fresh_sandbox_state):
+    sandbox = fresh_sandbox_state
+    manifest = sandbox.manifest
+    assertion = _server_token(manifest, "newcomer")
+    description = _obo_error(manifest, assertion, scopes=[VAULT_SCOPE])["error_description"]
+    url = re.search(r"consent at (\S+),", description).group(1)
+    assert url.startswith(f"{_authority(manifest)}/oauth2/v2.0/authorize?") and "vault.azure.net" in url
+    page = httpx_client(manifest).get(url)
+    assert page.status_code == 200 and "consented" in page.text
+    assert {"user": "newcomer@sandbox.onmicrosoft.com", "object_id": _user(manifest, "newcomer")["object_id"],
+            "client_id": manifest["mcp_server_app"]["client_id"], "resource": "https://vault.azure.net"} in \
+        sandbox.consents()
+    vault = _server_app(manifest).acquire_token_on_behalf_of(assertion, [VAULT_SCOPE])
+    assert decode_claims(vault["access_token"])["aud"] == "https://vault.azure.net"
+    # Only the app's API permissions can be consented to; ARM stays unconsented.
+    graph = httpx_client(manifest).get(url.replace("https://vault.azure.net", "https://graph.microsoft.com"))
+    assert graph.status_code == 400 and "AADSTS650057" in graph.text
+    assert _obo_error(manifest, assertion)["error_codes"] == [65001]
+
+
+_ASSERTIONS: dict[str, str] = {}
+
+
+@settings(max_examples=25, deadline=None)
+@given(position=st.integers(min_value=0, max_value=10_000), replacement=st.sampled_from("AQgw_-09z"))
+def test_any_tampered_assertion_is_refused(sandbox, position, replacement):
+    """One changed character anywhere in a real assertion (not the last of a segment, whose spare bits may not
+    change the decoded bytes): the grant is refused, never answered with a token."""
+    manifest = sandbox.manifest
+    real = _ASSERTIONS.setdefault("developer", _server_token(manifest, "developer"))
+    candidates = [i for i, c in enumerate(real) if c != "." and i + 1 < len(real) and real[i + 1] != "."]
+    index = candidates[position % len(candidates)]
+    assume(real[index] != replacement)
+    tampered = real[:index] + replacement + real[index + 1:]
+    app = manifest["mcp_server_app"]
+    answer = httpx_client(manifest).post(f"{_authority(manifest)}/oauth2/v2.0/token", data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "requested_token_use": "on_behalf_of",
+        "client_id": app["client_id"], "client_secret": app["client_secret"], "assertion": tampered,
+        "scope": ARM_SCOPE})
+    assert answer.status_code == 400 and "access_token" not in answer.json()
+    assert answer.json()["error"] == "invalid_grant"
+
+
+def test_a_public_client_cannot_use_the_grant(sandbox):
+    manifest = sandbox.manifest
+    answer = httpx_client(manifest).post(f"{_authority(manifest)}/oauth2/v2.0/token", data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "requested_token_use": "on_behalf_of",
+        "client_id": manifest["mcp_public_client"]["client_id"], "assertion": _server_token(manifest),
+        "scope": ARM_SCOPE})
+    assert answer.status_code == 401 and answer.json()["error_codes"] == [700025]
+
+
 def test_a_bad_secret_is_refused(sandbox):
     manifest = sandbox.manifest
     result = _obo_error(manifest, _server_token(manifest), credential="mcp~not-the-secret")
@@ -344,3 +401,15 @@ def test_the_token_log_never_holds_an_assertion_secret_or_token(sandbox):
                   "mcp~wrong-secret-value", assertion.split(".")[2], good["access_token"].split(".")[2]):
         assert value not in logged
     assert logged.count("jwt-bearer") >= 2  # the entries are there, without the values
+
+
+def test_the_grant_modules_do_not_import_the_router_back():
+    """entra.py imports the grant modules; none of them (nor the shared errors) imports entra.py."""
+    import azure_agent_mcp.sandbox as package
+
+    root = Path(package.__file__).parent
+    for name in ("agent_grants", "entra_authorize", "entra_obo", "entra_errors", "mcp_world", "sidecar"):
+        tree = ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert "azure_agent_mcp.sandbox.entra" not in imported, name

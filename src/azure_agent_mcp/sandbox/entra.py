@@ -245,6 +245,7 @@ class EntraPlane:
             "client_session_body": form.get("client_session"),
             "claims": form.get("claims") if "claims" in form else request.query.get("claims"),
             "fmi_path": form.get("fmi_path") or request.query.get("fmi_path"),
+            "requested_token_use": form.get("requested_token_use"),
             "issued_uti": None,
             "subject_oid": None,
         }

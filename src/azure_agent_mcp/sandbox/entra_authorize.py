@@ -9,7 +9,8 @@ Redirect URIs are the registered loopback ones, any port (Entra ignores the port
 PKCE is required with ``S256``: OAuth 2.1 and MCP authorization forbid ``plain``, so the sandbox
 refuses it (AADSTS82010, a sandbox code) even though Entra still accepts it. A code lives ten
 minutes and is spent by the first redemption attempt, whether it succeeds or not: a second one gets
-AADSTS54005, as a replayed code does in Entra.
+AADSTS54005, as a replayed code does in Entra. ``prompt=consent`` with the MCP server app's client id
+records the hinted user's consent for it to call the requested resource (see ``_consent``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from azure_agent_mcp.sandbox.entra_errors import AadError
-from azure_agent_mcp.sandbox.principals import PublicClient
+from azure_agent_mcp.sandbox.mcp_world import SERVER_APP_RESOURCES, consent_resource
+from azure_agent_mcp.sandbox.principals import Consent, PublicClient, ServicePrincipal
 from azure_agent_mcp.sandbox.protocol import Request, Response
 
 AUTHORIZATION_CODE_GRANT = "authorization_code"
@@ -90,6 +92,9 @@ class AuthorizationCodes:
             return _error_page(AadError(400, "invalid_request", 900144,
                                         "The request body must contain the following parameter: 'client_id'."))
         client = self.state.world.public_client(client_id)
+        api = self.state.world.sp_by_client_id(client_id) if client is None else None
+        if api is not None and api.api_scopes and query.get("prompt") == "consent":
+            return self._consent(api, query)
         if client is None:
             known = self.state.world.sp_by_client_id(client_id) is not None
             return _error_page(AadError(
@@ -118,6 +123,37 @@ class AuthorizationCodes:
             }, client_id=client_id, error_code=exc.error, aadsts=exc.code)
         return _redirect(redirect_uri, {"code": code, "state": state, "session_state": secrets.token_hex(16)},
                          client_id=client_id, subject_oid=self.codes[_digest(code)].user_oid)
+
+    def _consent(self, app: ServicePrincipal, query: dict[str, str]) -> Response:
+        """``prompt=consent`` for the server app: the hinted user consents to it calling one resource for them.
+
+        Entra would show the consent screen and then redirect to the app; the sandbox records the
+        consent and answers a page, which is all an on-behalf-of caller needs.
+        """
+        hint = query.get("login_hint")
+        user = self.state.world.user_by_upn(hint) if hint else None
+        if user is None:
+            return _error_page(AadError(400, "interaction_required", 50058,
+                                        "The sandbox has no sign-in page: pass login_hint=<a seeded user's upn> to "
+                                        "consent as that user."))
+        try:
+            _, _, resource_scopes = self.plane._resource_of(query.get("scope", ""), app=False)
+        except AadError as exc:
+            return _error_page(exc)
+        resource = consent_resource(resource_scopes[0].rstrip("/").rpartition("/")[0])
+        if resource not in SERVER_APP_RESOURCES:
+            return _error_page(AadError(400, "invalid_request", 650057,
+                                        f"Invalid resource. The client has requested access to a resource which isn't "
+                                        f"listed in the requested permissions in the client's application "
+                                        f"registration. Client app ID: {app.client_id}({app.display_name}). Resource "
+                                        f"value from request: {resource}. Resource app ID: -. List of valid resources "
+                                        "from app registration: " + ", ".join(SERVER_APP_RESOURCES) + "."))
+        self.state.world.consents.add(Consent(user.object_id, app.client_id, resource))
+        body = (f"<!DOCTYPE html><html><head><title>Permissions granted</title></head><body><p id=\"consent\">"
+                f"{html.escape(user.upn)} consented to {html.escape(app.display_name)} calling "
+                f"{html.escape(resource)} on their behalf.</p></body></html>").encode()
+        return Response(200, body, [("content-type", "text/html; charset=utf-8")],
+                        {"client_id": app.client_id, "subject_oid": user.object_id, "consented": resource})
 
     def _sign_in(self, client: PublicClient, redirect_uri: str, query: dict[str, str]) -> str:
         response_type = query.get("response_type", "")

@@ -119,7 +119,8 @@ class OnBehalfOf:
         if Consent(user.object_id, client.client_id, resource) in self.state.world.consents:
             return
         consent_url = (f"{self.state.authority}/oauth2/v2.0/authorize?client_id={client.client_id}"
-                       f"&response_type=code&scope={resource}/user_impersonation&prompt=consent")
+                       f"&response_type=code&scope={resource}/user_impersonation&prompt=consent"
+                       f"&login_hint={user.upn}")
         raise AadError(400, "invalid_grant", 65001,
                        f"The user or administrator has not consented to use the application with ID "
                        f"'{client.client_id}' named '{client.display_name}'. Send an interactive authorization "
