@@ -188,8 +188,10 @@ def test_claims_challenge_from_arm_goes_through_the_obo_exchange(served, sandbox
     assert [e["status"] for e in answered][:2] == [401, 200]
 
 
-def test_entra_failing_the_exchange_is_token_service_unavailable(served, sandbox):
+def test_entra_failing_the_exchange_is_token_service_unavailable(sandbox, tmp_path):
+    """A server of its own: Entra's Retry-After holds the server app's exchanges back for every caller (MSAL)."""
     token = sign_in(sandbox, "reader")["access_token"]
+    served = AuthServe(sandbox, tmp_path)
     session = f"outage-{time.monotonic_ns()}"  # a new session: its first call needs an exchange
     since = sandbox.last_seq()
     sandbox.add_fault(r"/oauth2/v2\.0/token$", status=503, count=2, retry_after=7)
@@ -203,9 +205,30 @@ def test_entra_failing_the_exchange_is_token_service_unavailable(served, sandbox
         result = anyio.run(call)
     finally:
         sandbox.clear_faults()
+        served.stop()
     assert result.is_error
     error = result.structured_content["error"]
     assert error["code"] == "TokenServiceUnavailable", error
     assert error["retry_after"] == 7
     assert not [e for e in sandbox.requests("arm", since=since) if e.get("token_session") == session]
     _no_token_bytes(served, sandbox, token)
+
+
+def test_key_vault_tokens_are_on_behalf_of_the_caller_too(served, sandbox):
+    token = sign_in(sandbox, "developer")["access_token"]
+    vault = sandbox.manifest["vaults"][0]["name"]
+    since = sandbox.last_seq()
+
+    async def call() -> Any:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+            async with Client(streamable_http_client(served.url, http_client=http), mode="legacy") as client:
+                return await client.call_tool("keyvault_secret_list", {"vault": vault})
+
+    result = anyio.run(call)
+    assert not result.is_error, result.content
+    answered = [e for e in sandbox.requests("vault", since=since) if e.get("status") == 200]
+    assert answered and all(e["token_claims"]["oid"] == user(sandbox, "developer")["object_id"] for e in answered)
+    exchanges = [e for e in sandbox.requests("token", since=since) if e.get("grant_type") == JWT_BEARER]
+    assert any("vault.azure.net" in (e.get("scope") or "") for e in exchanges)
+    assert all(e["client_session_query"] == answered[0]["token_session"] for e in exchanges
+               if "vault.azure.net" in (e.get("scope") or ""))

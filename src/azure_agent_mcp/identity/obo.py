@@ -12,7 +12,11 @@ rather than one app with MSAL's cache for everyone. MSAL's OBO call does not rea
 AgentCredential in front of it does the caching), but it writes every answer there: one shared
 cache would keep every caller's tokens for the life of the process, while a partition's cache
 goes with its session. The partitions share one HTTP session and one ``http_cache``, so Entra's
-discovery documents are fetched once per server, not per session.
+discovery documents are fetched once per server, not per session. A consequence, by MSAL's design:
+a 429/5xx from Entra holds back the server app's exchanges for that scope for every caller until
+its Retry-After (5 s without one); a throttled app is throttled for all its users anyway, and
+retrying harder would only prolong it. Answers that are about one caller (400s) are held per
+request, so one caller's refusal never reaches another.
 
 The user assertion is read from ``assertion`` (a callable) at each exchange: the caller's newest
 token, so a token refreshed by the MCP client replaces the old one. It is never logged, put in an

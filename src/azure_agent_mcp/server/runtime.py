@@ -44,6 +44,8 @@ class SessionOwnershipError(PermissionError):
 SessionKey = tuple[str, str, str]
 """(tid, oid, session id); ("", "", id) for sessions of no caller (stdio, anonymous HTTP, the server's own)."""
 SERVER_OWNER: tuple[str, str] = ("", "")
+NOT_YOURS = ("X-Agent-Session-Id names an agent session that belongs to another caller; name one of your own, or "
+             "send no header to get a session of your own")
 
 
 @dataclass(frozen=True)
@@ -160,10 +162,7 @@ class AgentRuntime:
         with self._lock:
             owner = self._owners.get(requested)
             if owner is not None and owner != caller.key:
-                raise SessionOwnershipError(
-                    "X-Agent-Session-Id names an agent session that belongs to another caller; name one of your "
-                    "own, or send no header to get a session of your own"
-                )
+                raise SessionOwnershipError(NOT_YOURS)
             known = self._sessions.get((*caller.key, requested))
             if known is not None:
                 return known
@@ -174,10 +173,7 @@ class AgentRuntime:
         with self._lock:
             owner = self._owners.setdefault(session.id, caller.key)
             if owner != caller.key:  # claimed by another caller between the two locks
-                raise SessionOwnershipError(
-                    "X-Agent-Session-Id names an agent session that belongs to another caller; name one of your "
-                    "own, or send no header to get a session of your own"
-                )
+                raise SessionOwnershipError(NOT_YOURS)
             return self._sessions.setdefault((*caller.key, session.id), session)
 
     def owner_of(self, session_id: str) -> tuple[str, str] | None:
