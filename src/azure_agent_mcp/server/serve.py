@@ -68,7 +68,14 @@ def _serve(args: argparse.Namespace, shutdown) -> int:
     if args.transport == "http" and not is_loopback(args.host) and not args.allow_remote:
         raise CommandError(
             f"refusing to serve HTTP on non-loopback address {args.host}: pass --allow-remote to expose the "
-            "server (and put authentication in front of it)"
+            "server (callers then sign in with Entra; see --auth-client-id)"
+        )
+    if args.transport == "http" and getattr(args, "dangerously_allow_anonymous", False) and not is_loopback(args.host):
+        from azure_agent_mcp.server.auth_config import AuthConfigError
+
+        raise AuthConfigError(
+            f"--dangerously-allow-anonymous is for loopback binds only, not {args.host}: remote callers must "
+            "authenticate (drop the flag and configure --auth-client-id)"
         )
     call_timeout = getattr(args, "call_timeout", None)
     if call_timeout is not None and call_timeout < 0:
