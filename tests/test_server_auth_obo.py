@@ -232,3 +232,58 @@ def test_key_vault_tokens_are_on_behalf_of_the_caller_too(served, sandbox):
     assert any("vault.azure.net" in (e.get("scope") or "") for e in exchanges)
     assert all(e["client_session_query"] == answered[0]["token_session"] for e in exchanges
                if "vault.azure.net" in (e.get("scope") or ""))
+
+
+def _certificate_pem() -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "azure-agent-mcp server app")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def _group_list(url: str, token: str) -> Any:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
+            return await client.call_tool("group_list", {})
+
+
+def test_the_server_app_can_prove_itself_with_a_certificate(sandbox, tmp_path):
+    key_pem, cert_pem = _certificate_pem()
+    pem = tmp_path / "server-app.pem"
+    pem.write_text(key_pem + cert_pem)
+    token = sign_in(sandbox, "developer")["access_token"]
+    with AuthServe(sandbox, tmp_path, "--auth-certificate", str(pem)) as served:
+        refused = anyio.run(_group_list, served.url, token)
+        assert refused.is_error, "a certificate Entra does not know is refused: the secret was not used instead"
+        assert key_pem.splitlines()[1] not in served.stderr_bytes.decode() + json.dumps(refused.structured_content)
+        sandbox.add_client_certificate(server_app(sandbox)["client_id"], cert_pem)
+        result = anyio.run(_group_list, served.url, token)
+        assert not result.is_error, result.content
+
+
+def test_the_server_app_can_prove_itself_with_a_federated_assertion_file(sandbox, tmp_path):
+    from conftest import SandboxTokens
+
+    exchange = SandboxTokens(sandbox.manifest).app_token("api://AzureADTokenExchange/.default")
+    assertion = tmp_path / "federated-token"
+    assertion.write_text(exchange)
+    token = sign_in(sandbox, "reader")["access_token"]
+    since = sandbox.last_seq()
+    with AuthServe(sandbox, tmp_path, "--auth-assertion-file", str(assertion)) as served:
+        result = anyio.run(_group_list, served.url, token)
+        assert not result.is_error, result.content
+        _no_token_bytes(served, sandbox, exchange, token)
+    arm = sandbox.requests("arm", since=since)
+    assert arm and all(e["token_claims"]["oid"] == user(sandbox, "reader")["object_id"] for e in arm)
