@@ -61,8 +61,8 @@ def mint(sandbox: Any, name: str = "developer", *, key: Any = None, headers: dic
     if algorithm == "none":
         return jwt.encode(body, None, algorithm="none", headers=headers)
     if key is None:
-        return sandbox.state.tokens.sign(body) if headers is None else jwt.encode(
-            body, sandbox.state.tokens._private_key, algorithm=algorithm, headers=headers)
+        assert headers is None and algorithm == "RS256", "the sandbox's key signs with its own header only"
+        return sandbox.state.tokens.sign(body)
     return jwt.encode(body, key, algorithm=algorithm, headers=headers)
 
 
