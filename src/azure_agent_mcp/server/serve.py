@@ -207,6 +207,10 @@ def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), 
 
         app = ResourceServer(app, config=auth, resource_url=auth.resource_url or f"http://{shown}:{bound_port}/mcp",
                              runtime=runtime)
+    from azure_agent_mcp.server.health import health_app
+
+    # outermost: a probe carries no token and may name the pod's address as its Host
+    app = health_app(app, draining=lambda: shutdown is not None and shutdown.requested, audit=runtime.audit)
     # Listen before saying so: a client that connects on reading the line is queued, not refused,
     # while uvicorn is still starting.
     sock.listen(2048)
