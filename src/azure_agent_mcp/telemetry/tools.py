@@ -51,6 +51,11 @@ def annotate_call_record(record: dict[str, Any]) -> None:
         for key, name in (("oid", attr.PRINCIPAL_OID), ("tid", attr.PRINCIPAL_TID), ("appid", attr.PRINCIPAL_APPID)):
             if isinstance(principal.get(key), str):
                 values[name] = principal[key]
+    caller = record.get("caller")
+    if isinstance(caller, dict):  # identifiers only: never the upn or display name
+        for key, name in (("oid", attr.CALLER_OID), ("tid", attr.CALLER_TID)):
+            if isinstance(caller.get(key), str):
+                values[name] = caller[key]
     span.set_attributes(values)
 
 
