@@ -79,7 +79,7 @@ class AuthServe:
     """`serve --transport http --port 0 --sandbox MANIFEST` with authentication on; ``url`` is /mcp."""
 
     def __init__(self, sandbox: Any, tmp_path: Path, *extra: str, explicit_app: bool | None = None,
-                 timeout: float = 30) -> None:
+                 timeout: float = 30, env: dict[str, str] | None = None) -> None:
         app = server_app(sandbox)
         self.audit = tmp_path / "audit.jsonl"
         args = [*SERVE, "--sandbox", str(sandbox.manifest_path), "--audit-log", str(self.audit),
@@ -89,7 +89,7 @@ class AuthServe:
                      "--auth-secret-env", SECRET_ENV]
         self.proc = subprocess.Popen(
             [*args, *extra], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=serve_env(tmp_path / "state", **{SECRET_ENV: app["client_secret"] or "unused"}),
+            env=serve_env(tmp_path / "state", **{SECRET_ENV: app["client_secret"] or "unused"}, **(env or {})),
         )
         self.stderr_bytes = bytearray()
         self.url = ""

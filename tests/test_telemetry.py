@@ -291,6 +291,50 @@ async def test_http_trace_context_in_headers_is_continued_and_meta_wins(sandbox,
         assert children and all(c.parent_span_id == parent.span_id for c in children)
 
 
+def test_team_mode_spans_name_each_caller_and_carry_no_token(sandbox, tmp_path):
+    """Two users signed in through the public client, one authenticated HTTP server: each tool span names
+    its caller, and neither the callers' bearer tokens nor the on-behalf-of tokens reach the exports."""
+    import anyio
+    import httpx
+    from auth_helpers import AuthServe, sign_in, user
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    tokens = {name: sign_in(sandbox, name)["access_token"] for name in ("developer", "reader")}
+    with OTLPReceiver() as receiver:
+        with AuthServe(sandbox, tmp_path, env=_otel_env(receiver, **NO_EXPORT_BEFORE_EXIT)) as served:
+            async def work(name: str) -> None:
+                async with httpx.AsyncClient(headers={"Authorization": f"Bearer {tokens[name]}"}, timeout=60) as http:
+                    async with Client(streamable_http_client(served.url, http_client=http), mode="legacy") as client:
+                        assert not (await client.call_tool("resource_list", {"top": 2})).is_error
+
+            async def together() -> None:
+                async with anyio.create_task_group() as group:
+                    for name in tokens:
+                        group.start_soon(work, name)
+
+            anyio.run(together)
+            served.stop()  # SIGTERM: flushed on the way out
+            stderr = bytes(served.stderr_bytes)
+    spans = receiver.received.spans
+    records = [r for r in audit_records(served.audit, "tool") if r["tool"] == "resource_list"]
+    assert len(records) == 2
+    for record in records:
+        tool_span = _tool_span(spans, record["correlation_id"])
+        assert tool_span.attributes["azure_agent_mcp.caller.oid"] == record["caller"]["oid"]
+        assert tool_span.attributes["azure_agent_mcp.caller.tid"] == record["caller"]["tid"]
+        children = _request_spans(spans, record["correlation_id"])
+        assert children and {c.attributes["azure_agent_mcp.agent_session.id"] for c in children} == {record["session_id"]}
+    assert {r["caller"]["oid"] for r in records} == {user(sandbox, n)["object_id"] for n in tokens}
+    logged = [log.body for log in receiver.received.logs if log.body.get("kind") == "tool"]
+    assert sorted(r["caller"]["oid"] for r in logged if r["tool"] == "resource_list") == sorted(
+        r["caller"]["oid"] for r in records)
+    captured = b"".join(receiver.received.raw)
+    for token in tokens.values():
+        assert token.rsplit(".", 1)[-1].encode() not in captured + stderr  # not even a signature
+    _assert_no_secret(captured, [*tokens.values(), *_seeded_secrets(sandbox)])
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
