@@ -225,13 +225,12 @@ class AgentRuntime:
     def _guard_and_correlation(self) -> tuple[Any, Any]:
         """The guard every client's transport goes through, and the correlation policy, built on first use."""
         if self._pipeline_policies is None:
+            from azure_agent_mcp import telemetry
             from azure_agent_mcp.identity import CorrelationPolicy
             from azure_agent_mcp.policy import Guard
 
-            from azure_agent_mcp import telemetry
-
             running = telemetry.active()
-            spans = running.request_span if running is not None and running.tracer is not None else None
+            spans = running.request_span if running is not None else None  # None unless traces are exported
             guard = Guard(self.policy, self.endpoints, confirmer=self._confirm, audit=self.audit, spans=spans)
             self._pipeline_policies = (guard, CorrelationPolicy())
         return self._pipeline_policies

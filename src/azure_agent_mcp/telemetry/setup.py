@@ -14,6 +14,8 @@ auto-configuration does.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -48,6 +50,12 @@ class Telemetry:
         self.logger_provider = logger_provider
         self.tracer = tracer_provider.get_tracer(INSTRUMENTATION, __version__) if tracer_provider else None
         self.logger = logger_provider.get_logger(INSTRUMENTATION, __version__) if logger_provider else None
+        self.request_span: Callable[[Any], Any] | None = None
+        """request -> a CLIENT span around that attempt (the guard's ``spans``); None when traces are off."""
+        if self.tracer is not None:
+            from azure_agent_mcp.telemetry.requests import RequestSpan
+
+            self.request_span = functools.partial(RequestSpan, self.tracer)
 
     @classmethod
     def from_environment(cls, signals: Signals) -> Telemetry:
@@ -71,12 +79,6 @@ class Telemetry:
         return cls(tracer_provider, logger_provider)
 
     # -- hooks (each a no-op for a signal that is off) -----------------------------------------
-
-    def request_span(self, request: Any) -> Any:
-        """A CLIENT span around one Azure request attempt (``GuardedTransport.send``)."""
-        from azure_agent_mcp.telemetry.requests import RequestSpan
-
-        return RequestSpan(self.tracer, request)
 
     def audit_listener(self) -> Any:
         """The callable an ``AuditLog`` calls with each appended record, or None when logs are off."""
