@@ -59,6 +59,7 @@ class LogRecord:
 class Received:
     raw: list[bytes] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    encodings: list[str] = field(default_factory=list)
     spans: list[Span] = field(default_factory=list)
     logs: list[LogRecord] = field(default_factory=list)
 
@@ -80,6 +81,8 @@ class OTLPReceiver:
                     body = gzip.decompress(body)
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
+                with receiver._lock:
+                    receiver.received.encodings.append(encoding or "identity")
                 try:
                     receiver._take(self.path, body)
                 except Exception:  # an undecodable payload is a test failure: answer 400 and keep it

@@ -191,7 +191,9 @@ def test_secrets_the_server_reads_never_reach_spans_or_logs(fresh_sandbox_state,
     audit = tmp_path / "audit.jsonl"
     vault = next(v["name"] for v in sandbox.manifest["vaults"] if v["name"] == "kv-sandbox-prod")
     with OTLPReceiver() as receiver:
-        env = _otel_env(receiver, OTEL_BSP_SCHEDULE_DELAY="50", OTEL_BLRP_SCHEDULE_DELAY="50")
+        # short batch delays, and gzip: the SDK's own variables, honoured as given
+        env = _otel_env(receiver, OTEL_BSP_SCHEDULE_DELAY="50", OTEL_BLRP_SCHEDULE_DELAY="50",
+                        OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
         with StdioServe(sandbox, audit, tmp_path / "state", "--policy", "unrestricted",
                         "--dangerously-skip-confirmation", env=env) as server:
             keys = server.call("storage_account_keys", {"resource_id": _account(sandbox)})
@@ -204,6 +206,7 @@ def test_secrets_the_server_reads_never_reach_spans_or_logs(fresh_sandbox_state,
     planes = {s.attributes.get("azure_agent_mcp.plane") for s in receiver.received.spans if s.kind == CLIENT}
     assert planes == {"arm", "keyvault"}  # the reads were traced: the absence below is not for want of spans
     assert len(receiver.received.logs) == len(audit_records(audit))
+    assert receiver.received.encodings and set(receiver.received.encodings) == {"gzip"}
     _assert_no_secret(b"".join(receiver.received.raw) + stderr, [*read, *_seeded_secrets(sandbox)])
 
 
