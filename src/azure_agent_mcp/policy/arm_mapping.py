@@ -131,9 +131,32 @@ def _resource_groups(method: str, segs: list[str], low: list[str], sub: str) -> 
             return ArmOperation(f"{RESOURCE_GROUPS}/resources/read", group)
         if method == "POST" and low[4] != "providers":  # exportTemplate, moveResources, validateMoveResources
             return ArmOperation(f"{RESOURCE_GROUPS}/{segs[4]}/action", group)
+    if low[4] == "deployments":
+        return _legacy_deployments(method, segs, low, group)
     if n >= 6 and low[4] == "providers":
         return _provider_sections(method, segs, low, 4, group)
     raise ArmShapeError(f"'{_join(*segs)}' is not a resource-group-level path this server maps")
+
+
+def _legacy_deployments(method: str, segs: list[str], low: list[str], group: str) -> ArmOperation:
+    """``{group}/deployments[/{name}[/operations[/{id}]]]``: deployments' older route, without a provider.
+
+    ARM checks it as ``Microsoft.Resources/subscriptions/resourceGroups/deployments[/operations]/...`` (its
+    published operations name both forms), on the deployment's id: ``{group}/providers/Microsoft.Resources/
+    deployments/{name}``, as the newer route names it. The SDK lists a group deployment's operations here.
+    """
+    n = len(segs)
+    if n == 5:
+        _read_only(method, "the resource group's deployment list")
+        return ArmOperation(f"{RESOURCE_GROUPS}/deployments/read", group)
+    deployment = group + _join("providers", "Microsoft.Resources", "deployments", segs[5])
+    if n == 6 and method != "DELETE":
+        return ArmOperation(f"{RESOURCE_GROUPS}/deployments/{_verb(method, 'a deployment')}", deployment)
+    if n in (7, 8) and low[6] in ("operations", "operationstatuses"):
+        _read_only(method, "a deployment's operations")
+        kind = "operations" if low[6] == "operations" else "operationstatuses"
+        return ArmOperation(f"{RESOURCE_GROUPS}/deployments/{kind}/read", deployment + _join(*segs[6:]) if n == 8 else deployment)
+    raise ArmShapeError(f"'{_join(*segs)}' is not a deployment path this server maps")
 
 
 def _provider_sections(method: str, segs: list[str], low: list[str], start: int, parent: str) -> ArmOperation:
