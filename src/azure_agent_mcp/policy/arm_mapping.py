@@ -125,14 +125,14 @@ def _resource_groups(method: str, segs: list[str], low: list[str], sub: str) -> 
     group = _join(*segs[:4])
     if n == 4:
         return ArmOperation(f"{RESOURCE_GROUPS}/{_verb(method, 'a resource group')}", group)
+    if low[4] == "deployments":
+        return _legacy_deployments(method, segs, low, group)
     if n == 5:
         if low[4] == "resources":
             _read_only(method, "the resource group's resource list")
             return ArmOperation(f"{RESOURCE_GROUPS}/resources/read", group)
         if method == "POST" and low[4] != "providers":  # exportTemplate, moveResources, validateMoveResources
             return ArmOperation(f"{RESOURCE_GROUPS}/{segs[4]}/action", group)
-    if low[4] == "deployments":
-        return _legacy_deployments(method, segs, low, group)
     if n >= 6 and low[4] == "providers":
         return _provider_sections(method, segs, low, 4, group)
     raise ArmShapeError(f"'{_join(*segs)}' is not a resource-group-level path this server maps")
@@ -155,7 +155,8 @@ def _legacy_deployments(method: str, segs: list[str], low: list[str], group: str
     if n in (7, 8) and low[6] in ("operations", "operationstatuses"):
         _read_only(method, "a deployment's operations")
         kind = "operations" if low[6] == "operations" else "operationstatuses"
-        return ArmOperation(f"{RESOURCE_GROUPS}/deployments/{kind}/read", deployment + _join(*segs[6:]) if n == 8 else deployment)
+        scope = deployment + _join(*segs[6:]) if n == 8 else deployment
+        return ArmOperation(f"{RESOURCE_GROUPS}/deployments/{kind}/read", scope)
     raise ArmShapeError(f"'{_join(*segs)}' is not a deployment path this server maps")
 
 

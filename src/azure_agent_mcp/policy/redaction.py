@@ -222,11 +222,16 @@ def audit_arguments(arguments: Any, identifying: Collection[str] | None) -> Any:
 # -- deployment outputs ------------------------------------------------------------------------------
 
 
+_SECURE_TYPES = frozenset({"securestring", "secureobject"})
+
+
 def withhold_outputs(obj: Any) -> tuple[Any, list[str]]:
     """``properties.outputs`` of any resource in ``obj`` without values: names and types only.
 
     A template's outputs are whatever its author returned, ``listKeys()`` results included, under
-    any name. So the values are withheld by where they stand, not by what they are called.
+    any name. So the values are withheld by where they stand, not by what they are called. The
+    same goes for ``properties.parameters`` declared ``secureString`` or ``secureObject``: ARM
+    never returns their values, so one that does appear is withheld all the more.
     """
     paths: list[str] = []
     return _outputs_walk(obj, "", paths), paths
@@ -252,4 +257,20 @@ def _outputs_walk(obj: Any, path: str, paths: list[str]) -> Any:
                 outputs[name] = REDACTED
                 paths.append(where)
         out["properties"] = {**properties, "outputs": outputs}
+    if isinstance(properties, dict) and isinstance(properties.get("parameters"), dict):
+        out["properties"] = {**out["properties"], "parameters": _secure_parameters(
+            properties["parameters"], _join(path, "properties.parameters"), paths)}
     return out
+
+
+def _secure_parameters(parameters: dict[Any, Any], where: str, paths: list[str]) -> dict[Any, Any]:
+    kept: dict[Any, Any] = {}
+    for name, parameter in parameters.items():
+        secure = isinstance(parameter, dict) and str(parameter.get("type", "")).lower() in _SECURE_TYPES
+        if secure and any(str(k).lower() != "type" for k in parameter):
+            kept[name] = {k: v for k, v in parameter.items() if str(k).lower() == "type"}
+            kept[name]["value"] = REDACTED
+            paths.append(_join(_join(where, str(name)), "value"))
+        else:
+            kept[name] = parameter
+    return kept

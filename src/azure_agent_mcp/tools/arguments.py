@@ -25,8 +25,9 @@ _TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 # A resource name inside an id: printable ASCII, without what would end or escape a segment.
 _NAME = re.compile(r"[\x20-\x7e]{1,260}")
 _NAME_FORBIDDEN = frozenset("/\\?#%")
-# ARM: 1-64 letters, digits, '-', '.', '_', '(' and ')' (azure-rest-api-specs, deploymentName).
-_DEPLOYMENT = re.compile(r"[-\w.()]{1,64}", re.ASCII)
+# ARM: 1-64 letters, digits, '-', '.', '_', '(' and ')' (azure-rest-api-specs, deploymentName); '.' and '..'
+# alone would be dot segments of the path, not names.
+_DEPLOYMENT = re.compile(r"(?!\.\.?$)[-\w.()]{1,64}", re.ASCII)
 _VAULT = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]")
 
 RESOURCE_ID_HINT = (
@@ -53,8 +54,8 @@ def group_name(value: str) -> str:
 
 def deployment_name(value: str) -> str:
     return _matching(_DEPLOYMENT, value, "a deployment name",
-                     "A deployment name has 1-64 ASCII letters, digits, '-', '.', '_', '(' or ')' (deployment_list "
-                     "shows them).")
+                     "A deployment name has 1-64 ASCII letters, digits, '-', '.', '_', '(' or ')', and is not '.' or "
+                     "'..' (deployment_list shows them).")
 
 
 def vault_name(value: str) -> str:

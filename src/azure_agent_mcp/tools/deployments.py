@@ -105,6 +105,8 @@ def _plan_list(
     top: int | None = None,
 ) -> list[PlannedRequest]:
     _, scope = _scope(azure, subscription, resource_group)
+    _state_filter(state)
+    clamp_top(top, default=20, maximum=800)
     return [PlannedRequest("GET", azure.arm_url(scope + _PROVIDER_PATH, DEPLOYMENTS_API_VERSION))]
 
 
