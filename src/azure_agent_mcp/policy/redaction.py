@@ -223,6 +223,7 @@ def audit_arguments(arguments: Any, identifying: Collection[str] | None) -> Any:
 
 
 _SECURE_TYPES = frozenset({"securestring", "secureobject"})
+_TYPE_NAME = re.compile(r"[A-Za-z]{1,32}")
 
 
 def withhold_outputs(obj: Any) -> tuple[Any, list[str]]:
@@ -249,8 +250,8 @@ def _outputs_walk(obj: Any, path: str, paths: list[str]) -> Any:
         for name, output in properties["outputs"].items():
             where = _join(_join(path, "properties.outputs"), str(name))
             if isinstance(output, dict):
-                outputs[name] = {k: v for k, v in output.items() if k.lower() != "value"}
-                if "value" in {k.lower() for k in output}:
+                outputs[name] = _type_only(output)
+                if any(k not in outputs[name] for k in output):  # the value, or anything else it carries
                     outputs[name]["value"] = REDACTED
                     paths.append(_join(where, "value"))
             else:
@@ -263,13 +264,18 @@ def _outputs_walk(obj: Any, path: str, paths: list[str]) -> Any:
     return out
 
 
+def _type_only(declared: dict[Any, Any]) -> dict[Any, Any]:
+    """``{"type": ...}`` when the type is a plain type name (``String``, ``SecureString``); else nothing."""
+    kind = declared.get("type")
+    return {"type": kind} if isinstance(kind, str) and _TYPE_NAME.fullmatch(kind) else {}
+
+
 def _secure_parameters(parameters: dict[Any, Any], where: str, paths: list[str]) -> dict[Any, Any]:
     kept: dict[Any, Any] = {}
     for name, parameter in parameters.items():
         secure = isinstance(parameter, dict) and str(parameter.get("type", "")).lower() in _SECURE_TYPES
-        if secure and any(str(k).lower() != "type" for k in parameter):
-            kept[name] = {k: v for k, v in parameter.items() if str(k).lower() == "type"}
-            kept[name]["value"] = REDACTED
+        if secure and any(k != "type" for k in parameter):
+            kept[name] = {**_type_only(parameter), "value": REDACTED}
             paths.append(_join(_join(where, str(name)), "value"))
         else:
             kept[name] = parameter
