@@ -281,8 +281,8 @@ TOOLS = (
     AzureTool(
         name="resource_list",
         description=(
-            "Resources in a subscription or group, by type (Namespace/type) or name fragment; at most `top` "
-            "(default 100), and `continuation` (valid in this session) for more."
+            "Resources in a subscription or group, by type (Namespace/type) or name fragment; `top` (default 100), "
+            "and `continuation` (this session only) for more."
         ),
         run=resource_list,
         plan=plan_resource_list,
@@ -303,8 +303,8 @@ TOOLS = (
     AzureTool(
         name="arm_request",
         description=(
-            "One ARM request; `path` is relative to ARM (e.g. /subscriptions/<id>/resourceGroups/<g>); the policy "
-            "checks the operation it maps to."
+            "One ARM request; `path` relative to ARM, e.g. /subscriptions/<id>/resourceGroups/<g>. The policy "
+            "checks its operation."
         ),
         run=arm_request,
         plan=_plan_arm_request,

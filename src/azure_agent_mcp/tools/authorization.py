@@ -164,12 +164,11 @@ TOOLS = (
     AzureTool(
         name="role_definition_list",
         description=(
-            "What RBAC roles allow, to explain a 403: by role_name, role_id (an assignment's roleDefinitionId) or "
-            "all at a scope."
+            "What RBAC roles allow, to explain a 403: by role_name, role_id (a roleDefinitionId) or all at a scope."
         ),
         run=role_definition_list,
         plan=_plan_definitions,
         operations=(DeclaredOperation("Microsoft.Authorization/roleDefinitions/read"),),
-        output_schema=listing(obj(("roleName", "permissions"), roleName=STRING, permissions=array(_PERMISSION))),
+        output_schema=listing(obj(("roleName",), roleName=STRING, permissions=array(_PERMISSION))),
     ),
 )

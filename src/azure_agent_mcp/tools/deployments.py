@@ -199,7 +199,7 @@ TOOLS = (
         name="deployment_list",
         description=(
             "A group's template deployments (else the subscription's), newest first, with state and error; "
-            "`state` filters (e.g. Failed)."
+            "`state` filters."
         ),
         run=deployment_list,
         plan=_plan_list,
@@ -209,8 +209,8 @@ TOOLS = (
     AzureTool(
         name="deployment_get",
         description=(
-            "One deployment: parameters, outputs (withheld where the policy denies secrets), error, and its "
-            "operations' targets, status and messages."
+            "A deployment: parameters, outputs (withheld if secrets are denied), error, and operations with "
+            "target and status."
         ),
         run=deployment_get,
         plan=_plan_get,
@@ -221,8 +221,8 @@ TOOLS = (
         ),
         output_schema=obj(
             ("deployment",),
-            deployment=obj(("properties",), properties=obj(provisioningState=STRING, outputs=ANY_OBJECT)),
-            operations=array(strings("provisioningState", "statusCode")),
+            deployment=obj(properties=obj(provisioningState=STRING, outputs=ANY_OBJECT)),
+            operations=array(strings("provisioningState")),
         ),
     ),
 )

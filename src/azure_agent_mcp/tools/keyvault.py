@@ -66,7 +66,7 @@ TOOLS = (
     ),
     AzureTool(
         name="keyvault_secret_get",
-        description="A Key Vault secret's value (secret-bearing: only where the policy allows secrets).",
+        description="A Key Vault secret's value (secret-bearing).",
         run=keyvault_secret_get,
         plan=_plan_get,
         operations=(DeclaredOperation("Microsoft.KeyVault/vaults/secrets/getSecret/action", data_action=True),),

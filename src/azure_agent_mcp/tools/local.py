@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from azure_agent_mcp.tools.base import AzureTool, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
-from azure_agent_mcp.tools.schemas import ANY_OBJECT, STRING, obj, strings
+from azure_agent_mcp.tools.schemas import STRING, obj, strings
 
 
 # Data-plane operations (DataActions) live under these resource types; everything else is an Action
@@ -59,7 +59,7 @@ TOOLS = (
         description="The agent session, its principal and the agent markers of its token (never the token).",
         run=whoami,
         local_only=True,
-        output_schema=obj(("session",), session=strings("id"), principal=ANY_OBJECT),
+        output_schema=obj(("session",), session=strings("id")),
     ),
     AzureTool(
         name="policy_explain",

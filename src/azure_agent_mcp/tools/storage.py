@@ -56,7 +56,7 @@ TOOLS = (
     ),
     AzureTool(
         name="storage_account_keys",
-        description="A storage account's access keys (secret-bearing: only where the policy allows secrets).",
+        description="A storage account's access keys (secret-bearing).",
         run=storage_account_keys,
         plan=_plan_keys,
         operations=(DeclaredOperation("Microsoft.Storage/storageAccounts/listKeys/action"),),
