@@ -90,6 +90,21 @@ def test_deployments_at_group_and_subscription_scope_with_their_operations(sandb
     }
 
 
+def test_a_deployment_with_hundreds_of_operations_keeps_its_failures(fresh_sandbox_state, tmp_path):
+    from dataclasses import replace
+
+    sandbox = fresh_sandbox_state
+    web = _deployment(sandbox, "deploy-orders-web")
+    template = web.operations[0]  # the succeeded one
+    web.operations[:0] = [replace(template, operation_id=f"{i:016X}") for i in range(300)]  # failure is last
+    with StdioServe(sandbox, tmp_path / "audit.jsonl", tmp_path / "state") as serve:
+        result = serve.call("deployment_get", {"name": "deploy-orders-web", "resource_group": APP_GROUP})
+    content = result["structuredContent"]
+    assert not result.get("isError") and content["operations_truncated"] is True
+    assert len(content["operations"]) == 200 and content["operations"][0]["provisioningState"] == "Failed"
+    assert "302 operation(s), 1 failed (200 shown, failed first)" in text_of(result)
+
+
 def _secret_values(sandbox: Any) -> dict[str, str]:
     storage = _deployment(sandbox, "deploy-orders-storage")
     web = _deployment(sandbox, "deploy-orders-web")

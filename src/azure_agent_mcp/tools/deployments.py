@@ -28,6 +28,8 @@ from azure_agent_mcp.tools.schemas import ANY_OBJECT, STRING, array, listing, ob
 _STATE = re.compile(r"[A-Za-z]{1,40}")
 _LISTED = ("provisioningState", "timestamp", "duration", "correlationId")
 _PROVIDER_PATH = "/providers/Microsoft.Resources/deployments"
+MAX_OPERATIONS = 200
+"""Operations returned at most (failed ones first): a large template records hundreds."""
 
 
 def _as_dict(model: Any) -> dict[str, Any]:
@@ -92,7 +94,7 @@ def deployment_list(
         if len(items) >= limit:
             break
     items.sort(key=lambda i: str(i.get("timestamp") or ""), reverse=True)
-    failed = sum(1 for i in items if str(i.get("provisioningState", "")).lower() == "failed")
+    failed = sum(1 for i in items if _failed(i))
     summary = f"{len(items)} deployment(s) in {_where(sub, resource_group)}, newest first; {failed} failed."
     return ToolOutput(summary, {"scope": scope, "items": items})
 
@@ -136,6 +138,10 @@ def _operation(model: Any) -> dict[str, Any]:
     return shown
 
 
+def _failed(item: dict[str, Any]) -> bool:
+    return str(item.get("provisioningState", "")).lower() == "failed"
+
+
 def deployment_get(
     azure: AzureSession,
     name: str,
@@ -168,9 +174,20 @@ def deployment_get(
             listed = client.deployment_operations.list(resource_group, deployment_name)
         else:
             listed = client.deployment_operations.list_at_subscription_scope(deployment_name)
-        data["operations"] = [_operation(op) for op in listed]
-        failed = [op for op in data["operations"] if str(op.get("provisioningState", "")).lower() == "failed"]
-        summary += f"; {len(data['operations'])} operation(s), {len(failed)} failed"
+        shown, stopped = [], False
+        for op in listed:
+            shown.append(_operation(op))
+            if len(shown) >= 4 * MAX_OPERATIONS:  # enough pages to find the failures; stop paging there
+                stopped = True
+                break
+        failed = [op for op in shown if _failed(op)]
+        summary += f"; {len(shown)}{'+' if stopped else ''} operation(s), {len(failed)} failed"
+        if len(shown) > MAX_OPERATIONS:  # keep the failures, then the others in ARM's order
+            others = [op for op in shown if not _failed(op)]
+            shown = (failed + others)[:MAX_OPERATIONS]
+            data["operations_truncated"] = True
+            summary += f" ({MAX_OPERATIONS} shown, failed first)"
+        data["operations"] = shown
     return ToolOutput(summary + ".", data)
 
 
