@@ -17,6 +17,7 @@ from typing import Any
 
 from azure_agent_mcp.sandbox.admin import AdminPlane
 from azure_agent_mcp.sandbox.arm import ArmPlane
+from azure_agent_mcp.sandbox.deployments import DeploymentsRoom
 from azure_agent_mcp.sandbox.entra import EntraPlane
 from azure_agent_mcp.sandbox.journal import redact_query
 from azure_agent_mcp.sandbox.keyvault import VaultPlane
@@ -37,6 +38,7 @@ class SandboxApp:
         self.state = state
         self.entra = EntraPlane(state)
         self.arm = ArmPlane(state)
+        self.arm.rooms.append(DeploymentsRoom(self.arm))
         self.vault = VaultPlane(state)
         self.admin = AdminPlane(state)
         self.sidecar = SidecarPlane(state, self.entra)
