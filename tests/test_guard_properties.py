@@ -439,7 +439,7 @@ TOOLS = {tool.name: tool for tool in catalog()}
 PLANNED_TOOLS = {name for name, tool in TOOLS.items() if tool.plan is not None}
 COVERED = {"subscription_list", "group_list", "group_create", "resource_list", "resource_get", "resource_delete",
            "arm_request", "keyvault_secret_list", "keyvault_secret_get", "storage_account_list",
-           "storage_account_keys", "role_assignment_list"}
+           "storage_account_keys", "role_assignment_list", "resource_graph_query"}
 
 
 def test_every_tool_with_a_plan_is_covered_here():
@@ -725,6 +725,36 @@ def test_role_assignment_list_scope(azure, sends_nothing, scope):
     mapped = _one(planned, azure, "GET")
     assert mapped.operation == "Microsoft.Authorization/roleAssignments/read"
     assert mapped.scope == named
+
+
+@FAST
+@given(
+    subscriptions=st.one_of(st.none(), st.lists(st.one_of(guids, hostile_value), max_size=3)),
+    management_group=st.one_of(st.none(), st.sampled_from(["mg-platform", "a(1)", "x.y"]), hostile_value),
+)
+def test_resource_graph_query_scopes(azure, sends_nothing, subscriptions, management_group):
+    """The planned query is decided at exactly the subscriptions (or the management group) the arguments name."""
+    from azure_agent_mcp.policy import decide_request
+
+    try:
+        planned = TOOLS["resource_graph_query"].plan(azure, query="Resources | count", subscriptions=subscriptions,
+                                                     management_group=management_group)
+    except ToolInputError:
+        return
+    (request,) = planned
+    assert request.method == "POST"
+    mapped = map_request(request.method, request.url, Endpoints.from_environment(azure.env))
+    assert mapped.operation == "Microsoft.ResourceGraph/resources/read"
+    assert mapped.path == "/providers/Microsoft.ResourceGraph/resources"
+    _, decided = decide_request(azure.policy, Endpoints.from_environment(azure.env), request.method, request.url,
+                                request.body)
+    if management_group is not None:
+        assert not subscriptions and re.fullmatch(r"[A-Za-z0-9_().-]{1,90}", management_group), management_group
+        assert decided.scopes == (f"/providers/Microsoft.Management/managementGroups/{management_group}",)
+        return
+    named = subscriptions or [_subscriptions_of(azure)]  # none or empty: the configured default, as documented
+    assert all(ref_guid(s) for s in named), named
+    assert decided.scopes == tuple(dict.fromkeys(f"/subscriptions/{s.lower()}" for s in named))
 
 
 vault_values = st.one_of(

@@ -12,6 +12,7 @@ body argument (``policy explain --url``) they are decided at the URL's scope, ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -86,9 +87,16 @@ def _at_body_scopes(policy: Policy, mapped: MappedRequest, body: Any) -> tuple[D
 
 
 def decide_request(
-    policy: Policy, endpoints: Endpoints, method: str, url: str, body: Any = NOT_GIVEN
+    policy: Policy,
+    endpoints: Endpoints,
+    method: str,
+    url: str,
+    body: Any = NOT_GIVEN,
+    *,
+    read_body: Callable[[], Any] | None = None,
 ) -> tuple[Decision, MappedRequest | None]:
-    """The decision for one request; ``body`` (bytes or str as sent) matters only for body-scoped operations."""
+    """The decision for one request; the body (``body`` as sent, or what ``read_body()`` returns, called only
+    when needed: reading an azure-core request's body is not free) matters only for body-scoped operations."""
     try:
         mapped = map_request(method, url, endpoints)
     except UnmappableRequestError as exc:
@@ -106,8 +114,8 @@ def decide_request(
             ),
             None,
         )
-    if body is not NOT_GIVEN and is_body_scoped(mapped.operation):
-        decision, mapped = _at_body_scopes(policy, mapped, body)
+    if (body is not NOT_GIVEN or read_body is not None) and is_body_scoped(mapped.operation):
+        decision, mapped = _at_body_scopes(policy, mapped, body if body is not NOT_GIVEN else read_body())
     else:
         decision = decide(policy, mapped.operation, mapped.scope, data_action=mapped.data_action)
     if mapped.unknown_operation and decision.effect is not Effect.DENY and refuses_unknown_operations(policy):

@@ -107,9 +107,9 @@ class Guard:
         started = time.perf_counter()
         call = self._call_for(request.url)
         interrupted = call_interruption(call) if call is not None else None
-        # the body as the transport will send it (requests' data=): read only for body-scoped operations
+        # the body as the transport will send it (requests' data=), read only for body-scoped operations
         decision, mapped = decide_request(self.policy, self.endpoints, request.method, request.url,
-                                          getattr(request, "data", None))
+                                          read_body=lambda: getattr(request, "data", None))
         if interrupted is not None:  # cancelled or past its deadline: nothing is sent, audited like a denial
             self._refused(request, call, decision, mapped, interrupted.decision, started)
             raise interrupted
