@@ -67,6 +67,11 @@ CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "role_definition_list": lambda m: {"role_name": "Reader"},
     "deployment_list": lambda m: {"resource_group": "rg-prod-app"},
     "deployment_get": lambda m: {"name": "deploy-orders-storage", "resource_group": "rg-prod-app"},
+    "resource_graph_query": lambda m: {
+        "query": "Resources | where type =~ 'microsoft.storage/storageaccounts' | project name, resourceGroup, "
+                 "tls = tostring(properties.minimumTlsVersion) | order by name asc",
+        "top": 2,
+    },
 }
 
 

@@ -22,6 +22,7 @@ from azure_agent_mcp.sandbox.entra import EntraPlane
 from azure_agent_mcp.sandbox.journal import redact_query
 from azure_agent_mcp.sandbox.keyvault import VaultPlane
 from azure_agent_mcp.sandbox.protocol import Request, Response, arm_error, json_response
+from azure_agent_mcp.sandbox.resourcegraph import ResourceGraphRoom
 from azure_agent_mcp.sandbox.sidecar import SidecarPlane, problem
 
 MAX_BODY = 4 * 1024 * 1024
@@ -39,6 +40,7 @@ class SandboxApp:
         self.entra = EntraPlane(state)
         self.arm = ArmPlane(state)
         self.arm.rooms.append(DeploymentsRoom(self.arm))
+        self.arm.rooms.append(ResourceGraphRoom(state))
         self.vault = VaultPlane(state)
         self.admin = AdminPlane(state)
         self.sidecar = SidecarPlane(state, self.entra)

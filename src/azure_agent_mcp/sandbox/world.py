@@ -205,7 +205,8 @@ class _Builder:
         (self.children if child else self.resources)[path.lower()] = body
         return path
 
-    def storage(self, group_id: str, name: str, location: str, tags: dict[str, str] | None = None) -> str:
+    def storage(self, group_id: str, name: str, location: str, tags: dict[str, str] | None = None,
+                min_tls: str = "TLS1_2") -> str:
         rid = self.resource(
             group_id,
             "Microsoft.Storage/storageAccounts",
@@ -217,7 +218,7 @@ class _Builder:
                 "statusOfPrimary": "available",
                 "accessTier": "Hot",
                 "supportsHttpsTrafficOnly": True,
-                "minimumTlsVersion": "TLS1_2",
+                "minimumTlsVersion": min_tls,
                 "allowBlobPublicAccess": False,
                 "allowSharedKeyAccess": True,
                 "primaryEndpoints": {
@@ -353,7 +354,8 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
     data = b.group(a, "rg-prod-data", "westeurope", {"env": "prod", "data": "confidential"})
 
     b.storage(app, "stprodapp01", "eastus", {"env": "prod"})
-    b.storage(app, "stprodlogs01", "eastus", {"env": "prod", "purpose": "logs"})
+    # two accounts still accept old TLS, so "which storage accounts lack TLS 1.2" has a real answer
+    b.storage(app, "stprodlogs01", "eastus", {"env": "prod", "purpose": "logs"}, min_tls="TLS1_0")
     b.vault(a, "rg-prod-app", app, "kv-sandbox-prod", "eastus", {
         "db-password": sql_password,
         "api-key": "ak-" + hashlib.sha256((creds.key_salt + "api").encode()).hexdigest()[:32],
@@ -438,7 +440,7 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
                {"Application_Type": "web", "InstrumentationKey": stable_guid("appi", "dev")}, kind="web")
     dev_subnet = b.vnet(dev, "vnet-dev", "westus2", "10.1.0.0/16")
     b.vm(dev, bsub, "vm-dev-01", "westus2", dev_subnet, "Standard_B2s", public_ip=True)
-    b.storage(shared, "stdevshared01", "westus2", {"shared": "true"})
+    b.storage(shared, "stdevshared01", "westus2", {"shared": "true"}, min_tls="TLS1_1")
     b.resource(shared, "Microsoft.ContainerRegistry/registries", "crsandboxdev", "westus2",
                {"loginServer": "crsandboxdev.azurecr.io", "adminUserEnabled": True},
                sku={"name": "Basic", "tier": "Basic"})

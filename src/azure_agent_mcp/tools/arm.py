@@ -258,7 +258,8 @@ def _plan_arm_request(
     api_version: str | None = None,
     body: dict[str, Any] | None = None,
 ) -> list[PlannedRequest]:
-    return [PlannedRequest(method.upper(), azure.arm_url(_checked_path(path), api_version))]
+    sent = json.dumps(body).encode("utf-8") if body is not None else None  # a Resource Graph POST is decided by it
+    return [PlannedRequest(method.upper(), azure.arm_url(_checked_path(path), api_version), sent)]
 
 
 TOOLS = (

@@ -204,6 +204,7 @@ class AzureSession:
         self._resource_clients: dict[str, Any] = {}
         self._subscription_client: Any = None
         self._deployment_clients: dict[str, Any] = {}
+        self._resource_graph_client: Any = None
         self._secret_clients: dict[str, Any] = {}
         self._api_versions: dict[tuple[str, str], str] = {}
         self.caller: dict[str, Any] | None = None
@@ -285,6 +286,18 @@ class AzureSession:
                 )
                 self._deployment_clients[sub] = client
             return client
+    def resource_graph(self) -> Any:
+        with self._lock:
+            if self._resource_graph_client is None:
+                from azure.mgmt.resourcegraph import ResourceGraphClient
+
+                self._resource_graph_client = ResourceGraphClient(
+                    self.credential,
+                    base_url=self.env.arm_endpoint,
+                    credential_scopes=[self.env.arm_scope],
+                    **self._client_kwargs(),
+                )
+            return self._resource_graph_client
 
     def secrets(self, vault: str) -> Any:
         url = self.vault_url(vault)
@@ -314,10 +327,13 @@ class AzureSession:
                        *self._deployment_clients.values()]
             if self._subscription_client is not None:
                 clients.append(self._subscription_client)
+            if self._resource_graph_client is not None:
+                clients.append(self._resource_graph_client)
             self._resource_clients.clear()
             self._deployment_clients.clear()
             self._secret_clients.clear()
             self._subscription_client = None
+            self._resource_graph_client = None
         for client in clients:
             client.close()
 
