@@ -47,7 +47,7 @@ def _graph_requests(sandbox, since: int) -> list[dict]:
 async def _schema(client) -> dict:
     listed = await client.list_tools()
     tool = next(t for t in listed.tools if t.name == "resource_graph_query")
-    assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is False
+    assert tool.annotations.read_only_hint is True and not tool.annotations.destructive_hint
     assert "Resources" in tool.description and "ResourceContainers" in tool.description
     return tool.output_schema
 
