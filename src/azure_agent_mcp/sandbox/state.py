@@ -11,6 +11,7 @@ from typing import Any
 from azure_agent_mcp.sandbox.access import Principal
 from azure_agent_mcp.sandbox.faults import ClaimsChallenge, Fault
 from azure_agent_mcp.sandbox.journal import Journal
+from azure_agent_mcp.sandbox.loganalytics import RECORD_LIMIT
 from azure_agent_mcp.sandbox.rbac import Authorizer
 from azure_agent_mcp.sandbox.tokens import TokenService
 from azure_agent_mcp.sandbox.world import TENANT_ID, SeedCredentials, World, build_world
@@ -32,6 +33,7 @@ class SandboxState:
         self.challenges: list[ClaimsChallenge] = []
         self.agent_rule = True
         self.wrong_identity = False
+        self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache: dict[tuple[str, ...], tuple[str, int]] = {}
         self.reset()
 
@@ -48,6 +50,7 @@ class SandboxState:
         self.challenges = []
         self.agent_rule = True
         self.wrong_identity = False
+        self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache.clear()
         self.journal.reset()
 
