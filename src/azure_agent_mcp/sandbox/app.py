@@ -37,6 +37,7 @@ class SandboxApp:
         self.state = state
         self.entra = EntraPlane(state)
         self.arm = ArmPlane(state)
+        self.arm.listeners.append(state.activity.listener)
         self.vault = VaultPlane(state)
         self.admin = AdminPlane(state)
         self.sidecar = SidecarPlane(state, self.entra)
