@@ -39,6 +39,7 @@ class SandboxApp:
         self.state = state
         self.entra = EntraPlane(state)
         self.arm = ArmPlane(state)
+        self.arm.listeners.append(state.activity.listener)
         self.vault = VaultPlane(state)
         self.logs = LogAnalyticsPlane(state)
         self.admin = AdminPlane(state)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure_agent_mcp.sandbox.access import Principal
+from azure_agent_mcp.sandbox.activitylog import ActivityLog
 from azure_agent_mcp.sandbox.faults import ClaimsChallenge, Fault
 from azure_agent_mcp.sandbox.journal import Journal
 from azure_agent_mcp.sandbox.loganalytics import RECORD_LIMIT
@@ -27,6 +28,8 @@ class SandboxState:
         self.creds = creds or SeedCredentials.generate()
         self.tokens = TokenService(self.issuer)
         self.journal = Journal()
+        # What ARM changed, as Azure's activity log shows it (fed by the ARM plane's listener).
+        self.activity = ActivityLog(self.tenant_id)
         self.world: World
         self.authorizer: Authorizer
         self.faults: list[Fault] = []
@@ -38,7 +41,7 @@ class SandboxState:
         self.reset()
 
     def reset(self) -> None:
-        """Seed world, switches, faults, challenges, log and the sidecar's cache restored; certificates kept."""
+        """Seed world, switches, faults, challenges, logs and the sidecar's cache restored; certificates kept."""
         certificates = {}
         if getattr(self, "world", None) is not None:
             certificates = {sp.client_id: list(sp.certificates) for sp in self.world.service_principals}
@@ -53,6 +56,7 @@ class SandboxState:
         self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache.clear()
         self.journal.reset()
+        self.activity.clear()
 
     def set_wrong_identity(self, enabled: bool) -> None:
         """Agent-identity requests answered with the shared project identity's tokens (tests identity pinning)."""
