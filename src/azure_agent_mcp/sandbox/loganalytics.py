@@ -182,7 +182,7 @@ class LogAnalyticsPlane:
     def _run(self, workspace: dict[str, Any], query: str, timespan: str | None) -> Response:
         from azure_agent_mcp.sandbox import kql
 
-        tables = self._tables(workspace, timespan)
+        tables = {name: logtables.as_table(name, rows) for name, rows in self._tables(workspace, timespan).items()}
         try:
             result = kql.evaluate(query, tables)
         except kql.KqlError as exc:
@@ -236,16 +236,12 @@ def _wire_row(row: Any, columns: list[Any]) -> list[Any]:
 
 
 def _wire_value(value: Any) -> Any:
+    from azure_agent_mcp.sandbox.kql_values import format_datetime, format_timespan
+
     if isinstance(value, datetime.datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
-        return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return format_datetime(value)
     if isinstance(value, datetime.timedelta):
-        total = value.total_seconds()
-        sign = "-" if total < 0 else ""
-        total = abs(total)
-        hours, rest = divmod(total, 3600)
-        minutes, seconds = divmod(rest, 60)
-        return f"{sign}{int(hours):02d}:{int(minutes):02d}:{seconds:09.6f}"
+        return format_timespan(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return value

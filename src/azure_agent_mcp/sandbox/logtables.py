@@ -31,6 +31,25 @@ _OPERATIONS = (
     ("GET", "/health", 0.12),
     ("GET", "/api/catalog", 0.08),
 )
+APP_REQUESTS_COLUMNS = (
+    ("TenantId", "string"), ("TimeGenerated", "datetime"), ("Id", "string"), ("Source", "string"),
+    ("Name", "string"), ("Url", "string"), ("Success", "bool"), ("ResultCode", "string"), ("DurationMs", "real"),
+    ("PerformanceBucket", "string"), ("OperationName", "string"), ("OperationId", "string"), ("ParentId", "string"),
+    ("AppRoleName", "string"), ("AppRoleInstance", "string"), ("ClientType", "string"), ("ClientIP", "string"),
+    ("ItemCount", "long"), ("SDKVersion", "string"), ("_ResourceId", "string"), ("SourceSystem", "string"),
+    ("Type", "string"),
+)
+AZURE_ACTIVITY_COLUMNS = (
+    ("TenantId", "string"), ("SourceSystem", "string"), ("TimeGenerated", "datetime"), ("CallerIpAddress", "string"),
+    ("CategoryValue", "string"), ("CorrelationId", "string"), ("Authorization", "string"),
+    ("Authorization_d", "dynamic"), ("Claims", "string"), ("Claims_d", "dynamic"), ("Level", "string"),
+    ("OperationNameValue", "string"), ("Properties", "string"), ("Properties_d", "dynamic"), ("Caller", "string"),
+    ("EventDataId", "string"), ("EventSubmissionTimestamp", "datetime"), ("HTTPRequest", "string"),
+    ("OperationId", "string"), ("ResourceGroup", "string"), ("ResourceProviderValue", "string"),
+    ("ActivityStatusValue", "string"), ("ActivitySubstatusValue", "string"), ("Hierarchy", "string"),
+    ("SubscriptionId", "string"), ("_ResourceId", "string"), ("Type", "string"),
+)
+SCHEMAS = {"AppRequests": APP_REQUESTS_COLUMNS, "AzureActivity": AZURE_ACTIVITY_COLUMNS}
 _STATUS_VALUES = {"succeeded": "Success", "failed": "Failure", "started": "Start", "accepted": "Accept"}
 
 
@@ -168,6 +187,14 @@ def azure_activity(events: Iterable[dict[str, Any]], customer_id: str) -> list[d
             "Type": "AzureActivity",
         })
     return rows
+
+
+def as_table(name: str, rows: list[dict[str, Any]]) -> Any:
+    """The rows as a KQL table with the table's full schema (an empty table still has its columns)."""
+    from azure_agent_mcp.sandbox.kql import Column, Table
+
+    columns = SCHEMAS[name]
+    return Table([Column(n, t) for n, t in columns], [[row.get(n) for n, _ in columns] for row in rows])
 
 
 def in_window(rows: list[dict[str, Any]], start: datetime.datetime, end: datetime.datetime) -> list[dict[str, Any]]:
