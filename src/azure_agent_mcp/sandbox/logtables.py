@@ -83,12 +83,15 @@ def app_requests(site: dict[str, Any], customer_id: str, anchor: datetime.dateti
     for index in range(count):
         at = anchor - HISTORY + index * ROW_INTERVAL
         method, route = _pick_operation(_unit(name, index, "op"))
+        burst = failing and anchor - at <= BURST
+        if burst and index % 3 == 0:  # checkout traffic: orders keep being placed, and fail
+            method, route = "POST", "/api/orders"
         order = 1000 + int(_unit(name, index, "order") * 9000)
         path = route.replace("{id}", str(order))
         code, duration = "200", 20 + _unit(name, index, "ms") * 180
         if method == "POST":
             code = "201"
-        if failing and method == "POST" and route == "/api/orders" and anchor - at <= BURST:
+        if burst and method == "POST" and route == "/api/orders":
             code, duration = "500", 2900 + _unit(name, index, "slow") * 2200  # the database times out
         elif route == "/api/orders/{id}" and _unit(name, index, "missing") < 0.05:
             code = "404"

@@ -130,9 +130,21 @@ def log_query(
         summary += f" Showing the first {shown} (top={limit}): narrow the query (where, summarize, take) or raise top."
     if partial:
         error = result.partial_error
-        data["partial_error"] = {"code": error.code, "message": error.message}
-        summary += f" Partial result: Log Analytics stopped early ({error.code}: {error.message})."
+        data["partial_error"] = {"code": error.code, "message": _partial_message(error)}
+        summary += f" Partial result: Log Analytics stopped early ({error.code}: {data['partial_error']['message']})."
     return ToolOutput(summary, data)
+
+
+def _partial_message(error: Any) -> str:
+    """The partial error's message and, from its details, the innermost message that says what stopped it."""
+    parts = [str(error.message or "").rstrip(".")]
+    for detail in error.details or []:
+        inner, depth = detail, 0
+        while isinstance(inner, dict) and isinstance(inner.get("innererror"), dict) and depth < 8:
+            inner, depth = inner["innererror"], depth + 1
+        if isinstance(inner, dict) and inner.get("message"):
+            parts.append(str(inner["message"]).rstrip("."))
+    return ". ".join(p for p in parts if p) + "."
 
 
 def _tables(tables: Any, limit: int) -> tuple[list[dict[str, Any]], int, int]:
