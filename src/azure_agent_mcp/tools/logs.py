@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from azure_agent_mcp.tools import arguments
@@ -139,10 +140,10 @@ def _partial_message(error: Any) -> str:
     """The partial error's message and, from its details, the innermost message that says what stopped it."""
     parts = [str(error.message or "").rstrip(".")]
     for detail in error.details or []:
-        inner, depth = detail, 0
-        while isinstance(inner, dict) and isinstance(inner.get("innererror"), dict) and depth < 8:
+        inner, depth = detail, 0  # the SDK's ErrorDetail models are Mappings, not dicts
+        while isinstance(inner, Mapping) and isinstance(inner.get("innererror"), Mapping) and depth < 8:
             inner, depth = inner["innererror"], depth + 1
-        if isinstance(inner, dict) and inner.get("message"):
+        if isinstance(inner, Mapping) and inner.get("message"):
             parts.append(str(inner["message"]).rstrip("."))
     return ". ".join(p for p in parts if p) + "."
 
