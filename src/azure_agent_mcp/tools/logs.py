@@ -203,28 +203,23 @@ TOOLS = (
     AzureTool(
         name="log_query",
         description=(
-            "Run a KQL query over a Log Analytics workspace (tables such as AzureActivity, AppRequests). "
-            "`workspace`: the workspace's ARM id, or its name with `resource_group`. `timespan`: ISO 8601 "
-            "duration ending now (PT1H, P1D; default P1D) or interval start/end. Returns the result tables; "
-            "at most `top` rows (default 100, max 1000), marked truncated when cut."
+            "KQL query over a Log Analytics workspace (AzureActivity, AppRequests...). workspace: ARM id, or name + "
+            "resource_group. timespan: ISO 8601 duration (PT1H; default P1D) or start/end. Rows capped by top "
+            "(100, max 1000)."
         ),
         run=log_query,
         plan=_plan,
         operations=(DeclaredOperation(QUERY_OPERATION),),
         output_schema=s.obj(
-            ("workspace", "status", "tables"),
-            workspace=s.STRING,
-            timespan=s.NULLABLE_STRING,
+            ("status", "tables"),
             status=s.STRING,
             tables=s.array(s.obj(
-                ("name", "columns", "rows"),
-                name=s.STRING,
-                columns=s.array(s.obj(("name", "type"), name=s.STRING, type=s.STRING)),
+                ("columns", "rows"),
+                columns=s.array(s.obj(name=s.STRING, type=s.STRING)),
                 rows=s.array({"type": "array"}),
-                row_count=s.INTEGER,
                 truncated=s.BOOLEAN,
             )),
-            partial_error=s.nullable(s.obj(("code", "message"), code=s.STRING, message=s.NULLABLE_STRING)),
+            partial_error=s.nullable(s.obj(code=s.STRING, message=s.STRING)),
         ),
     ),
 )
