@@ -169,3 +169,25 @@ def test_the_known_operation_is_granted_only_for_exactly_the_workspace_query_sha
         assert len(parts) == 9 and parts[1].lower() == "subscriptions" and parts[3].lower() == "resourcegroups"
         assert parts[5].lower() == "providers" and parts[6].lower() == "microsoft.operationalinsights"
         assert parts[7].lower() == "workspaces" and path.lower().endswith("/query")
+
+
+def test_policy_explain_knows_the_logs_endpoint(capsys, monkeypatch):
+    import json
+
+    monkeypatch.delenv("AZURE_AGENT_MCP_POLICY", raising=False)
+    monkeypatch.delenv("AZURE_AGENT_MCP_READ_ONLY", raising=False)
+    from azure_agent_mcp.cli import main
+
+    def explain(*argv: str) -> tuple[int, dict]:
+        try:
+            code = main(["policy", "explain", "--json", *argv])
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        return code, json.loads(capsys.readouterr().out)
+
+    code, data = explain("--method", "POST", "--url", "https://api.loganalytics.io/v1" + WORKSPACE + "/query")
+    assert code == 0 and data["effect"] == "allow" and data["plane"] == "loganalytics"
+    assert (data["operation"], data["scope"]) == (WORKSPACE_QUERY, WORKSPACE)
+    code, data = explain("--method", "POST", "--logs-endpoint", ORIGIN + "/loganalytics",
+                         "--url", LOGS + "/workspaces/854f3a9a-7170-5057-94aa-4f78dc4ab345/query")
+    assert code == 3 and data["effect"] == "deny" and "resource id" in data["reason"]
