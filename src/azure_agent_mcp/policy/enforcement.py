@@ -239,6 +239,8 @@ class Guard:
             "rule": decision.rule,
             "policy": decision.policy,
             "principal": principal or None,
+            # who the agent acts for, over authenticated HTTP (tid, oid, upn, azp)
+            "caller": call.extra.get("caller") if call is not None else None,
         }
         return {k: v for k, v in record.items() if v is not None}
 

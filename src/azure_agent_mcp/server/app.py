@@ -36,7 +36,8 @@ from azure_agent_mcp.server.confirmation import Approval, Verdict, approved_keys
 from azure_agent_mcp.policy.audit_errors import AuditError
 from azure_agent_mcp.server.lifecycle import CallRegistry, InFlight, loop_scheduler
 from azure_agent_mcp.server.results import cancelled_failure, deadline_failure, error_payload, failure, success
-from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError
+from azure_agent_mcp.server.callers import caller_of, request_caller
+from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError, SessionOwnershipError
 from azure_agent_mcp.tools import catalog
 from azure_agent_mcp.tools.base import IDENTIFYING_ARGUMENTS, AzureTool
 
@@ -132,6 +133,9 @@ class ToolAuditMiddleware:
             # every call has a correlation id, also one that fails before reaching Azure
             "correlation_id": str(uuid.uuid4()),
         }
+        caller = request_caller(getattr(ctx, "request", None))
+        if caller is not None:
+            record["caller"] = caller.describe()
         entry = self.registry.open(name if isinstance(name, str) else None)
         token = _tool_record.set(record)
         entry_token = _in_flight.set(entry)
@@ -353,11 +357,18 @@ async def run_tool_call(
             hint="Call again once the server has restarted.",
         )
         return _finish(runtime, record, started, result, write=standalone)
+    caller = caller_of(ctx)
+    if caller is not None:
+        record["caller"] = caller.describe()
     try:
-        session = runtime.session_for(headers)
+        session = runtime.session_for(headers, caller)
     except SessionHeaderError as exc:
         hint = "Send an id of 1-128 characters from [A-Za-z0-9._:-]."
         return _finish(runtime, record, started, failure("InvalidSessionId", str(exc), hint=hint), write=standalone)
+    except SessionOwnershipError as exc:  # the HTTP layer refuses these first; this is the second line
+        hint = "Name an agent session of your own, or send no X-Agent-Session-Id header."
+        record["decision"] = "deny"
+        return _finish(runtime, record, started, failure(exc.code, str(exc), hint=hint), write=standalone)
     record["session_id"] = session.id
 
     verdict = _verdict(confirmation)
@@ -380,13 +391,15 @@ async def run_tool_call(
 
     approved = verdict.approved
     if verdict.status == "approved":
-        approved = approved_keys(tool, runtime, headers, arguments)
+        approved = approved_keys(tool, runtime, headers, arguments, caller)
         record["decision"] = "confirmed"
 
     def work() -> CallToolResult:
         # One scope for the whole call, the token request included: it carries the correlation id
         # and the control (deadline, cancellation) that every request of this call is checked against.
         extra: dict[str, Any] = {"approved": approved, "principal": {}}
+        if caller is not None:
+            extra["caller"] = record["caller"]
         with call_scope(
             correlation_id=record["correlation_id"],
             session_id=session.id,
@@ -398,7 +411,7 @@ async def run_tool_call(
         ):
             try:
                 session.check()
-                azure = runtime.azure_for(session)
+                azure = runtime.azure_for(session, caller)
                 principal = runtime.principal_for(azure) if not tool.local_only else {}
             except Exception as exc:  # session expired, sign-in failed, wrong identity: nothing was sent
                 record.update(getattr(exc, "audit_fields", dict)())

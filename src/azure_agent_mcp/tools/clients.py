@@ -203,6 +203,10 @@ class AzureSession:
         self._secret_clients: dict[str, Any] = {}
         self._logs_client: Any = None
         self._api_versions: dict[tuple[str, str], str] = {}
+        self.caller: dict[str, Any] | None = None
+        """Who this session acts for over authenticated HTTP (tid, oid, upn, azp); None otherwise."""
+        self.principal: dict[str, Any] | None = None
+        """The claims of the session's ARM token that name its principal, once read (never the token)."""
 
     # -- client construction -------------------------------------------------------------
 

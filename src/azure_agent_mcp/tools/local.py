@@ -30,7 +30,11 @@ def whoami(azure: AzureSession) -> ToolOutput:
     principal = info.get("principal") or {}
     who = principal.get("upn") or principal.get("appid") or principal.get("oid") or "unknown principal"
     markers = ", ".join(sorted(info.get("agent_markers") or {})) or "no agent markers"
-    return ToolOutput(f"{who} in agent session {azure.session.id} ({markers}).", info)
+    summary = f"{who} in agent session {azure.session.id} ({markers})."
+    if azure.caller:  # authenticated HTTP: the signed-in caller this session acts for
+        info["caller"] = dict(azure.caller)
+        summary += f" Caller: {azure.caller.get('upn') or azure.caller.get('oid')} via client {azure.caller.get('azp')}."
+    return ToolOutput(summary, info)
 
 
 def policy_explain(azure: AzureSession, operation: str | None = None, scope: str | None = None) -> ToolOutput:
