@@ -1121,7 +1121,7 @@ def test_log_query_workspace_name_and_group(azure, sends_nothing, workspace, res
                                            "P1M", "P1Y", "PT", "P", "1h", "PT0S", "P800D", "PT1H/PT2H",
                                            "2026-12-01T06:00:00Z/2026-12-01T00:00:00Z", "a/b/c"]), hostile_value))
 def test_log_query_timespan_is_checked_before_anything_is_sent(azure, sends_nothing, timespan):
-    from azure_agent_mcp.tools.timespans import parse_timespan
+    from azure_agent_mcp.tools.logs_timespan import parse_timespan
 
     try:
         parsed = parse_timespan(timespan)

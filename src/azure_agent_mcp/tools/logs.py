@@ -22,7 +22,7 @@ from azure_agent_mcp.tools import arguments
 from azure_agent_mcp.tools import schemas as s
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import AzureRequestError, AzureSession, retry_after_seconds
-from azure_agent_mcp.tools.timespans import parse_timespan
+from azure_agent_mcp.tools.logs_timespan import parse_timespan
 
 WORKSPACE_TYPE = "Microsoft.OperationalInsights/workspaces"
 QUERY_OPERATION = "Microsoft.OperationalInsights/workspaces/query/read"
@@ -203,9 +203,8 @@ TOOLS = (
     AzureTool(
         name="log_query",
         description=(
-            "KQL query over a Log Analytics workspace (AzureActivity, AppRequests...). workspace: ARM id, or name + "
-            "resource_group. timespan: ISO 8601 duration (PT1H; default P1D) or start/end. Rows capped by top "
-            "(100, max 1000)."
+            "Log Analytics KQL query (AzureActivity, AppRequests...). workspace: ARM id, or name + resource_group. "
+            "timespan: ISO 8601 duration (default P1D) or start/end. At most top rows (100; max 1000)."
         ),
         run=log_query,
         plan=_plan,
@@ -219,7 +218,7 @@ TOOLS = (
                 rows=s.array({"type": "array"}),
                 truncated=s.BOOLEAN,
             )),
-            partial_error=s.nullable(s.obj(code=s.STRING, message=s.STRING)),
+            partial_error=s.nullable(s.ANY_OBJECT),
         ),
     ),
 )

@@ -1,4 +1,4 @@
-"""A tool's ``timespan`` argument: an ISO 8601 duration or interval, as azure-monitor-query takes it.
+"""A log query's ``timespan`` argument: an ISO 8601 duration or interval, as azure-monitor-query takes it.
 
 Checked before anything is sent, so a wrong format is the agent's error to fix, named with the
 formats that work, not a 400 from Azure. Years and months are refused: their length depends on
