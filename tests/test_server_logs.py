@@ -58,7 +58,7 @@ async def test_log_query_under_read_only(sandbox, tmp_path):
     async with Client(_params(sandbox, tmp_path, session=session)) as client:
         listed = await client.list_tools()
         tool = next(t for t in listed.tools if t.name == "log_query")
-        assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is False
+        assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is not True
         assert tool.meta["azure-agent-mcp/operations"] == ["Microsoft.OperationalInsights/workspaces/query/read"]
         schema = tool.output_schema
         assert schema is not None and len(json.dumps(schema)) < 1500

@@ -40,6 +40,7 @@ from azure_agent_mcp.server.callers import caller_of, request_caller
 from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError, SessionOwnershipError
 from azure_agent_mcp.tools import catalog
 from azure_agent_mcp.tools.base import IDENTIFYING_ARGUMENTS, AzureTool
+from azure_agent_mcp.tools.schemas import compact_input_schema
 
 _LOG = logging.getLogger("azure_agent_mcp.server")
 META_PREFIX = "azure-agent-mcp/"
@@ -263,6 +264,31 @@ def build_server(runtime: AgentRuntime, *, call_timeout: float | None = DEFAULT_
     return server
 
 
+def _annotations(read_only: bool, destructive: bool, tool: AzureTool) -> ToolAnnotations:
+    """The hints, leaving out what MCP's defaults already say, because every byte is in ``tools/list``.
+
+    Defaults (MCP 2025-06-18): not read-only, destructive, not idempotent, open world. The
+    destructive and idempotent hints mean something only for a tool that is not read-only.
+    """
+    if read_only:
+        return ToolAnnotations(read_only_hint=True, open_world_hint=False if tool.local_only else None)
+    return ToolAnnotations(
+        read_only_hint=False,
+        destructive_hint=destructive,
+        idempotent_hint=tool.idempotent,
+        open_world_hint=False if tool.local_only else None,
+    )
+
+
+def _meta(tool: AzureTool, operations: list[str]) -> dict[str, Any] | None:
+    """The operations a tool may request (none for local tools); ``secretBearing`` only on the tools that
+    return secrets."""
+    meta: dict[str, Any] = {f"{META_PREFIX}operations": sorted(set(operations))} if operations else {}
+    if tool.secret_bearing:
+        meta[f"{META_PREFIX}secretBearing"] = True
+    return meta or None
+
+
 def _register(server: MCPServer, tool: AzureTool, runtime: AgentRuntime) -> None:
     methods: list[str] = []
     read_only, destructive = tool.read_only, tool.destructive
@@ -277,19 +303,12 @@ def _register(server: MCPServer, tool: AzureTool, runtime: AgentRuntime) -> None
         fn,
         name=tool.name,
         description=tool.description,
-        annotations=ToolAnnotations(
-            read_only_hint=read_only,
-            destructive_hint=destructive if not read_only else False,
-            idempotent_hint=tool.idempotent,
-            open_world_hint=not tool.local_only,
-        ),
-        meta={
-            f"{META_PREFIX}secretBearing": tool.secret_bearing,
-            f"{META_PREFIX}operations": sorted(set(operations)),
-        },
+        annotations=_annotations(read_only, destructive, tool),
+        meta=_meta(tool, operations),
         structured_output=False,
     )
     registered = server._tool_manager.get_tool(tool.name)
+    registered.parameters = compact_input_schema(registered.parameters)
     if tool.output_schema is not None:
         # published as outputSchema; the SDK advertises a schema set on the metadata without re-validating
         registered.fn_metadata.output_schema = tool.output_schema

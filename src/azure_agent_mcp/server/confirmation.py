@@ -75,7 +75,7 @@ def make_resolver(tool: AzureTool, runtime: AgentRuntime, parameters: list[inspe
         except (ToolInputError, SessionHeaderError, SessionOwnershipError) as exc:
             code = exc.code if isinstance(exc, (ToolInputError, SessionOwnershipError)) else "InvalidArgument"
             return Verdict("invalid", message=str(exc), hint=getattr(exc, "hint", ""), code=code)
-        decisions = [runtime.decide_request(p.method, p.url) for p in planned]
+        decisions = [runtime.decide_request(p.method, p.url, p.body) for p in planned]
         for decision in decisions:
             if decision.effect.value == "deny":
                 return Verdict("denied", decision=decision)
@@ -115,7 +115,7 @@ def approved_keys(tool: AzureTool, runtime: AgentRuntime, headers: Any, argument
     azure = runtime.azure_for(runtime.session_for(headers, caller), caller)
     keys = set()
     for planned in tool.plan(azure, **arguments):
-        decision = runtime.decide_request(planned.method, planned.url)
+        decision = runtime.decide_request(planned.method, planned.url, planned.body)
         if decision.effect.value == "confirm":
             keys.add(approval_key(decision.operation, decision.scope))
     return frozenset(keys)

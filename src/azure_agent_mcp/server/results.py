@@ -393,6 +393,15 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:500] if text else type(exc).__name__
 
 
+_NOT_FOUND_HINTS = {
+    "DeploymentNotFound": "deployment_list shows the deployments at a scope: pass resource_group for a group's "
+    "deployments, omit it for the subscription's own.",
+    "RoleDefinitionDoesNotExist": "Find a role by role_name, or pass the roleDefinitionId a role assignment shows "
+    "(role_assignment_list).",
+    "ResourceGroupNotFound": "group_list shows the subscription's resource groups.",
+}
+
+
 def _azure_hint(code: str, status: int | None, retry_after: float | None = None) -> str:
     seconds = _whole_seconds(retry_after)
     if status == 429:
@@ -409,6 +418,8 @@ def _azure_hint(code: str, status: int | None, retry_after: float | None = None)
         return "Azure RBAC refused this: the identity needs a role assignment granting the operation at this scope."
     if status == 401:
         return "The token was refused; sign in again."
+    if status == 404 and code in _NOT_FOUND_HINTS:
+        return _NOT_FOUND_HINTS[code]
     if status == 404:
         return "Check the id or path (resource_list shows existing resources)."
     return ""

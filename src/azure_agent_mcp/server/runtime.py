@@ -254,10 +254,10 @@ class AgentRuntime:
 
     # -- policy -----------------------------------------------------------------------------------
 
-    def decide_request(self, method: str, url: str) -> Decision:
+    def decide_request(self, method: str, url: str, body: bytes | None = None) -> Decision:
         from azure_agent_mcp.policy import decide_request
 
-        return decide_request(self.policy, self.endpoints, method, url)[0]
+        return decide_request(self.policy, self.endpoints, method, url, body)[0]
 
     def _confirm(self, decision: Decision) -> bool:
         """The pipeline's confirmer: allow what the user approved for this call (or everything when told to skip)."""

@@ -6,6 +6,7 @@ from azure_agent_mcp.tools.base import AzureTool
 
 
 def catalog() -> tuple[AzureTool, ...]:
-    from azure_agent_mcp.tools import arm, authorization, keyvault, local, logs, storage
+    from azure_agent_mcp.tools import arm, authorization, deployments, keyvault, local, logs, resourcegraph, storage
 
-    return (*local.TOOLS, *arm.TOOLS, *keyvault.TOOLS, *storage.TOOLS, *authorization.TOOLS, *logs.TOOLS)
+    return (*local.TOOLS, *arm.TOOLS, *resourcegraph.TOOLS, *keyvault.TOOLS, *storage.TOOLS, *authorization.TOOLS,
+            *deployments.TOOLS, *logs.TOOLS)

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 RESOURCES_API_VERSION = "2022-09-01"
 SUBSCRIPTIONS_API_VERSION = "2022-12-01"
 ROLE_ASSIGNMENTS_API_VERSION = "2022-04-01"
+ROLE_DEFINITIONS_API_VERSION = "2022-04-01"
+DEPLOYMENTS_API_VERSION = "2026-06-01"
+"""azure-mgmt-resource-deployments 2.0's own version, pinned so that a tool's plan names what the SDK sends."""
 
 
 CONNECT_TIMEOUT = 10.0
@@ -200,6 +203,8 @@ class AzureSession:
         self._lock = threading.Lock()
         self._resource_clients: dict[str, Any] = {}
         self._subscription_client: Any = None
+        self._deployment_clients: dict[str, Any] = {}
+        self._resource_graph_client: Any = None
         self._secret_clients: dict[str, Any] = {}
         self._logs_client: Any = None
         self._api_versions: dict[tuple[str, str], str] = {}
@@ -264,6 +269,37 @@ class AzureSession:
                 )
             return self._subscription_client
 
+    def deployments(self, subscription: str | None = None) -> Any:
+        """azure-mgmt-resource-deployments' client (deployments moved out of azure-mgmt-resource in 24.0)."""
+        sub = self.subscription_id(subscription)
+        with self._lock:
+            client = self._deployment_clients.get(sub)
+            if client is None:
+                from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+
+                client = DeploymentsMgmtClient(
+                    self.credential,
+                    sub,
+                    base_url=self.env.arm_endpoint,
+                    credential_scopes=[self.env.arm_scope],
+                    api_version=DEPLOYMENTS_API_VERSION,
+                    **self._client_kwargs(),
+                )
+                self._deployment_clients[sub] = client
+            return client
+    def resource_graph(self) -> Any:
+        with self._lock:
+            if self._resource_graph_client is None:
+                from azure.mgmt.resourcegraph import ResourceGraphClient
+
+                self._resource_graph_client = ResourceGraphClient(
+                    self.credential,
+                    base_url=self.env.arm_endpoint,
+                    credential_scopes=[self.env.arm_scope],
+                    **self._client_kwargs(),
+                )
+            return self._resource_graph_client
+
     def secrets(self, vault: str) -> Any:
         url = self.vault_url(vault)
         with self._lock:
@@ -308,15 +344,20 @@ class AzureSession:
 
     def close(self) -> None:
         with self._lock:
-            clients = [*self._resource_clients.values(), *self._secret_clients.values()]
+            clients = [*self._resource_clients.values(), *self._secret_clients.values(),
+                       *self._deployment_clients.values()]
             if self._subscription_client is not None:
                 clients.append(self._subscription_client)
             if self._logs_client is not None:
                 clients.append(self._logs_client)
+            if self._resource_graph_client is not None:
+                clients.append(self._resource_graph_client)
             self._resource_clients.clear()
+            self._deployment_clients.clear()
             self._secret_clients.clear()
             self._subscription_client = None
             self._logs_client = None
+            self._resource_graph_client = None
         for client in clients:
             client.close()
 
