@@ -444,7 +444,7 @@ PLANNED_TOOLS = {name for name, tool in TOOLS.items() if tool.plan is not None}
 COVERED = {"subscription_list", "group_list", "group_create", "resource_list", "resource_get", "resource_delete",
            "arm_request", "keyvault_secret_list", "keyvault_secret_get", "storage_account_list",
            "storage_account_keys", "role_assignment_list", "role_definition_list", "deployment_list",
-           "deployment_get", "resource_graph_query"}
+           "deployment_get", "resource_graph_query", "log_query"}
 
 
 def test_every_tool_with_a_plan_is_covered_here():
@@ -1149,3 +1149,110 @@ async def test_edited_forged_and_replayed_continuations_through_the_server(sandb
     finally:
         runtime.close()
         other.close()
+
+
+# -- log_query: the workspace as an id, a name + group, or a GUID ----------------------------------------
+
+WORKSPACE_ID = f"{G}/providers/Microsoft.OperationalInsights/workspaces/log-prod"
+
+
+@st.composite
+def workspace_ids(draw: st.DrawFn) -> str:
+    """Workspace ids (some hostile or malformed, as resource_ids makes them), and ids of other types."""
+    if draw(st.booleans()):
+        name = draw(st.one_of(st.sampled_from(["log-prod", "LOG-1", "log", "a" * 63, "-log", "log_1"]), hostile_value))
+        namespace = draw(st.sampled_from(["Microsoft.OperationalInsights", "microsoft.operationalinsights",
+                                          "Microsoft.Insights"]))
+        kind = draw(st.sampled_from(["workspaces", "Workspaces", "clusters"]))
+        extra = draw(st.sampled_from(["", "", "/tables/AppRequests", "/providers/Microsoft.OperationalInsights/workspaces/w"]))
+        return f"{G}/providers/{namespace}/{kind}/{name}{extra}"
+    return draw(resource_ids())
+
+
+def _logs_plan(azure: AzureSession, **arguments: Any) -> tuple[str, str, Any] | None:
+    """(method, url, mapped or the UnmappableRequestError) of log_query's one planned request; None if refused."""
+    try:
+        planned = TOOLS["log_query"].plan(azure, query="AppRequests | take 1", **arguments)
+    except ToolInputError:
+        return None
+    assert len(planned) == 1, planned
+    request = planned[0]
+    try:
+        mapped: Any = map_request(request.method, request.url, Endpoints.from_environment(azure.env))
+    except UnmappableRequestError as exc:
+        mapped = exc
+    return request.method, request.url, mapped
+
+
+@FAST
+@given(workspace=st.one_of(workspace_ids(), guids, hostile_value))
+@example(workspace=WORKSPACE_ID)
+@example(workspace=f"{G}/providers/Microsoft.Compute/virtualMachines/vm/providers/Microsoft.OperationalInsights/workspaces/w")
+def test_log_query_workspace_id(azure, sends_nothing, workspace):
+    planned = _logs_plan(azure, workspace=workspace)
+    if planned is None:
+        return
+    method, url, mapped = planned
+    assert method == "POST"
+    logs = azure.env.logs_endpoint.rstrip("/") + "/v1"
+    assert url.startswith(logs + "/"), url
+    value = workspace.strip()
+    if ref_guid(value):  # the GUID form: planned as Log Analytics spells it, and refused by the guard
+        assert url == f"{logs}/workspaces/{value.lower()}/query"
+        assert isinstance(mapped, UnmappableRequestError) and "resource id" in mapped.problem
+        return
+    ref = ref_resource_id(value)
+    assert ref is not None and f"{ref[0]}/{ref[1]}".lower() == "microsoft.operationalinsights/workspaces", workspace
+    assert value.count("/") == 8, workspace  # one provider section: not an extension dressed as a workspace
+    assert not isinstance(mapped, UnmappableRequestError), (workspace, mapped)
+    assert (mapped.operation, mapped.scope, mapped.plane) == (
+        "Microsoft.OperationalInsights/workspaces/query/read", value, "loganalytics")
+    assert not mapped.unknown_operation
+
+
+@FAST
+@given(
+    workspace=st.one_of(st.sampled_from(["log-prod", "log", "Log-1", "a" * 63, "a" * 64, "-x-", "x"]), hostile_value),
+    resource_group=st.one_of(st.none(), st.sampled_from(["rg-app", "a(b)", "providers", "x."]), hostile_value),
+    subscription=st.one_of(st.none(), guids, hostile_value),
+)
+def test_log_query_workspace_name_and_group(azure, sends_nothing, workspace, resource_group, subscription):
+    planned = _logs_plan(azure, workspace=workspace, resource_group=resource_group, subscription=subscription)
+    if planned is None:
+        return
+    _, _, mapped = planned
+    value = workspace.strip()
+    if ref_guid(value) or value.startswith("/"):
+        return  # covered by test_log_query_workspace_id
+    sub = subscription or _subscriptions_of(azure)
+    assert ref_guid(sub) and resource_group and ref_group(resource_group), (subscription, resource_group)
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{2,61}[A-Za-z0-9]", value), workspace
+    assert (mapped.operation, mapped.scope) == (
+        "Microsoft.OperationalInsights/workspaces/query/read",
+        f"/subscriptions/{sub}/resourceGroups/{resource_group}/providers/Microsoft.OperationalInsights/workspaces/{value}",
+    )
+
+
+@SOME
+@given(timespan=st.one_of(st.sampled_from(["PT1H", "P1D", "P7D", "PT30M", "P1DT12H", "PT0.5S", "2026-12-01T00:00:00Z/PT6H",
+                                           "PT6H/2026-12-01T06:00:00Z", "2026-12-01T00:00:00Z/2026-12-01T06:00:00Z",
+                                           "P1M", "P1Y", "PT", "P", "1h", "PT0S", "P800D", "PT1H/PT2H",
+                                           "2026-12-01T06:00:00Z/2026-12-01T00:00:00Z", "a/b/c"]), hostile_value))
+def test_log_query_timespan_is_checked_before_anything_is_sent(azure, sends_nothing, timespan):
+    from azure_agent_mcp.tools.logs_timespan import parse_timespan
+
+    try:
+        parsed = parse_timespan(timespan)
+    except ToolInputError as exc:
+        assert "timespan" in str(exc) and "PT1H" in exc.hint  # names the formats that work
+        assert _logs_plan(azure, workspace=WORKSPACE_ID, timespan=timespan) is None
+        return
+    import datetime
+
+    if isinstance(parsed, datetime.timedelta):
+        assert datetime.timedelta(0) < parsed <= datetime.timedelta(days=730)
+    else:
+        start, other = parsed
+        assert start.tzinfo is not None
+        assert (other > start) if isinstance(other, datetime.datetime) else other > datetime.timedelta(0)
+    assert _logs_plan(azure, workspace=WORKSPACE_ID, timespan=timespan) is not None

@@ -72,6 +72,11 @@ CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
                  "tls = tostring(properties.minimumTlsVersion) | order by name asc",
         "top": 2,
     },
+    "log_query": lambda m: {
+        "workspace": next(w["id"] for w in m["workspaces"] if w["name"] == "log-sandbox-prod"),
+        "query": "AppRequests | where ResultCode == '500' | summarize failures = count() by Name",
+        "timespan": "PT1H",
+    },
 }
 
 

@@ -40,8 +40,13 @@ async def test_agent_identity_acting_autonomously_end_to_end(sandbox, tmp_path):
         assert who.structured_content["agentic"]["summary"] == "agent identity acting autonomously"
         groups = await client.call_tool("group_list", {})
         assert not groups.is_error, groups.content
+        workspace = next(w for w in sandbox.manifest["workspaces"] if w["name"] == "log-sandbox-prod")
+        logs = await client.call_tool("log_query", {"workspace": workspace["id"], "query": "AppRequests | count"})
+        assert not logs.is_error, logs.content  # the sidecar's "loganalytics" API: a third audience
     arm = sandbox.requests(kind="arm", since=since)
     assert arm and {r["token_claims"]["appid"] for r in arm} == {agent["agent_identity_id"]}
+    queried = sandbox.requests(kind="logs", since=since)
+    assert queried and {r["token_claims"]["appid"] for r in queried} == {agent["agent_identity_id"]}
     grants = [r for r in sandbox.requests(kind="token", since=since) if r.get("fmi_path")]
     assert grants and grants[0]["fmi_path"] == agent["agent_identity_id"]
     assert agent["blueprint_client_secret"] not in (tmp_path / "audit.jsonl").read_text()
@@ -90,8 +95,13 @@ async def test_sidecar_supplies_tokens_without_a_credential_in_the_server(sandbo
     async with Client(params) as client:
         groups = await client.call_tool("group_list", {})
         assert not groups.is_error, groups.content
+        workspace = next(w for w in sandbox.manifest["workspaces"] if w["name"] == "log-sandbox-prod")
+        logs = await client.call_tool("log_query", {"workspace": workspace["id"], "query": "AppRequests | count"})
+        assert not logs.is_error, logs.content  # the sidecar's "loganalytics" API: a third audience
     arm = sandbox.requests(kind="arm", since=since)
     assert arm and {r["token_claims"]["appid"] for r in arm} == {agent["agent_identity_id"]}
+    queried = sandbox.requests(kind="logs", since=since)
+    assert queried and {r["token_claims"]["appid"] for r in queried} == {agent["agent_identity_id"]}
 
 
 async def test_a_wrong_blueprint_secret_is_an_authentication_error_that_never_echoes_it(sandbox, tmp_path):

@@ -1,6 +1,7 @@
 """Where Azure is: endpoints, audiences and the CA to trust.
 
-One value object shared by the credentials (authority), the SDK clients (ARM and vault endpoints)
+One value object shared by the credentials (authority), the SDK clients (ARM, vault and Log
+Analytics endpoints)
 and the policy's operation mapper (which hosts are Azure at all). Built either for the public cloud
 or from a sandbox manifest (``sandbox.json``).
 """
@@ -11,6 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+PUBLIC_LOGS_ENDPOINT = "https://api.loganalytics.io"
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,9 @@ class AzureEnvironment:
     ca_bundle: str | None = None
     default_subscription: str | None = None
     verify_challenge_resource: bool = True
+    logs_endpoint: str = PUBLIC_LOGS_ENDPOINT
+    """Log Analytics' query API, without its ``/v1`` (a host of its own in Azure; a path in the sandbox)."""
+    logs_audience: str = PUBLIC_LOGS_ENDPOINT
     manifest: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -34,6 +41,10 @@ class AzureEnvironment:
     @property
     def keyvault_scope(self) -> str:
         return self.keyvault_audience.rstrip("/") + "/.default"
+
+    @property
+    def logs_scope(self) -> str:
+        return self.logs_audience.rstrip("/") + "/.default"
 
     def vault_url(self, vault: str) -> str:
         return self.keyvault_url_template.format(vault=vault)
@@ -80,5 +91,7 @@ def from_manifest(manifest: dict[str, Any] | str | Path, subscription: str | Non
         # The sandbox's vaults live under one loopback host, so the vault host cannot end with
         # the challenge resource's domain as it does in Azure (kv.vault.azure.net).
         verify_challenge_resource=False,
+        logs_endpoint=manifest.get("logs_endpoint") or PUBLIC_LOGS_ENDPOINT,
+        logs_audience=manifest.get("logs_audience") or PUBLIC_LOGS_ENDPOINT,
         manifest=manifest,
     )

@@ -8,7 +8,7 @@ credential and performs Entra Agent ID's exchanges. We only ask it for an author
 (``title``, ``status``, ``detail``), shown as they are (they never hold a token).
 
 Scopes map to the sidecar's configured API names: the ARM scope to ``arm``, the Key Vault scope to
-``vault`` (override with ``api_names``). A resource's claims challenge goes along as
+``vault``, the Log Analytics scope to ``loganalytics`` (override with ``api_names``). A resource's claims challenge goes along as
 ``optionsOverride.AcquireTokenOptions.Claims``. The session's AgentCredential caches the headers.
 
 Because the answer is a bearer token, the sidecar must be on this machine: loopback URLs only
@@ -190,7 +190,8 @@ def sidecar_provider(env: Any, **options: Any) -> SidecarProvider:
     url = options.get("sidecar_url") or manifest.get("sidecar")
     if not url:
         raise CredentialUnavailableError("--credential sidecar needs --sidecar-url (e.g. http://localhost:5000)")
-    api_names = options.get("api_names") or {env.arm_scope: "arm", env.keyvault_scope: "vault"}
+    api_names = options.get("api_names") or {env.arm_scope: "arm", env.keyvault_scope: "vault",
+                                             env.logs_scope: "loganalytics"}
     user = options.get("agent_user")
     return SidecarProvider(
         url,

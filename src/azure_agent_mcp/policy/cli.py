@@ -19,6 +19,7 @@ POLICY_ENV = "AZURE_AGENT_MCP_POLICY"
 EXIT_FOR_EFFECT = {"allow": 0, "deny": 3, "confirm": 4}
 PUBLIC_ARM = "https://management.azure.com"
 PUBLIC_VAULT_TEMPLATE = "https://{vault}.vault.azure.net"
+PUBLIC_LOGS = "https://api.loganalytics.io"
 
 
 def register(subparsers: Any) -> None:
@@ -53,6 +54,11 @@ def register(subparsers: Any) -> None:
         "--keyvault-endpoint",
         default=PUBLIC_VAULT_TEMPLATE,
         help="Key Vault URL template with {vault} (default https://{vault}.vault.azure.net)",
+    )
+    explain.add_argument(
+        "--logs-endpoint",
+        default=PUBLIC_LOGS,
+        help=f"Log Analytics query endpoint (default {PUBLIC_LOGS})",
     )
     explain.add_argument("--operation", help="an ARM operation, e.g. Microsoft.Storage/storageAccounts/listKeys/action")
     explain.add_argument("--scope", default=None, help="the scope (resource id) for --operation (default /)")
@@ -126,7 +132,7 @@ def _explain(args: argparse.Namespace) -> int:
     mapped = None
     if by_request:
         try:
-            endpoints = Endpoints(args.arm_endpoint, args.keyvault_endpoint)
+            endpoints = Endpoints(args.arm_endpoint, args.keyvault_endpoint, args.logs_endpoint)
         except ValueError as exc:
             parser.error(str(exc))
         decision, mapped = decide_request(policy, endpoints, args.method, args.url)

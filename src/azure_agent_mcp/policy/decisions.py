@@ -38,8 +38,13 @@ def refuses_unknown_operations(policy: Policy) -> bool:
 
 
 def _unknown(policy: Policy, mapped: MappedRequest) -> Decision:
-    listed = shipped_namespaces()[namespace_of(mapped.operation).lower()]
-    commit = str(listed.source.get("commit", ""))[:12]
+    listed = shipped_namespaces().get(namespace_of(mapped.operation).lower())
+    if listed is not None:
+        commit = str(listed.source.get("commit", ""))[:12]
+        why = (f"{mapped.operation} is not an operation Azure publishes for {listed.namespace} (its published "
+               f"operation list, azure-docs commit {commit}, does not name it)")
+    else:  # a shape the mapper marks unknown whatever the namespace (a resource-centric log query)
+        why = f"{mapped.operation} is not an operation Azure publishes"
     return Decision(
         effect=Effect.DENY,
         operation=mapped.operation,
@@ -47,9 +52,7 @@ def _unknown(policy: Policy, mapped: MappedRequest) -> Decision:
         data_action=mapped.data_action,
         rule=UNKNOWN_OPERATION_RULE,
         policy=policy.name,
-        reason=f"{mapped.operation} is not an operation Azure publishes for {listed.namespace} (its published "
-        f"operation list, azure-docs commit {commit}, does not name it), and policy '{policy.name}' refuses "
-        "operations it cannot name.",
+        reason=f"{why}, and policy '{policy.name}' refuses operations it cannot name.",
         hint="Check the path for a typo or a resource type that does not exist; "
         "azure-agent-mcp policy explain --url shows what a path maps to.",
     )
@@ -109,8 +112,8 @@ def decide_request(
                 rule=UNMAPPABLE_RULE,
                 policy=policy.name,
                 reason=f"The request cannot be mapped to an Azure operation: {exc.problem}.",
-                hint="Only requests to the configured ARM and Key Vault endpoints, in shapes ARM and Key Vault "
-                "define, are sent.",
+                hint="Only requests to the configured ARM, Key Vault and Log Analytics endpoints, in shapes those "
+                "services define, are sent.",
             ),
             None,
         )

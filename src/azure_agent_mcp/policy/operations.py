@@ -1,8 +1,10 @@
 """``(method, url)`` -> the operation, scope and plane the policy decides on.
 
-Only two kinds of destination exist: the configured ARM endpoint and Key Vaults under the
+Only three kinds of destination exist: the configured ARM endpoint, Key Vaults under the
 configured vault URL template (``https://{vault}.vault.azure.net`` in Azure,
-``https://127.0.0.1:PORT/vaults/{vault}`` in the sandbox). Scheme, host and port are compared
+``https://127.0.0.1:PORT/vaults/{vault}`` in the sandbox) and the Log Analytics query endpoint
+(``https://api.loganalytics.io``; ``https://127.0.0.1:PORT/loganalytics`` in the sandbox, so it is
+matched by origin and path prefix, before ARM). Scheme, host and port are compared
 exactly; a request anywhere else (another host, a port, plain http, user info in the URL) is
 refused, because the policy cannot say what it would do there.
 
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 from azure_agent_mcp.policy.arm_mapping import ArmShapeError, map_arm
 from azure_agent_mcp.policy.errors import UnmappableRequestError
 from azure_agent_mcp.policy.known_operations import is_known_operation
+from azure_agent_mcp.policy.logs_mapping import LogsShapeError, map_logs
 from azure_agent_mcp.policy.urlpath import PathRejected, path_segments
 from azure_agent_mcp.policy.vault_mapping import VaultShapeError, map_vault
 
@@ -48,16 +51,23 @@ def _origin(url: str, what: str) -> tuple[_Origin, list[str]]:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where ARM and the Key Vault data plane are (compiled for matching at construction)."""
+    """Where ARM, the Key Vault data plane and Log Analytics' query API are (compiled for matching at construction)."""
 
     arm_endpoint: str
     keyvault_url_template: str
+    logs_endpoint: str = "https://api.loganalytics.io"
     _arm: tuple[_Origin, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _logs: tuple[_Origin, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _vault: tuple[str, _Origin, tuple[str, ...], str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         origin, base = _origin(self.arm_endpoint, "ARM endpoint")
         object.__setattr__(self, "_arm", (origin, tuple(s.lower() for s in base)))
+        logs_origin, logs_base = _origin(self.logs_endpoint, "Log Analytics endpoint")
+        logs = (logs_origin, tuple(s.lower() for s in logs_base))
+        if logs == self._arm:
+            raise ValueError(f"the Log Analytics endpoint '{self.logs_endpoint}' cannot be the ARM endpoint itself")
+        object.__setattr__(self, "_logs", logs)
         template = self.keyvault_url_template
         if template.count("{vault}") != 1:
             raise ValueError(f"Key Vault URL template '{template}' must contain '{{vault}}' exactly once")
@@ -76,11 +86,11 @@ class Endpoints:
 
     @classmethod
     def from_environment(cls, env: AzureEnvironment) -> Endpoints:
-        return cls(env.arm_endpoint, env.keyvault_url_template)
+        return cls(env.arm_endpoint, env.keyvault_url_template, env.logs_endpoint)
 
     @classmethod
     def public_cloud(cls) -> Endpoints:
-        return cls("https://management.azure.com", "https://{vault}.vault.azure.net")
+        return cls("https://management.azure.com", "https://{vault}.vault.azure.net", "https://api.loganalytics.io")
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ class MappedRequest:
     operation: str
     data_action: bool
     scope: str
-    plane: str  # "arm" | "keyvault"
+    plane: str  # "arm" | "keyvault" | "loganalytics"
     path: str = ""  # the path exactly as sent (canonical, so also as decided); no query string
     vault: str | None = None
     unknown_operation: bool = False  # its namespace's published operation list does not name it
@@ -151,9 +161,20 @@ def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
             mapped.operation, True, mapped.scope, "keyvault", path, vault, not is_known_operation(mapped.operation, True)
         )
 
-    arm_origin, arm_base = endpoints._arm
     if parts.path.endswith("/") and parts.path != "/":
         raise UnmappableRequestError(method, url, "the path is not canonical: the path has a trailing '/'")
+    logs_origin, logs_base = endpoints._logs
+    if origin == logs_origin and tuple(s.lower() for s in segments[: len(logs_base)]) == logs_base:
+        try:
+            mapped_logs = map_logs(verb, segments[len(logs_base) :])
+        except LogsShapeError as exc:
+            raise UnmappableRequestError(method, url, str(exc)) from None
+        return MappedRequest(
+            mapped_logs.operation, False, mapped_logs.scope, "loganalytics", path, None,
+            not mapped_logs.known or not is_known_operation(mapped_logs.operation, False),
+        )
+
+    arm_origin, arm_base = endpoints._arm
     if origin == arm_origin and tuple(s.lower() for s in segments[: len(arm_base)]) == arm_base:
         try:
             mapped_arm = map_arm(verb, segments[len(arm_base) :])
@@ -166,5 +187,6 @@ def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
 
     shown = f"{origin[0]}://{origin[1]}:{origin[2]}"
     raise UnmappableRequestError(
-        method, url, f"{shown} is neither the configured ARM endpoint nor a Key Vault under the configured template"
+        method, url, f"{shown} is neither the configured ARM endpoint, a Key Vault under the configured template, nor the "
+        "configured Log Analytics endpoint"
     )

@@ -9,6 +9,8 @@ GET|POST wrong-identity                             {"enabled": bool}: agent ide
                                                     shared project identity's tokens (pinning tests)
 GET|POST|DELETE claims-challenges                   {path, claims}
 POST certificates                                   {client_id, certificate: PEM} for client assertions
+GET|POST logs-record-limit                          {"limit": int}: Log Analytics' result record limit
+                                                    (a bigger result is cut and marked PartialError)
 GET|POST|DELETE consents                            {user, resource, client_id?}: delegated consents
                                                     (on-behalf-of needs one per user, client, resource)
 """
@@ -24,7 +26,7 @@ from azure_agent_mcp.sandbox.mcp_world import consent_resource, consents_listing
 from azure_agent_mcp.sandbox.principals import MCP_SERVER_CLIENT_ID, Consent
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
 
-KINDS = ("token", "arm", "vault", "entra", "sidecar")
+KINDS = ("token", "arm", "vault", "logs", "entra", "sidecar")
 
 
 class AdminError(Exception):
@@ -83,6 +85,13 @@ class AdminPlane:
                 return json_response(200, {"value": []})
             if method == "GET":
                 return json_response(200, {"value": [f.describe() for f in state.faults]})
+        if name == "logs-record-limit":
+            if method == "POST":
+                limit = (self._json(request) or {}).get("limit")
+                if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                    raise AdminError(400, "'limit' must be a positive integer.")
+                state.logs_record_limit = limit
+            return json_response(200, {"limit": state.logs_record_limit})
         if name == "agent-rule":
             if method == "POST":
                 state.agent_rule = self._switch(request)

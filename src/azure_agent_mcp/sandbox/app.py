@@ -1,7 +1,8 @@
 """The ASGI application that puts the planes behind one origin, with faults, limits and the log.
 
 Dispatch by first path segment: ``/_sandbox`` admin, ``/_sidecar`` the Entra SDK auth sidecar,
-``/vaults`` Key Vault, Entra's tenant paths, everything else ARM. Faults apply to every plane
+``/vaults`` Key Vault, ``/loganalytics`` Log Analytics' query API, Entra's tenant paths, everything
+else ARM. Faults apply to every plane
 but the admin API before normal handling. Bodies over 4 MB get 413; an unexpected failure
 becomes a 500 in ARM's shape. The server keeps serving whatever it is sent. Handlers are synchronous: the state is in memory and cheap to touch.
 """
@@ -21,6 +22,7 @@ from azure_agent_mcp.sandbox.deployments import DeploymentsRoom
 from azure_agent_mcp.sandbox.entra import EntraPlane
 from azure_agent_mcp.sandbox.journal import redact_query
 from azure_agent_mcp.sandbox.keyvault import VaultPlane
+from azure_agent_mcp.sandbox.loganalytics import LogAnalyticsPlane
 from azure_agent_mcp.sandbox.protocol import Request, Response, arm_error, json_response
 from azure_agent_mcp.sandbox.resourcegraph import ResourceGraphRoom
 from azure_agent_mcp.sandbox.sidecar import SidecarPlane, problem
@@ -39,9 +41,11 @@ class SandboxApp:
         self.state = state
         self.entra = EntraPlane(state)
         self.arm = ArmPlane(state)
+        self.arm.listeners.append(state.activity.listener)
         self.arm.rooms.append(DeploymentsRoom(self.arm))
         self.arm.rooms.append(ResourceGraphRoom(state))
         self.vault = VaultPlane(state)
+        self.logs = LogAnalyticsPlane(state)
         self.admin = AdminPlane(state)
         self.sidecar = SidecarPlane(state, self.entra)
 
@@ -78,6 +82,8 @@ class SandboxApp:
             kind = "sidecar"
         elif first == "vaults":
             kind = "vault"
+        elif first == "loganalytics":
+            kind = "logs"
         elif self.entra.handles(lowered):
             kind = "token" if lowered[-3:] == ["oauth2", "v2.0", "token"] else "entra"
         else:
@@ -115,6 +121,8 @@ class SandboxApp:
                 response = self.admin.handle(request, parts)
             elif kind == "vault":
                 response = self.vault.handle(request, parts)
+            elif kind == "logs":
+                response = self.logs.handle(request, parts)
             elif kind == "sidecar":
                 response = self.sidecar.handle(request, parts)
             elif kind in ("token", "entra"):
@@ -152,7 +160,7 @@ class SandboxApp:
         """What a plane would have logged, for requests a fault answered before the plane saw them."""
         if kind == "token":
             return self.entra.token_log_fields(request)
-        if kind in ("arm", "vault"):
+        if kind in ("arm", "vault", "logs"):
             return {"token_session": None, "token_claims": None}
         return {}
 
@@ -209,7 +217,7 @@ class SandboxApp:
             "baggage": "baggage" in request.headers,  # whether any was sent, never its value
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        if kind in ("arm", "vault"):
+        if kind in ("arm", "vault", "logs"):
             entry["token_session"] = None
             entry["token_claims"] = None
         if response is not None:

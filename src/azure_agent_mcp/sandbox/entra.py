@@ -40,6 +40,7 @@ KNOWN_RESOURCES = {
     "https://management.azure.com": "https://management.azure.com/",
     "https://management.core.windows.net": "https://management.core.windows.net/",
     "https://vault.azure.net": "https://vault.azure.net",
+    "https://api.loganalytics.io": "https://api.loganalytics.io",
     "https://graph.microsoft.com": "https://graph.microsoft.com",
     "api://azureadtokenexchange": "api://AzureADTokenExchange",
 }

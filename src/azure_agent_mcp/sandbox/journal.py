@@ -55,6 +55,7 @@ class Journal:
         self.by_session: Counter[str] = Counter()
         self.arm_requests = 0
         self.vault_requests = 0
+        self.logs_requests = 0
         self.sidecar_requests = 0
         self.faults_injected = 0
         self.started = time.time()
@@ -73,6 +74,8 @@ class Journal:
             self.arm_requests += 1
         elif kind == "vault":
             self.vault_requests += 1
+        elif kind == "logs":
+            self.logs_requests += 1
         elif kind == "sidecar":
             self.sidecar_requests += 1
         if entry.get("fault"):
@@ -92,6 +95,7 @@ class Journal:
             "token_requests_by_session": dict(self.by_session),
             "arm_requests": self.arm_requests,
             "vault_requests": self.vault_requests,
+            "logs_requests": self.logs_requests,
             "sidecar_requests": self.sidecar_requests,
             "faults_injected": self.faults_injected,
             "last_seq": self._seq,

@@ -232,6 +232,8 @@ class Sandbox:
             "arm_audience": "https://management.azure.com/",
             "keyvault_endpoint": origin + "/vaults/{vault}",
             "keyvault_audience": "https://vault.azure.net",
+            "logs_endpoint": origin + "/loganalytics",
+            "logs_audience": "https://api.loganalytics.io",
             "ca_bundle": str(ca_cert),
             "public_client_id": PUBLIC_CLIENT_ID,
             "subscriptions": [{"id": sub, "name": name} for sub, name in world.subscriptions.items()],
@@ -250,6 +252,11 @@ class Sandbox:
                 {"name": v.name, "subscription": v.subscription, "resource_group": v.resource_group,
                  "url": world.vault_url(v.name)}
                 for v in world.vaults.values()
+            ],
+            "workspaces": [
+                {"name": r["name"], "id": r["id"], "customer_id": r["properties"]["customerId"]}
+                for r in world.resources.values()
+                if r["type"].lower() == "microsoft.operationalinsights/workspaces"
             ],
             "admin": origin + "/_sandbox",
             "sidecar": origin + "/_sidecar",
@@ -352,6 +359,10 @@ class Sandbox:
 
     def clear_faults(self) -> None:
         self._admin("DELETE", "/faults")
+
+    def set_logs_record_limit(self, limit: int) -> None:
+        """Log Analytics cuts bigger results there and answers PartialError (``reset()`` restores 500,000)."""
+        self._admin("POST", "/logs-record-limit", {"limit": int(limit)})
 
     def set_agent_rule(self, enabled: bool) -> None:
         self._admin("POST", "/agent-rule", {"enabled": bool(enabled)})

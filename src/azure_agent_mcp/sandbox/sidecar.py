@@ -36,6 +36,7 @@ from azure_agent_mcp.sandbox.protocol import Request, Response
 API_SCOPES = {
     "arm": "https://management.azure.com/.default",
     "vault": "https://vault.azure.net/.default",
+    "loganalytics": "https://api.loganalytics.io/.default",
 }
 CACHE_MARGIN_SECONDS = 300
 _PROBLEM_TITLES = {

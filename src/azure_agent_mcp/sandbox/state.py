@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from azure_agent_mcp.sandbox.access import Principal
+from azure_agent_mcp.sandbox.activitylog import ActivityLog
 from azure_agent_mcp.sandbox.faults import ClaimsChallenge, Fault
 from azure_agent_mcp.sandbox.journal import Journal
+from azure_agent_mcp.sandbox.loganalytics import RECORD_LIMIT
 from azure_agent_mcp.sandbox.rbac import Authorizer
 from azure_agent_mcp.sandbox.tokens import TokenService
 from azure_agent_mcp.sandbox.world import TENANT_ID, SeedCredentials, World, build_world
@@ -26,17 +28,20 @@ class SandboxState:
         self.creds = creds or SeedCredentials.generate()
         self.tokens = TokenService(self.issuer)
         self.journal = Journal()
+        # What ARM changed, as Azure's activity log shows it (fed by the ARM plane's listener).
+        self.activity = ActivityLog(self.tenant_id)
         self.world: World
         self.authorizer: Authorizer
         self.faults: list[Fault] = []
         self.challenges: list[ClaimsChallenge] = []
         self.agent_rule = True
         self.wrong_identity = False
+        self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache: dict[tuple[str, ...], tuple[str, int]] = {}
         self.reset()
 
     def reset(self) -> None:
-        """Seed world, switches, faults, challenges, log and the sidecar's cache restored; certificates kept."""
+        """Seed world, switches, faults, challenges, logs and the sidecar's cache restored; certificates kept."""
         certificates = {}
         if getattr(self, "world", None) is not None:
             certificates = {sp.client_id: list(sp.certificates) for sp in self.world.service_principals}
@@ -48,8 +53,10 @@ class SandboxState:
         self.challenges = []
         self.agent_rule = True
         self.wrong_identity = False
+        self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache.clear()
         self.journal.reset()
+        self.activity.clear()
 
     def set_wrong_identity(self, enabled: bool) -> None:
         """Agent-identity requests answered with the shared project identity's tokens (tests identity pinning)."""

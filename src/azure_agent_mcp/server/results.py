@@ -411,6 +411,9 @@ def _azure_hint(code: str, status: int | None, retry_after: float | None = None)
         return f"Azure is unavailable for now: retry in {seconds} s (Retry-After)."
     if status == 403 and code == "AgentSessionSecretAccessDenied":
         return "Azure itself refuses secrets to agent-tagged tokens; a human must read this secret."
+    if status == 403 and code == "InsufficientAccessError":
+        return ("Log Analytics refused the query: the identity needs Microsoft.OperationalInsights/workspaces/query/read "
+                "on the workspace (roles Log Analytics Reader or Reader grant it); role_assignment_list shows what it has.")
     if status == 403:
         return "Azure RBAC refused this: the identity needs a role assignment granting the operation at this scope."
     if status == 401:

@@ -158,7 +158,8 @@ def _continued_link(
     )
     parts = urlsplit(link)
     arm = urlsplit(azure.env.arm_endpoint)
-    if (parts.scheme, parts.netloc.lower()) != (arm.scheme, arm.netloc.lower()) or parts.path.lower() != listing.lower():
+    moved = (parts.scheme, parts.netloc.lower()) != (arm.scheme, arm.netloc.lower()) or parts.path.lower() != listing.lower()
+    if moved or "#" in link:  # urlsplit drops a fragment ('...resources#' reads as the listing); ARM never sends one
         raise ToolInputError(
             "ARM's next link does not continue the listing it was issued for; nothing was sent.",
             hint="List again without continuation.",

@@ -206,6 +206,7 @@ class AzureSession:
         self._deployment_clients: dict[str, Any] = {}
         self._resource_graph_client: Any = None
         self._secret_clients: dict[str, Any] = {}
+        self._logs_client: Any = None
         self._api_versions: dict[tuple[str, str], str] = {}
         self.caller: dict[str, Any] | None = None
         """Who this session acts for over authenticated HTTP (tid, oid, upn, azp); None otherwise."""
@@ -315,6 +316,26 @@ class AzureSession:
                 self._secret_clients[url] = client
             return client
 
+    def logs(self) -> Any:
+        """azure-monitor-query's LogsQueryClient for the configured Log Analytics endpoint.
+
+        The endpoint is passed without ``/v1`` (the SDK's default api_version adds it): given an
+        endpoint ending in ``/v1``, azure-monitor-query 2.0 keeps only scheme and host, which would
+        drop the sandbox's ``/loganalytics`` prefix. The audience is passed explicitly: the SDK would
+        otherwise ask for tokens for the endpoint's URL.
+        """
+        with self._lock:
+            if self._logs_client is None:
+                from azure.monitor.query import LogsQueryClient
+
+                self._logs_client = LogsQueryClient(
+                    self.credential,
+                    endpoint=self.env.logs_endpoint.rstrip("/"),
+                    credential_scopes=[self.env.logs_scope],
+                    **self._client_kwargs("Log Analytics"),
+                )
+            return self._logs_client
+
     def vault_url(self, vault: str) -> str:
         """The configured endpoint's URL for a vault given by name, or by a URL under that endpoint."""
         from azure_agent_mcp.tools.arguments import vault_for
@@ -327,12 +348,15 @@ class AzureSession:
                        *self._deployment_clients.values()]
             if self._subscription_client is not None:
                 clients.append(self._subscription_client)
+            if self._logs_client is not None:
+                clients.append(self._logs_client)
             if self._resource_graph_client is not None:
                 clients.append(self._resource_graph_client)
             self._resource_clients.clear()
             self._deployment_clients.clear()
             self._secret_clients.clear()
             self._subscription_client = None
+            self._logs_client = None
             self._resource_graph_client = None
         for client in clients:
             client.close()
