@@ -100,7 +100,8 @@ def test_manifest_names_the_server_app_the_public_client_and_the_consents(sandbo
     jwks = httpx_client(manifest).get(manifest["jwks_uri"]).json()
     assert jwks["keys"][0]["kty"] == "RSA"
     assert {(c["user"], c["resource"]) for c in manifest["consents"]} == {
-        (u, r) for u in app["consented_users"] for r in ("https://management.azure.com", "https://vault.azure.net")}
+        (u, r) for u in app["consented_users"] for r in ("https://management.azure.com", "https://vault.azure.net",
+                                                   "https://api.loganalytics.io")}
     # The unconsented user exists and can sign in; the server app is not an ordinary service principal.
     assert _user(manifest, "newcomer")["upn"] not in app["consented_users"]
     assert app["client_id"] not in {sp["client_id"] for sp in manifest["service_principals"]}

@@ -46,7 +46,8 @@ LOOPBACK_REDIRECTS = ("http://localhost", "http://127.0.0.1", "http://localhost/
 # Resources the server app has delegated permissions for (its "API permissions"), lower case.
 ARM_RESOURCE = "https://management.azure.com"
 VAULT_RESOURCE = "https://vault.azure.net"
-SERVER_APP_RESOURCES = (ARM_RESOURCE, VAULT_RESOURCE)
+LOGS_RESOURCE = "https://api.loganalytics.io"  # log_query through on-behalf-of
+SERVER_APP_RESOURCES = (ARM_RESOURCE, VAULT_RESOURCE, LOGS_RESOURCE)
 CONSENTED_USERS = (DEVELOPER_OID, READER_OID)
 
 
