@@ -46,7 +46,7 @@ async def test_unrestricted_lists_everything_with_truthful_annotations(sandbox, 
     runtime = make_runtime(sandbox, tmp_path / "audit.jsonl", policy="unrestricted")
     async with Client(server_for(runtime)) as client:
         listed = await client.list_tools()
-    assert len(listed.tools) == 14
+    assert len(listed.tools) == 17
     assert _tool(listed, "arm_request").input_schema["properties"]["method"]["enum"] == ["GET", "PUT", "PATCH", "POST", "DELETE"]
     delete = _tool(listed, "resource_delete")
     assert delete.annotations.destructive_hint is True and delete.annotations.read_only_hint is False

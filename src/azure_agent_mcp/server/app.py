@@ -39,6 +39,7 @@ from azure_agent_mcp.server.results import cancelled_failure, deadline_failure, 
 from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError
 from azure_agent_mcp.tools import catalog
 from azure_agent_mcp.tools.base import IDENTIFYING_ARGUMENTS, AzureTool
+from azure_agent_mcp.tools.schemas import compact_input_schema
 
 _LOG = logging.getLogger("azure_agent_mcp.server")
 META_PREFIX = "azure-agent-mcp/"
@@ -286,6 +287,7 @@ def _register(server: MCPServer, tool: AzureTool, runtime: AgentRuntime) -> None
         structured_output=False,
     )
     registered = server._tool_manager.get_tool(tool.name)
+    compact_input_schema(registered.parameters)  # tools/list carries every tool: keep it small
     if tool.output_schema is not None:
         # published as outputSchema; the SDK advertises a schema set on the metadata without re-validating
         registered.fn_metadata.output_schema = tool.output_schema

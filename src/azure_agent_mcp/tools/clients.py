@@ -201,6 +201,7 @@ class AzureSession:
         self._resource_clients: dict[str, Any] = {}
         self._subscription_client: Any = None
         self._secret_clients: dict[str, Any] = {}
+        self._monitor_clients: dict[str, Any] = {}
         self._api_versions: dict[tuple[str, str], str] = {}
 
     # -- client construction -------------------------------------------------------------
@@ -259,6 +260,24 @@ class AzureSession:
                 )
             return self._subscription_client
 
+    def monitor(self, subscription: str | None = None) -> Any:
+        """azure-mgmt-monitor's client (activity log, metric definitions, metrics) for one subscription."""
+        sub = self.subscription_id(subscription)
+        with self._lock:
+            client = self._monitor_clients.get(sub)
+            if client is None:
+                from azure.mgmt.monitor import MonitorManagementClient
+
+                client = MonitorManagementClient(
+                    self.credential,
+                    sub,
+                    base_url=self.env.arm_endpoint,
+                    credential_scopes=[self.env.arm_scope],
+                    **self._client_kwargs(),
+                )
+                self._monitor_clients[sub] = client
+            return client
+
     def secrets(self, vault: str) -> Any:
         url = self.vault_url(vault)
         with self._lock:
@@ -283,11 +302,13 @@ class AzureSession:
 
     def close(self) -> None:
         with self._lock:
-            clients = [*self._resource_clients.values(), *self._secret_clients.values()]
+            clients = [*self._resource_clients.values(), *self._secret_clients.values(),
+                       *self._monitor_clients.values()]
             if self._subscription_client is not None:
                 clients.append(self._subscription_client)
             self._resource_clients.clear()
             self._secret_clients.clear()
+            self._monitor_clients.clear()
             self._subscription_client = None
         for client in clients:
             client.close()
