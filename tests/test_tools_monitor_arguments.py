@@ -89,8 +89,8 @@ def test_any_text_is_a_duration_or_a_clear_error(text):
 # -- compact input schemas ---------------------------------------------------------------------
 
 
-def _sample(subscription: str | None = None, top: int | None = None, status: Literal["A", "B"] | None = None,
-            names: list[str] | None = None, required: str = "x", flag: bool = False) -> None:
+def _sample(name: str, subscription: str | None = None, top: int | None = None, status: Literal["A", "B"] | None = None,
+            names: list[str] | None = None, flag: bool = False) -> None:
     """A tool signature with every shape the catalog uses."""
 
 
@@ -117,7 +117,7 @@ _VALIDATORS = tuple(jsonschema.Draft202012Validator(s) for s in _SCHEMAS)
 def test_compaction_saves_bytes_and_keeps_required():
     original, compacted = _SCHEMAS
     assert len(str(compacted)) < 0.7 * len(str(original))
-    assert original["required"] == compacted["required"] == ["required"]
+    assert original["required"] == compacted["required"] == ["name"]
     assert compacted["properties"]["status"] == {"enum": ["A", "B", None], "type": ["string", "null"]}
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
@@ -125,7 +125,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["subscription", "top", "status", "names", "required", "flag", "other"]),
+@given(st.dictionaries(st.sampled_from(["name", "subscription", "top", "status", "names", "flag", "other"]),
                        _JSON | st.sampled_from(["A", "B", "C"]), max_size=6))
 def test_compacted_schemas_accept_exactly_what_the_originals_accept(instance):
     original, compacted = _VALIDATORS
