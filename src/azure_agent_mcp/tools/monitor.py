@@ -16,6 +16,7 @@ import datetime
 import fnmatch
 import json
 import math
+import typing
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -188,6 +189,9 @@ def _activity_request(azure: AzureSession, subscription: str | None, resource_gr
     sub = azure.subscription_id(subscription)
     if resource_group:
         arguments.group_name(resource_group)
+    if status is not None and status not in typing.get_args(Status):
+        raise ToolInputError(f"status '{str(status)[:40]}' is not an activity log status.",
+                             hint="Use one of " + ", ".join(typing.get_args(Status)) + ".")
     limit = clamp_top(top, default=50, maximum=200)
     pattern = _checked_text(operation, "operation")
     rid = _scoped_resource(sub, resource_group, resource_id)
