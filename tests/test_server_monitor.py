@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -25,6 +26,7 @@ VM = f"{NETWORK}/providers/Microsoft.Compute/virtualMachines/vm-worker-01"
 SITE = f"/subscriptions/{SUB_A}/resourceGroups/rg-prod-app/providers/Microsoft.Web/sites/app-orders-prod"
 YESTERDAY = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)).replace(
     hour=9, minute=0, second=0, microsecond=0)
+JWT = re.compile(rb"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.")
 SPAN = f"{YESTERDAY:%Y-%m-%dT%H:%M:%SZ}/{YESTERDAY + datetime.timedelta(minutes=30):%Y-%m-%dT%H:%M:%SZ}"
 
 
@@ -72,7 +74,7 @@ def _tool_correlation(tmp_path: Path, tool: str) -> str:
     return record["correlation_id"]
 
 
-async def test_the_activity_log_shows_what_this_agent_session_did(fresh_sandbox_state, tmp_path):
+async def test_the_activity_log_shows_what_this_agent_session_did(fresh_sandbox_state, sandbox_tokens, tmp_path):
     sandbox = fresh_sandbox_state
     session = f"activity-{uuid.uuid4().hex[:8]}"
     group = f"rg-agent-{uuid.uuid4().hex[:6]}"
@@ -92,6 +94,11 @@ async def test_the_activity_log_shows_what_this_agent_session_did(fresh_sandbox_
     assert event["correlation_id"] == _tool_correlation(tmp_path, "group_create")
     identity = json.dumps(who.structured_content)
     assert event["caller"] and event["caller"] in identity
+    # No token anywhere the agent or the audit sees: not in the result, not in the audit's bytes.
+    audit_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("audit.jsonl*") if p.is_file())
+    assert JWT.search(sandbox_tokens.user_token().encode()), "the pattern finds a real token"
+    for captured in (json.dumps(listed.structured_content).encode(), audit_bytes):
+        assert not JWT.search(captured)
     # What the tool sent: one activity log read, filtered in Azure by the group and a window.
     [sent] = [e for e in sandbox.requests(kind="arm", since=since) if e["token_session"] == session]
     assert sent["operation"] == "Microsoft.Insights/eventtypes/values/read" and sent["status"] == 200
