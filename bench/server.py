@@ -169,6 +169,11 @@ def main() -> int:
             print(f"  bare MCPServer (floor)      {floor * 1000:8.1f} ms   tools/list {bare_size:6d} B")
             print(f"  azure-agent-mcp serve       {ours * 1000:8.1f} ms   tools/list {ours_size:6d} B   "
                   f"{ours / floor:.2f}x floor (goal <= 1.2x)")
+            _, every_size = _exchange(
+                [sys.executable, "-m", "azure_agent_mcp", "serve", "--sandbox", str(manifest), "--policy", "unrestricted",
+                 "--audit-log", str(workdir / "audit.jsonl")], env)
+            print(f"  tools/list with every tool (--policy unrestricted) {every_size:6d} B "
+                  f"({every_size / 12288:.2f}x the 12 KiB limit)")
             azmcp = None if args.skip_azure_mcp else _azure_mcp(workdir)
             if azmcp:
                 try:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from azure_agent_mcp.sandbox import metric_series as series
@@ -86,8 +88,9 @@ def _grain_text(grain: datetime.timedelta) -> str:
 class MetricsRoom:
     """Metric definitions and values of one resource (an ``ArmRoom``)."""
 
-    def __init__(self, plane: ArmPlane) -> None:
+    def __init__(self, plane: ArmPlane, clock: Callable[[], float] = time.time) -> None:
         self.plane = plane
+        self.clock = clock  # "now": where the default hour ends, and which buckets have happened yet
 
     def serves(self, method: str, lowered_parts: list[str]) -> bool:
         return (method == "GET" and len(lowered_parts) >= 11 and lowered_parts[0] == "subscriptions"
@@ -139,7 +142,7 @@ class MetricsRoom:
         }
 
     def _values(self, request: Request, resource: dict[str, Any]) -> dict[str, Any]:
-        now = datetime.datetime.fromtimestamp(self.plane.state.activity.clock(), datetime.timezone.utc)
+        now = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
         start, end = parse_timespan(request.query_ci("timespan"), now)
         grain_text = (request.query_ci("interval") or "PT1M").strip()
         grain = parse_duration(grain_text, "interval")
