@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from azure_agent_mcp.sandbox.activitylog import iso_timestamp
 from azure_agent_mcp.sandbox.arm import ArmFailure
 from azure_agent_mcp.sandbox.protocol import json_response
 
@@ -99,9 +100,12 @@ class EventFilter:
     end: datetime.datetime
     equals: dict[str, str] = field(default_factory=dict)  # canonical clause name -> value
 
+    def __post_init__(self) -> None:
+        # Events carry one fixed-width UTC format (activitylog.iso_timestamp): as text, they sort in time.
+        self._bounds = (iso_timestamp(self.start.timestamp()), iso_timestamp(self.end.timestamp()))
+
     def matches(self, event: dict[str, Any]) -> bool:
-        moment = parse_time(event["eventTimestamp"], "eventTimestamp")
-        if not self.start <= moment <= self.end:
+        if not self._bounds[0] <= event["eventTimestamp"] <= self._bounds[1]:
             return False
         for name, value in self.equals.items():
             wanted = value.lower()
@@ -222,7 +226,7 @@ class ActivityLogRoom:
         now = datetime.datetime.fromtimestamp(state.activity.clock(), datetime.timezone.utc)
         event_filter = parse_filter(request.query_ci("$filter"), now)
         select = parse_select(request.query_ci("$select"))
-        matching = [e for e in reversed(state.activity.events(subscription)) if event_filter.matches(e)]
+        matching = [e for e in reversed(state.activity.shared(subscription)) if event_filter.matches(e)]
         token = request.query_ci("$skiptoken")
         if token:
             after = _decode_token(token)
