@@ -9,6 +9,8 @@ GET|POST wrong-identity                             {"enabled": bool}: agent ide
                                                     shared project identity's tokens (pinning tests)
 GET|POST|DELETE claims-challenges                   {path, claims}
 POST certificates                                   {client_id, certificate: PEM} for client assertions
+GET|POST|DELETE consents                            {user, resource, client_id?}: delegated consents
+                                                    (on-behalf-of needs one per user, client, resource)
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from azure_agent_mcp.netaddr import is_loopback
 from azure_agent_mcp.sandbox.entra import certificate_entry
 from azure_agent_mcp.sandbox.faults import FaultSpecError, parse_claims_challenge, parse_fault
+from azure_agent_mcp.sandbox.mcp_world import consent_resource, consents_listing
+from azure_agent_mcp.sandbox.principals import MCP_SERVER_CLIENT_ID, Consent
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
 
 KINDS = ("token", "arm", "vault", "entra", "sidecar")
@@ -104,6 +108,15 @@ class AdminPlane:
                 return json_response(200, {"value": [c.describe() for c in state.challenges]})
         if name == "certificates" and method == "POST":
             return self._register_certificate(request)
+        if name == "consents":
+            if method in ("POST", "DELETE"):
+                consent = self._consent(request)
+                if method == "POST":
+                    state.world.consents.add(consent)
+                else:
+                    state.world.consents.discard(consent)
+            if method in ("GET", "POST", "DELETE"):
+                return json_response(200, {"value": consents_listing(state.world)})
         raise AdminError(404, f"No admin endpoint {method} /_sandbox/{name}. See the admin module's docstring.")
 
     def _switch(self, request: Request) -> bool:
@@ -112,6 +125,23 @@ class AdminPlane:
         if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
             raise AdminError(400, "The body must be {\"enabled\": true} or {\"enabled\": false}.")
         return body["enabled"]
+
+    def _consent(self, request: Request) -> Consent:
+        body = self._json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("user"), str) or not isinstance(
+                body.get("resource"), str):
+            raise AdminError(400, "The body must be {\"user\": \"<upn or object id>\", \"resource\": "
+                                  "\"https://management.azure.com\", \"client_id\": \"<optional; the MCP server "
+                                  "app by default>\"}.")
+        world = self.state.world
+        user = world.user_by_upn(body["user"]) or world.user_by_oid(body["user"])
+        if user is None:
+            raise AdminError(404, f"No seeded user {body['user']!r}; users: " + ", ".join(u.upn for u in world.users))
+        client_id = body.get("client_id") or MCP_SERVER_CLIENT_ID
+        app = world.sp_by_client_id(client_id) if isinstance(client_id, str) else None
+        if app is None:
+            raise AdminError(404, f"No app with client id {client_id!r}.")
+        return Consent(user.object_id, app.client_id, consent_resource(body["resource"]))
 
     def _register_certificate(self, request: Request) -> Response:
         body = self._json(request)

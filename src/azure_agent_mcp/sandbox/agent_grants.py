@@ -23,13 +23,12 @@ Error codes in the 82xxx range are the sandbox's own; the others are Entra's.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from typing import Any
 
 from azure_agent_mcp.sandbox.agent_world import PROJECT_CLIENT_ID, TOKEN_EXCHANGE_AUDIENCE
-from azure_agent_mcp.sandbox.entra import JWT_BEARER_ASSERTION, AadError
+from azure_agent_mcp.sandbox.entra_errors import JWT_BEARER_ASSERTION, AadError
 from azure_agent_mcp.sandbox.tokens import TokenExpiredError, TokenInvalidError, b64url
 from azure_agent_mcp.sandbox.world import TENANT_DOMAIN, ServicePrincipal, User
 
@@ -257,12 +256,3 @@ class AgentIdGrants:
         except TokenInvalidError as exc:
             raise AadError(status, error, 700027 if client_error else 50013,
                            f"The assertion failed signature validation ({exc}).") from exc
-
-
-def unverified_header(token: str) -> dict[str, Any]:
-    """A JWT's header, unverified: tells a sandbox-issued assertion (our ``kid``) from a certificate-signed one."""
-    try:
-        header = token.split(".")[0]
-        return json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    except (IndexError, ValueError):
-        return {}

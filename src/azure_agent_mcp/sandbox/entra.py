@@ -3,8 +3,11 @@
 Grants: device_code (auto-approved for the developer, or the seeded user named by
 ``login_hint``), refresh_token (rotating: the old one stops working), password (seeded users),
 client_credentials (client secret, a client assertion signed with a certificate registered
-for the service principal, or a federated credential), and Entra Agent ID's exchanges
+for the service principal, or a federated credential), authorization_code with PKCE (see
+``entra_authorize``), the on-behalf-of grant (see ``entra_obo``), and Entra Agent ID's exchanges
 (``fmi_path``, agent identity client assertions, ``user_fic``: see ``agent_grants``).
+Tokens for an app that exposes an API (the MCP server app, ``mcp_world``) are v2 tokens whose
+audience is its client id.
 Agent markers: ``client_session`` (query or form body) becomes ``xms_cli_ses``; a ``claims``
 request for ``xms_cli_sid`` / ``xms_agent_session`` / ``acrs`` is honoured. Errors are AAD-shaped (``error``, ``error_description`` "AADSTS...", ``error_codes``).
 """
@@ -12,17 +15,24 @@ request for ``xms_cli_sid`` / ``xms_agent_session`` / ``acrs`` is honoured. Erro
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from azure_agent_mcp.sandbox.agent_grants import AgentIdGrants, claims_summary
+from azure_agent_mcp.sandbox.entra_authorize import AUTHORIZATION_CODE_GRANT, AuthorizationCodes
+from azure_agent_mcp.sandbox.entra_errors import (  # noqa: F401  (AadError, JWT_BEARER_ASSERTION: re-exported)
+    JWT_BEARER_ASSERTION,
+    AadError,
+    error_response,
+    unverified_header,
+)
+from azure_agent_mcp.sandbox.entra_obo import JWT_BEARER_GRANT, OnBehalfOf
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
 from azure_agent_mcp.sandbox.tokens import b64url, new_uti
-from azure_agent_mcp.sandbox.world import TENANT_DOMAIN, User
+from azure_agent_mcp.sandbox.world import TENANT_DOMAIN, ServicePrincipal, User
 
 OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
 # resource (as requested, without trailing slash, lower) -> token audience
@@ -34,21 +44,9 @@ KNOWN_RESOURCES = {
     "api://azureadtokenexchange": "api://AzureADTokenExchange",
 }
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_SESSION_ID = 256
 DEVICE_CODE_LIFETIME = 900
 REFRESH_TOKEN_LIFETIME = 90 * 24 * 3600
-
-
-class AadError(Exception):
-    """An AAD error answer: HTTP status, OAuth error, AADSTS code, description."""
-
-    def __init__(self, status: int, error: str, code: int, description: str) -> None:
-        super().__init__(description)
-        self.status = status
-        self.error = error
-        self.code = code
-        self.description = description
 
 
 @dataclass
@@ -64,16 +62,18 @@ class RefreshGrant:
     subject_oid: str
     client_id: str
     expires_at: float
+    # Issued by the on-behalf-of grant: redeeming it needs the client's credential and its consent.
+    on_behalf_of: bool = False
 
 
 class EntraPlane:
     def __init__(self, state: Any) -> None:
-        from azure_agent_mcp.sandbox.agent_grants import AgentIdGrants
-
         self.state = state
         self.device_codes: dict[str, DeviceCode] = {}
         self.refresh_tokens: dict[str, RefreshGrant] = {}
         self.agents = AgentIdGrants(self)
+        self.authorize = AuthorizationCodes(self)
+        self.obo = OnBehalfOf(self)
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -115,9 +115,7 @@ class EntraPlane:
         if tail == "oauth2/v2.0/token":
             return self._token(request, tenant)
         if tail == "oauth2/v2.0/authorize":
-            raise AadError(400, "unsupported_response_type", 70000,
-                           "The sandbox has no interactive sign-in page. Use the device code flow, the password "
-                           "grant for seeded users, or client credentials.")
+            return self.authorize.authorize(request, tenant)
         raise AadError(404, "invalid_request", 90010, f"The endpoint '/{'/'.join(segments)}' does not exist.")
 
     # -- metadata -------------------------------------------------------------------------------
@@ -224,8 +222,6 @@ class EntraPlane:
         return json_response(200, payload, [("cache-control", "no-store"), ("pragma", "no-cache")], **entry)
 
     def issued_claims(self, access_token: str) -> dict[str, Any]:
-        from azure_agent_mcp.sandbox.agent_grants import claims_summary
-
         return claims_summary(self.state.tokens.verify(access_token))
 
     def token_log_fields(self, request: Request) -> dict[str, Any]:
@@ -249,6 +245,7 @@ class EntraPlane:
             "client_session_body": form.get("client_session"),
             "claims": form.get("claims") if "claims" in form else request.query.get("claims"),
             "fmi_path": form.get("fmi_path") or request.query.get("fmi_path"),
+            "requested_token_use": form.get("requested_token_use"),
             "issued_uti": None,
             "subject_oid": None,
         }
@@ -266,6 +263,8 @@ class EntraPlane:
         client_id = form.get("client_id", "")
         if grant == "client_credentials":
             return self._client_credentials(request, tenant, form, markers, log)
+        if grant == JWT_BEARER_GRANT:
+            return self.obo.exchange(request, tenant, form, markers, log)
         if not client_id:
             raise AadError(400, "invalid_request", 900144,
                            "The request body must contain the following parameter: 'client_id'.")
@@ -289,10 +288,12 @@ class EntraPlane:
                 raise AadError(400, "invalid_grant", 70008,
                                "The provided refresh token has expired, was already used (refresh tokens rotate: "
                                "use the newest one), or was never issued. Sign in again.")
-            if held.client_id != client_id:
+            if held.client_id.lower() != client_id.lower():
                 self.refresh_tokens[token] = held
                 raise AadError(400, "invalid_grant", 70000,
                                "The refresh token was issued to a different client.")
+            if held.on_behalf_of:
+                return self.obo.refresh(request, tenant, form, held, token, markers)
             user = self._user_by_oid(held.subject_oid)
             return self._user_tokens(user, client_id, form.get("scope", ""), markers, amr="pwd")
         if grant == "password":
@@ -303,9 +304,12 @@ class EntraPlane:
             return self._user_tokens(user, client_id, form.get("scope", ""), markers, amr="pwd")
         if grant == "user_fic":
             return self.agents.user_fic(form, markers, log)
+        if grant == AUTHORIZATION_CODE_GRANT:
+            return self.authorize.redeem(form, markers)
         raise AadError(400, "unsupported_grant_type", 70003,
                        f"The app requested an unsupported grant type '{grant}'. The sandbox supports "
-                       "device_code, refresh_token, password, client_credentials and user_fic.")
+                       "authorization_code, device_code, refresh_token, password, client_credentials, the "
+                       "on-behalf-of jwt-bearer grant and user_fic.")
 
     def _check_session_id(self, session: str) -> None:
         if not session or len(session) > MAX_SESSION_ID or not session.isprintable():
@@ -351,10 +355,10 @@ class EntraPlane:
         return self.state.world.users[0]
 
     def _user_by_oid(self, oid: str) -> User:
-        for user in self.state.world.users:
-            if user.object_id == oid:
-                return user
-        raise AadError(400, "invalid_grant", 50034, "The user of this refresh token no longer exists.")
+        user = self.state.world.user_by_oid(oid)
+        if user is None:
+            raise AadError(400, "invalid_grant", 50034, "The user of this refresh token no longer exists.")
+        return user
 
     def _resource_of(self, scope: str, app: bool) -> tuple[str, str, list[str]]:
         """(audience, scp, requested resource scopes) for a scope string; validates as Entra does."""
@@ -382,10 +386,19 @@ class EntraPlane:
                            "than one resource. Request tokens for one resource at a time.")
         resource = resources.pop()
         audience = KNOWN_RESOURCES.get(resource)
+        api = self.state.world.api_app(resource) if audience is None else None
+        if api is not None:
+            audience = api.client_id  # v2 tokens for a registered API carry its client id as audience
+            unknown = [p for p in permissions if p != ".default" and p not in api.api_scopes]
+            if unknown:
+                raise AadError(400, "invalid_scope", 650053,
+                               f"The application asked for scope '{unknown[0]}' that doesn't exist on the resource "
+                               f"'{api.client_id}'. It exposes: " + ", ".join(api.api_scopes) + ".")
         if audience is None:
+            apis = [u for sp in self.state.world.service_principals for u in sp.app_id_uris]
             raise AadError(400, "invalid_resource", 500011,
                            f"The resource principal named {resource} was not found in the tenant named "
-                           f"{TENANT_DOMAIN}. The sandbox knows: " + ", ".join(sorted(KNOWN_RESOURCES)) + ".")
+                           f"{TENANT_DOMAIN}. The sandbox knows: " + ", ".join(sorted(KNOWN_RESOURCES) + apis) + ".")
         if app and permissions != [".default"]:
             raise AadError(400, "invalid_scope", 1002012,
                            f"The provided value for scope {scope} is not valid. Client credential flows must have "
@@ -412,21 +425,32 @@ class EntraPlane:
         claims.update(markers)
         return claims
 
-    def _user_tokens(self, user: User, client_id: str, scope: str, markers: dict[str, Any],
-                     amr: str) -> tuple[dict[str, Any], str, str]:
+    def _user_tokens(self, user: User, client_id: str, scope: str, markers: dict[str, Any], amr: str, *,
+                     appidacr: str = "0", nonce: str | None = None,
+                     on_behalf_of: bool = False) -> tuple[dict[str, Any], str, str]:
         audience, scp, resource_scopes = self._resource_of(scope, app=False)
         claims = self._base_claims(audience, user.object_id, client_id, markers)
         claims.update({"upn": user.upn, "unique_name": user.upn, "name": user.display_name, "idtyp": "user",
-                       "scp": scp, "appidacr": "0", "amr": [amr]})
+                       "scp": scp, "appidacr": appidacr, "amr": [amr]})
+        if self.state.world.api_app(audience) is not None:
+            # A v2 token, as Entra issues for an API whose app registration asks for them: azp/azpacr
+            # name the client, preferred_username the user; no appid/appidacr/unique_name.
+            for v1_only in ("appid", "appidacr", "unique_name"):
+                claims.pop(v1_only)
+            claims.update({"ver": "2.0", "azpacr": appidacr, "preferred_username": user.upn})
         access_token = self.state.tokens.sign(claims)
         now = claims["iat"]
-        id_token = self.state.tokens.sign({
+        id_claims = {
             "aud": client_id, "iss": self.state.issuer, "iat": now, "nbf": now - 5,
             "exp": now + self.state.token_lifetime, "oid": user.object_id, "sub": user.object_id,
             "tid": self.state.tenant_id, "preferred_username": user.upn, "name": user.display_name, "ver": "2.0",
-        })
+        }
+        if nonce:
+            id_claims["nonce"] = nonce
+        id_token = self.state.tokens.sign(id_claims)
         refresh = "rt." + secrets.token_urlsafe(48)
-        self.refresh_tokens[refresh] = RefreshGrant(user.object_id, client_id, time.time() + REFRESH_TOKEN_LIFETIME)
+        self.refresh_tokens[refresh] = RefreshGrant(user.object_id, client_id, time.time() + REFRESH_TOKEN_LIFETIME,
+                                                    on_behalf_of)
         if len(self.refresh_tokens) > 100_000:  # drop the oldest half; a sandbox is not a long-lived directory
             for key in list(self.refresh_tokens)[:50_000]:
                 del self.refresh_tokens[key]
@@ -443,8 +467,8 @@ class EntraPlane:
         }
         return payload, claims["uti"], user.object_id
 
-    def _client_credentials(self, request: Request, tenant: str, form: dict[str, str], markers: dict[str, Any],
-                            log: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    def _client_of(self, request: Request, form: dict[str, str]) -> tuple[ServicePrincipal, str | None]:
+        """The confidential client a request names (form or Basic header) and the secret it sent, if any."""
         client_id = form.get("client_id", "")
         basic = request.headers.get("authorization", "")
         secret = form.get("client_secret")
@@ -460,19 +484,51 @@ class EntraPlane:
                            "The request body must contain the following parameter: 'client_id'.")
         sp = self.state.world.sp_by_client_id(client_id)
         if sp is None:
+            if self.state.world.public_client(client_id) is not None:
+                raise AadError(401, "invalid_client", 700025,
+                               f"Client '{client_id}' is public, so it cannot use a grant that needs a client "
+                               "credential.")
             raise AadError(400, "unauthorized_client", 700016,
                            f"Application with identifier '{client_id}' was not found in the directory "
                            f"'{TENANT_DOMAIN}'. This can happen if the application has not been installed by the "
                            "administrator of the tenant.")
+        return sp, secret
+
+    def authenticate_client(self, request: Request, tenant: str,
+                            form: dict[str, str]) -> tuple[ServicePrincipal, str]:
+        """The confidential client, authenticated: (its principal, appidacr "1" secret or "2" assertion)."""
+        sp, secret = self._client_of(request, form)
+        return sp, self._verify_client_credential(sp, form, secret, tenant)
+
+    def _client_credentials(self, request: Request, tenant: str, form: dict[str, str], markers: dict[str, Any],
+                            log: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+        sp, secret = self._client_of(request, form)
         if sp.kind == "agent_identity":
             return self.agents.agent_identity_credentials(sp, form, markers, log)
+        appidacr = self._verify_client_credential(sp, form, secret, tenant)
+        fmi_path = form.get("fmi_path")
+        if fmi_path:
+            return self.agents.blueprint_exchange(sp, fmi_path, form.get("scope", ""), markers, appidacr, log)
+        audience, _, resource_scopes = self._resource_of(form.get("scope", ""), app=True)
+        claims = self._base_claims(audience, sp.object_id, sp.client_id, markers)
+        claims.update({"idtyp": "app", "roles": [], "appidacr": appidacr})
+        payload = {
+            "token_type": "Bearer",
+            "expires_in": self.state.token_lifetime,
+            "ext_expires_in": self.state.token_lifetime,
+            "access_token": self.state.tokens.sign(claims),
+        }
+        del resource_scopes
+        return payload, claims["uti"], sp.object_id
+
+    def _verify_client_credential(self, sp: ServicePrincipal, form: dict[str, str], secret: str | None,
+                                  tenant: str) -> str:
+        client_id = sp.client_id
         assertion = form.get("client_assertion")
         if assertion is not None:
             if form.get("client_assertion_type") != JWT_BEARER_ASSERTION:
                 raise AadError(400, "invalid_request", 700026,
                                f"The client_assertion_type must be '{JWT_BEARER_ASSERTION}'.")
-            from azure_agent_mcp.sandbox.agent_grants import unverified_header
-
             if unverified_header(assertion).get("kid") == self.state.tokens.kid:
                 self.agents.verify_federated_assertion(sp, assertion)  # a federated identity credential
             else:
@@ -489,20 +545,7 @@ class EntraPlane:
             raise AadError(401, "invalid_client", 7000218,
                            "The request body must contain the following parameter: 'client_assertion' or "
                            "'client_secret'.")
-        fmi_path = form.get("fmi_path")
-        if fmi_path:
-            return self.agents.blueprint_exchange(sp, fmi_path, form.get("scope", ""), markers, appidacr, log)
-        audience, _, resource_scopes = self._resource_of(form.get("scope", ""), app=True)
-        claims = self._base_claims(audience, sp.object_id, sp.client_id, markers)
-        claims.update({"idtyp": "app", "roles": [], "appidacr": appidacr})
-        payload = {
-            "token_type": "Bearer",
-            "expires_in": self.state.token_lifetime,
-            "ext_expires_in": self.state.token_lifetime,
-            "access_token": self.state.tokens.sign(claims),
-        }
-        del resource_scopes
-        return payload, claims["uti"], sp.object_id
+        return appidacr
 
     def _verify_assertion(self, sp: Any, assertion: str, tenant: str) -> None:
         import jwt
@@ -554,20 +597,7 @@ class EntraPlane:
     # -- errors ---------------------------------------------------------------------------------
 
     def _error(self, request: Request, exc: AadError) -> Response:
-        correlation = (request.headers.get("x-ms-correlation-request-id")
-                       or request.headers.get("client-request-id") or str(uuid.uuid4()))
-        trace = str(uuid.uuid4())
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-        return json_response(exc.status, {
-            "error": exc.error,
-            "error_description": f"AADSTS{exc.code}: {exc.description} Trace ID: {trace} Correlation ID: "
-                                 f"{correlation} Timestamp: {stamp}",
-            "error_codes": [exc.code],
-            "timestamp": stamp,
-            "trace_id": trace,
-            "correlation_id": correlation,
-            "error_uri": f"{self.state.origin}/error?code={exc.code}",
-        }, error_code=exc.error, aadsts=exc.code)
+        return error_response(self.state.origin, request, exc)
 
 
 def _requested_values(spec: Any) -> list[Any]:

@@ -19,6 +19,7 @@ SENSITIVE_PARAMETERS = frozenset(
         "password",
         "refresh_token",
         "code",
+        "code_verifier",
         "device_code",
         "access_token",
         "assertion",

@@ -19,6 +19,12 @@ READER_OID = "5a1db0c5-4ead-4000-a000-000000000d02"
 SP_CLIENT_ID = "5a1db0c5-a990-4000-a000-000000000a01"
 SP_OBJECT_ID = "5a1db0c5-5900-4000-a000-000000000a02"
 PUBLIC_CLIENT_ID = "5a1db0c5-c11e-4000-a000-000000000c01"
+# The MCP server's own app registration (a confidential client exposing an API), the public client
+# MCP clients sign in with, and a user who has not consented to the server app (see ``mcp_world``).
+MCP_SERVER_CLIENT_ID = "5a1db0c5-3c90-4000-a000-000000000e01"
+MCP_SERVER_OBJECT_ID = "5a1db0c5-3c90-4000-a000-000000000e02"
+MCP_PUBLIC_CLIENT_ID = "5a1db0c5-c11e-4000-a000-000000000c02"
+NEWCOMER_OID = "5a1db0c5-0e00-4000-a000-000000000d03"
 
 SEED_TIME = "2024-01-15T09:30:00.0000000Z"
 _NS = uuid.UUID("5a1db0c5-0000-4000-a000-00000000f00d")
@@ -38,6 +44,8 @@ class SeedCredentials:
     key_salt: str
     blueprint_secret: str = ""
     project_secret: str = ""
+    mcp_server_secret: str = ""
+    newcomer_password: str = ""
 
     @classmethod
     def generate(cls) -> SeedCredentials:
@@ -48,6 +56,8 @@ class SeedCredentials:
             key_salt=_secrets.token_hex(16),
             blueprint_secret="bp~" + _secrets.token_urlsafe(24),
             project_secret="prj~" + _secrets.token_urlsafe(24),
+            mcp_server_secret="mcp~" + _secrets.token_urlsafe(24),
+            newcomer_password="New-" + _secrets.token_urlsafe(12),
         )
 
 
@@ -79,3 +89,28 @@ class ServicePrincipal:
     # Federated identity credentials: subjects (``sub``) of sandbox-issued exchange tokens accepted as
     # this app's client assertion (how a managed identity authenticates a blueprint).
     federated_subjects: tuple[str, ...] = ()
+    # An app that exposes an API ("Expose an API" in the portal): its app id URIs and delegated scopes.
+    app_id_uris: tuple[str, ...] = ()
+    api_scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PublicClient:
+    """A public client registration: no credential, redirect URIs only (loopback ones match any port)."""
+
+    client_id: str
+    display_name: str
+    redirect_uris: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Consent:
+    """A user's delegated consent for one client app to call one resource (Entra's oauth2PermissionGrant).
+
+    ``resource`` is the resource's identifier as requested, lower case without trailing slash
+    (``https://management.azure.com``).
+    """
+
+    user_oid: str
+    client_id: str
+    resource: str

@@ -243,6 +243,9 @@ class Sandbox:
                 if sp.kind == "application"
             ],
             "agent_identity": self._agent_identity_manifest(),
+            "issuer": self.state.issuer,
+            "jwks_uri": f"{origin}/{self.state.tenant_id}/discovery/v2.0/keys",
+            **self._mcp_manifest(),
             "vaults": [
                 {"name": v.name, "subscription": v.subscription, "resource_group": v.resource_group,
                  "url": world.vault_url(v.name)}
@@ -273,6 +276,33 @@ class Sandbox:
             "agent_user_object_id": user.object_id,
             "project_identity_client_id": aw.PROJECT_CLIENT_ID,
             "project_identity_object_id": aw.PROJECT_OBJECT_ID,
+        }
+
+    def _mcp_manifest(self) -> dict[str, Any]:
+        """The MCP server's app registration, the public client MCP clients sign in with, and the consents."""
+        from azure_agent_mcp.sandbox import mcp_world as mw
+
+        world = self.state.world
+        server = world.sp_by_client_id(mw.MCP_SERVER_CLIENT_ID)
+        public = world.public_client(mw.MCP_PUBLIC_CLIENT_ID)
+        assert server is not None and public is not None
+        consents = mw.consents_listing(world)
+        return {
+            "mcp_server_app": {
+                "client_id": server.client_id,
+                "object_id": server.object_id,
+                "app_id_uri": mw.MCP_SERVER_APP_ID_URI,
+                "scope": mw.MCP_SERVER_SCOPE,
+                "client_secret": server.client_secret,
+                "federated_subjects": list(server.federated_subjects),
+                "consented_users": sorted({c["user"] for c in consents if c["client_id"] == server.client_id}),
+            },
+            "mcp_public_client": {
+                "client_id": public.client_id,
+                "redirect_uri": "http://127.0.0.1",
+                "redirect_uris": list(public.redirect_uris),
+            },
+            "consents": consents,
         }
 
     def environment(self) -> Any:
@@ -335,6 +365,17 @@ class Sandbox:
 
     def clear_claims_challenges(self) -> None:
         self._admin("DELETE", "/claims-challenges")
+
+    def grant_consent(self, user: str, resource: str, client_id: str | None = None) -> list[dict[str, str]]:
+        """Record a user's consent for an app (the MCP server app by default) to call a resource for them."""
+        return self._admin("POST", "/consents", {"user": user, "resource": resource, "client_id": client_id})["value"]
+
+    def revoke_consent(self, user: str, resource: str, client_id: str | None = None) -> list[dict[str, str]]:
+        return self._admin("DELETE", "/consents", {"user": user, "resource": resource,
+                                                   "client_id": client_id})["value"]
+
+    def consents(self) -> list[dict[str, str]]:
+        return self._admin("GET", "/consents")["value"]
 
     def add_client_certificate(self, client_id: str, certificate_pem: str | bytes) -> str:
         """Register a certificate for a service principal's client assertions; returns its SHA-1 thumbprint."""

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from azure_agent_mcp.netaddr import is_loopback
 from azure_agent_mcp.sandbox.agent_world import BLUEPRINT_CLIENT_ID, TOKEN_EXCHANGE_SCOPE
-from azure_agent_mcp.sandbox.entra import JWT_BEARER_ASSERTION, AadError
+from azure_agent_mcp.sandbox.entra_errors import JWT_BEARER_ASSERTION, AadError
 from azure_agent_mcp.sandbox.protocol import Request, Response
 
 API_SCOPES = {

@@ -23,12 +23,15 @@ from azure_agent_mcp.sandbox.principals import (  # noqa: F401  (re-exported: th
     SUBSCRIPTION_B,
     TENANT_DOMAIN,
     TENANT_ID,
+    Consent,
+    PublicClient,
     SeedCredentials,
     ServicePrincipal,
     User,
     stable_guid,
 )
 from azure_agent_mcp.sandbox.agent_world import agent_principals
+from azure_agent_mcp.sandbox.mcp_world import mcp_principals
 from azure_agent_mcp.sandbox.rbac import (
     CONTRIBUTOR,
     KEY_VAULT_SECRETS_OFFICER,
@@ -83,6 +86,28 @@ class World:
     role_assignments: list[RoleAssignment]
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)  # pending async operations
     agent_users: list[User] = field(default_factory=list)  # Entra Agent ID users: no password, no sign-in
+    public_clients: list[PublicClient] = field(default_factory=list)
+    consents: set[Consent] = field(default_factory=set)
+
+    def public_client(self, client_id: str) -> PublicClient | None:
+        for client in self.public_clients:
+            if client.client_id.lower() == client_id.lower():
+                return client
+        return None
+
+    def api_app(self, resource: str) -> ServicePrincipal | None:
+        """The app exposing an API under this identifier (an app id URI, or its client id), if any."""
+        lowered = resource.lower().rstrip("/")
+        for sp in self.service_principals:
+            if sp.api_scopes and (lowered == sp.client_id.lower() or lowered in (u.lower() for u in sp.app_id_uris)):
+                return sp
+        return None
+
+    def user_by_oid(self, oid: str) -> User | None:
+        for user in self.users:
+            if user.object_id.lower() == oid.lower():
+                return user
+        return None
 
     def agent_user(self, upn: str | None = None, object_id: str | None = None) -> User | None:
         for user in self.agent_users:
@@ -443,6 +468,9 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
     sps = [ServicePrincipal("automation", SP_CLIENT_ID, SP_OBJECT_ID, creds.sp_secret, "sandbox-automation")]
     agent_sps, agent_users, agent_assignments = agent_principals(creds, a)
     sps.extend(agent_sps)
+    mcp_sps, public_clients, mcp_users, mcp_assignments, consents = mcp_principals(creds, a)
+    sps.extend(mcp_sps)
+    users.extend(mcp_users)
     prod_vault_id = b.vaults["kv-sandbox-prod"].resource_id
     assignments = [
         RoleAssignment(stable_guid("ra", "developer", "A"), DEVELOPER_OID, "User", OWNER, f"/subscriptions/{a}"),
@@ -453,6 +481,7 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
         RoleAssignment(stable_guid("ra", "automation", "rg-prod-app"), SP_OBJECT_ID, "ServicePrincipal",
                        CONTRIBUTOR, app),
         *agent_assignments,
+        *mcp_assignments,
     ]
     return World(
         origin=origin,
@@ -469,4 +498,6 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
         service_principals=sps,
         role_assignments=assignments,
         agent_users=agent_users,
+        public_clients=public_clients,
+        consents=set(consents),
     )

@@ -28,7 +28,6 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 from mcp_types import ErrorData, JSONRPCError
 from mcp_types.jsonrpc import INVALID_REQUEST, PARSE_ERROR
@@ -99,8 +98,10 @@ async def answering_stdio_server(
 ) -> AsyncIterator[tuple[Any, Any]]:
     """(read stream, write stream) for ``lowlevel.run``; ends the read stream on EOF or shutdown."""
     fds = _StdFds()
-    forward, forwarded = create_context_streams[SessionMessage | Exception](0)
-    outgoing, to_write = create_context_streams[SessionMessage](0)
+    # plain anyio streams: the SDK's dispatcher reads any receive stream (a per-message contextvars
+    # snapshot, which its private wrappers add, means nothing here: one task feeds the stream)
+    forward, forwarded = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    outgoing, to_write = anyio.create_memory_object_stream[SessionMessage](0)
     inbox_send, inbox = anyio.create_memory_object_stream[bytes | None](math.inf)
     schedule = loop_scheduler()
     stop = anyio.Event()
