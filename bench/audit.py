@@ -189,7 +189,7 @@ def _start_sandbox(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen
 def _start_server(manifest: Path, audit: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "azure_agent_mcp", "serve", "--sandbox", str(manifest), "--audit-log", str(audit),
-         "--transport", "http", "--port", "0"],
+         "--transport", "http", "--port", "0", "--dangerously-allow-anonymous"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
     )
     assert proc.stderr is not None

@@ -244,7 +244,7 @@ class HttpServe:
 
         self.audit = audit
         self.proc = subprocess.Popen(
-            serve_command(sandbox, audit, "--transport", "http", "--port", "0", *extra),
+            serve_command(sandbox, audit, "--transport", "http", "--port", "0", "--dangerously-allow-anonymous", *extra),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env=serve_env(state),
         )

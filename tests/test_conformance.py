@@ -71,4 +71,4 @@ def _outcomes(results: Path) -> dict[str, str]:
     return outcome
 
 
-ANONYMOUS: tuple[str, ...] = ()
+ANONYMOUS: tuple[str, ...] = ()  # HttpServe already serves with --dangerously-allow-anonymous (the suite has no Entra)

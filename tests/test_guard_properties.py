@@ -28,7 +28,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -321,7 +321,11 @@ def test_through_the_guarded_transport_the_request_line_carries_the_decided_path
     try:
         pipeline.run(HttpRequest(method, local))
     except PolicyDeniedError:
-        assert mapped is None, local  # allow-all denies only what it cannot map
+        from azure_agent_mcp.policy.body_scopes import is_body_scoped
+
+        # allow-all denies only what it cannot map, and a body-scoped request (a Resource Graph query)
+        # sent without a body to read its scopes from
+        assert mapped is None or is_body_scoped(mapped.operation), local
         assert _Capture.seen == []
         return
     assert mapped is not None, local
@@ -439,7 +443,8 @@ TOOLS = {tool.name: tool for tool in catalog()}
 PLANNED_TOOLS = {name for name, tool in TOOLS.items() if tool.plan is not None}
 COVERED = {"subscription_list", "group_list", "group_create", "resource_list", "resource_get", "resource_delete",
            "arm_request", "keyvault_secret_list", "keyvault_secret_get", "storage_account_list",
-           "storage_account_keys", "role_assignment_list", "activity_log_list", "metrics_list", "metrics_get"}
+           "storage_account_keys", "role_assignment_list", "role_definition_list", "deployment_list",
+           "deployment_get", "resource_graph_query", "activity_log_list", "metrics_list", "metrics_get"}
 
 
 def test_every_tool_with_a_plan_is_covered_here():
@@ -802,6 +807,118 @@ def test_a_sealed_activity_log_link_only_continues_its_own_listing(azure, sends_
     assert urlsplit(url).netloc.lower() == _arm_host(azure), url
     assert mapped.path.lower() == listing.lower()
     assert mapped.operation.lower() == "microsoft.insights/eventtypes/values/read"
+def ref_deployment(value: str) -> bool:
+    return 1 <= len(value) <= 64 and all(c in string.ascii_letters + string.digits + "-_.()" for c in value) \
+        and value not in (".", "..")
+
+
+def _deployment_scope(sub: str, group: str | None) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{group}" if group else f"/subscriptions/{sub}"
+
+
+groups = st.one_of(st.none(), st.sampled_from(["rg-app", "a(b)", "deployments", "providers", "x."]), hostile_value)
+
+
+@FAST
+@given(subscription=st.one_of(st.none(), guids, hostile_value), resource_group=groups,
+       state=st.one_of(st.none(), st.sampled_from(["Failed", "Succeeded"]), hostile_value))
+def test_deployment_list_scope(azure, sends_nothing, subscription, resource_group, state):
+    planned = _plan(azure, "deployment_list", subscription=subscription, resource_group=resource_group, state=state)
+    if planned is None:
+        return
+    sub = subscription or _subscriptions_of(azure)
+    assert ref_guid(sub) and (not resource_group or ref_group(resource_group)), (sub, resource_group)
+    assert state is None or re.fullmatch(r"[A-Za-z]{1,40}", state), state  # it ends up inside a $filter
+    mapped = _one(planned, azure, "GET")
+    assert mapped.operation == "Microsoft.Resources/deployments/read"
+    assert mapped.scope == _deployment_scope(sub, resource_group)
+
+
+@FAST
+@given(name=st.one_of(st.sampled_from(["dep1", "a(1)", "x.y_z", "operations", "a" * 64, "a" * 65]), hostile_value),
+       subscription=st.one_of(st.none(), guids), resource_group=groups, operations=st.booleans())
+def test_deployment_get_name_and_scope(azure, sends_nothing, name, subscription, resource_group, operations):
+    planned = _plan(azure, "deployment_get", name=name, subscription=subscription, resource_group=resource_group,
+                    operations=operations)
+    if planned is None:
+        return
+    sub = subscription or _subscriptions_of(azure)
+    assert ref_deployment(name) and (not resource_group or ref_group(resource_group)), (name, resource_group)
+    deployment = _deployment_scope(sub, resource_group) + "/providers/Microsoft.Resources/deployments/" + name
+    assert [m for m, _, _ in planned] == ["GET"] * (2 if operations else 1)
+    got = planned[0][2]
+    assert (got.operation, got.scope) == ("Microsoft.Resources/deployments/read", deployment)
+    if operations:  # a group's operations go by ARM's older route, checked on the deployment's id
+        listed = planned[1][2]
+        expected = ("Microsoft.Resources/subscriptions/resourceGroups/deployments/operations/read" if resource_group
+                    else "Microsoft.Resources/deployments/operations/read")
+        assert (listed.operation, listed.scope) == (expected, deployment)
+        declared = {op.operation for op in TOOLS["deployment_get"].operations}
+        assert {got.operation, listed.operation} <= declared
+
+
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+
+
+@FAST
+@given(scope=st.one_of(st.none(), st.just("/"), resource_ids()),
+       role_name=st.one_of(st.none(), st.sampled_from(["Reader", "O'Brien's role", "Key Vault Secrets User"]),
+                           hostile_value),
+       role_id=st.one_of(st.none(), st.sampled_from([READER, READER.upper(), f"{S}/providers/Microsoft.Authorization/"
+                                                     f"roleDefinitions/{READER}", f"/providers/Microsoft.Authorization/"
+                                                     f"roleDefinitions/{READER}"]),
+                         resource_ids(), hostile_value))
+def test_role_definition_list_scope_name_and_id(azure, sends_nothing, scope, role_name, role_id):
+    planned = _plan(azure, "role_definition_list", scope=scope, role_name=role_name, role_id=role_id)
+    if planned is None:
+        return
+    assert not (role_name and role_id)
+    mapped = _one(planned, azure, "GET")
+    assert mapped.operation == "Microsoft.Authorization/roleDefinitions/read"
+    query = dict(parse_qsl(urlsplit(planned[0][1]).query))
+    if role_id:
+        named_id = role_id.strip()
+        guid = named_id.rsplit("/", 1)[-1]
+        assert ref_guid(guid) and mapped.path.endswith("/roleDefinitions/" + guid.lower()), role_id
+        assert "$filter" not in query
+        if named_id.startswith("/"):  # a full id names its own scope; the scope argument does not move it
+            assert mapped.scope == named_id[: -len(guid)] + guid.lower()
+        return
+    named = scope if scope else _deployment_scope(_subscriptions_of(azure), None)
+    named = named.strip().rstrip("/") or "/"
+    assert named == "/" or ref_resource_id(named) is not None, scope
+    assert mapped.scope == named
+    if role_name:  # the name stands quoted inside the filter, its quotes doubled
+        assert query["$filter"] == "roleName eq '" + role_name.replace("'", "''") + "'"
+@FAST
+@given(
+    subscriptions=st.one_of(st.none(), st.lists(st.one_of(guids, hostile_value), max_size=3)),
+    management_group=st.one_of(st.none(), st.sampled_from(["mg-platform", "a(1)", "x.y"]), hostile_value),
+)
+def test_resource_graph_query_scopes(azure, sends_nothing, subscriptions, management_group):
+    """The planned query is decided at exactly the subscriptions (or the management group) the arguments name."""
+    from azure_agent_mcp.policy import decide_request
+
+    try:
+        planned = TOOLS["resource_graph_query"].plan(azure, query="Resources | count", subscriptions=subscriptions,
+                                                     management_group=management_group)
+    except ToolInputError:
+        return
+    (request,) = planned
+    assert request.method == "POST"
+    mapped = map_request(request.method, request.url, Endpoints.from_environment(azure.env))
+    assert mapped.operation == "Microsoft.ResourceGraph/resources/read"
+    assert mapped.path == "/providers/Microsoft.ResourceGraph/resources"
+    _, decided = decide_request(azure.policy, Endpoints.from_environment(azure.env), request.method, request.url,
+                                request.body)
+    if management_group is not None:
+        assert not subscriptions and re.fullmatch(r"[A-Za-z0-9_().-]{1,90}", management_group), management_group
+        assert decided.scopes == (f"/providers/Microsoft.Management/managementGroups/{management_group}",)
+        return
+    named = subscriptions or [_subscriptions_of(azure)]  # none or empty: the configured default, as documented
+    assert all(ref_guid(s) for s in named), named
+    assert decided.scopes == tuple(dict.fromkeys(f"/subscriptions/{s.lower()}" for s in named))
+
 
 vault_values = st.one_of(
     st.sampled_from(["kv-ops", "KV-Ops", "kv", "kv--x", "1kv", "kv-", "a" * 24, "a" * 25]),

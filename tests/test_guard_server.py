@@ -210,7 +210,7 @@ async def test_deployment_outputs_are_withheld_under_read_only(sandbox, tmp_path
     assert outputs["blobEndpoint"] == {"type": "String", "value": "***REDACTED***"}
     assert "***REDACTED***" in json.dumps(outputs["storageKey"])  # (its name alone also marks it)
     assert "resource.properties.outputs.blobEndpoint.value" in result.structured_content["redacted_fields"]
-    key = sandbox.state.world.children[_deployment_id(sandbox).lower()]["properties"]["outputs"]["storageKey"]["value"]
+    key = sandbox.state.world.deployments[_deployment_id(sandbox).lower()].outputs["storageKey"].value
     assert key not in json.dumps(result.model_dump(mode="json"))
 
 

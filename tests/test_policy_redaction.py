@@ -104,3 +104,82 @@ def test_ordinary_resource_documents_are_untouched():
     }
     result, paths = redact_secrets(copy.deepcopy(doc))
     assert paths == [] and result == doc
+
+
+# -- deployment outputs and secure parameters, by shape -----------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from azure_agent_mcp.policy.redaction import withhold_outputs  # noqa: E402
+
+_SECRETISH = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=", min_size=12,
+                     max_size=40).map(lambda s: "s3cr3t-" + s)
+_NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-", min_size=1, max_size=16)
+_TYPES = st.sampled_from(["String", "string", "Int", "Object", "Array", "Bool", "SecureString", "secureObject",
+                          "SECURESTRING"])
+_VALUES = st.one_of(_SECRETISH, st.lists(_SECRETISH, min_size=1, max_size=3), st.dictionaries(_NAMES, _SECRETISH,
+                                                                                             min_size=1, max_size=3))
+
+
+@st.composite
+def deployment_documents(draw: st.DrawFn) -> tuple[dict, list]:
+    """A deployment as ARM (or a misbehaving proxy) might return it, and every value that must not survive."""
+    secrets: list = []
+    outputs = {}
+    for name in draw(st.lists(_NAMES, max_size=4, unique=True)):
+        value = draw(_VALUES)
+        secrets.append(value)
+        outputs[name] = {"type": draw(_TYPES), "value": value} if draw(st.integers(0, 4)) else value
+    parameters = {}
+    for name in draw(st.lists(_NAMES, max_size=4, unique=True)):
+        kind = draw(_TYPES)
+        if kind.lower() in ("securestring", "secureobject"):
+            value = draw(_VALUES)
+            secrets.append(value)
+        else:  # an ordinary parameter: shown, so it never shares a value with a secret here
+            value = "plain-" + name
+        parameters[name] = {"type": kind, "value": value}
+    body = {"id": "/subscriptions/x/resourceGroups/g/providers/Microsoft.Resources/deployments/d",
+            "properties": {"provisioningState": "Succeeded", "outputs": outputs, "parameters": parameters}}
+    wrapper = draw(st.sampled_from(["deployment", "body", "resource", None]))
+    return ({wrapper: body} if wrapper else body), secrets
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=deployment_documents())
+def test_no_output_value_and_no_secure_parameter_value_survives_withholding(document):
+    data, secrets = document
+    original = copy.deepcopy(data)
+    withheld, paths = withhold_outputs(data)
+    assert data == original  # the input is not modified
+    dumped = repr(withheld)
+    for secret in secrets:
+        for leaf in _leaves(secret):
+            assert leaf not in dumped
+    body = withheld.get("deployment") or withheld.get("body") or withheld.get("resource") or withheld
+    for name, output in body["properties"]["outputs"].items():  # names and types stay, values go
+        assert output == REDACTED or output.get("value") == REDACTED
+    for name, parameter in body["properties"]["parameters"].items():
+        secure = parameter["type"].lower() in ("securestring", "secureobject")
+        assert (parameter["value"] == REDACTED) == secure  # ordinary parameters are kept as they are
+    assert len(paths) == len(body["properties"]["outputs"]) + sum(
+        1 for p in body["properties"]["parameters"].values() if p["type"].lower() in ("securestring", "secureobject"))
+
+
+def test_a_secure_parameter_without_a_value_is_left_as_arm_returns_it():
+    body = {"properties": {"parameters": {"adminPassword": {"type": "SecureString"}, "sku": {"type": "String",
+                                                                                            "value": "S1"}}}}
+    withheld, paths = withhold_outputs(body)
+    assert withheld == body and paths == []

@@ -55,7 +55,8 @@ HAS_IPV6_LOOPBACK = socket.has_ipv6 and _can_bind(socket.AF_INET6, "::1")
 def serving(sandbox, tmp_path: Path, host: str, *extra: str, port: int = 0) -> Iterator[str]:
     """``serve --transport http --host HOST`` against the session sandbox; yields its /mcp URL."""
     proc = subprocess.Popen(
-        [sys.executable, *_serve_args(sandbox, tmp_path, "--transport", "http", "--host", host, "--port", str(port), *extra)],
+        [sys.executable, *_serve_args(sandbox, tmp_path, "--transport", "http", "--host", host, "--port", str(port),
+                                       "--dangerously-allow-anonymous", *extra)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=_env(tmp_path),

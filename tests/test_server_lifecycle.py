@@ -538,7 +538,7 @@ def test_a_429_carries_retry_after_in_the_hint(stdio_server, fresh_sandbox_state
 
 
 def _start_http(manifest: Path, audit: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, list[str]]:
-    proc = subprocess.Popen(_serve_args(manifest, audit, "--transport", "http", "--port", "0"),
+    proc = subprocess.Popen(_serve_args(manifest, audit, "--transport", "http", "--port", "0", "--dangerously-allow-anonymous"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     lines: list[str] = []
     found: queue.Queue[str] = queue.Queue()

@@ -258,7 +258,7 @@ async def test_read_only_lists_the_monitor_tools_with_schemas_and_annotations(sa
     tools = {t.name: t for t in listed.tools}
     for name in ("activity_log_list", "metrics_list", "metrics_get"):
         tool = tools[name]
-        assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is False
+        assert tool.annotations.read_only_hint is True and not tool.annotations.destructive_hint
         assert tool.output_schema and tool.output_schema["type"] == "object"
     assert tools["activity_log_list"].input_schema["properties"]["status"]
     catalog_bytes = len(json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed.tools]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -45,4 +46,66 @@ def test_dockerfile_copies_only_what_exists_and_runs_as_non_root():
     assert any(line.startswith("FROM python:") and "slim" in line for line in instructions)
     users = [line for line in instructions if line.upper().startswith("USER ")]
     assert users and users[-1].split()[1] not in ("root", "0")
-    assert instructions[-1] == 'ENTRYPOINT ["azure-agent-mcp", "serve"]'
+    assert any(line.startswith("ENTRYPOINT ") for line in instructions)
+
+
+def _entrypoint_script() -> str:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    entry = json.loads(next(line for line in lines if line.startswith("ENTRYPOINT "))[len("ENTRYPOINT "):])
+    assert entry[:2] == ["sh", "-c"], entry
+    return entry[2]
+
+
+def test_the_image_serves_http_with_authentication(sandbox, tmp_path):
+    """The image's entrypoint, run as the image runs it (plus loopback and the sandbox): HTTP, callers
+    must sign in, the probe answers."""
+    import os
+    import re
+
+    import httpx
+
+    script = _entrypoint_script()
+    assert "--dangerously-allow-anonymous" not in script
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "AZURE_AGENT_MCP_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen(
+        ["sh", "-c", script, "azure-agent-mcp", "--sandbox", str(sandbox.manifest_path), "--host", "127.0.0.1",
+         "--port", "0", "--audit-log", str(tmp_path / "audit.jsonl")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/mcp", line)
+        assert match, line
+        assert "sign in to Entra" in line
+        origin = match.group(1)
+        assert httpx.get(origin + "/healthz", timeout=30).json() == {"status": "ok"}
+        refused = httpx.post(origin + "/mcp", json={}, headers={"accept": "application/json, text/event-stream"},
+                             timeout=30)
+        assert refused.status_code == 401 and "resource_metadata=" in refused.headers["www-authenticate"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_kubernetes_example_passes_flags_serve_accepts_and_probes_healthz():
+    import yaml
+
+    from azure_agent_mcp.cli import build_parser
+
+    documents = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text()))
+    workloads = [d for d in documents if d and d.get("kind") in ("StatefulSet", "Deployment")]
+    assert workloads and workloads[0]["spec"]["replicas"] >= 2
+    container = workloads[0]["spec"]["template"]["spec"]["containers"][0]
+    filled = [re.sub(r"<[^>]+>", lambda m: _placeholder(m.group(0)), arg) for arg in container["args"]]
+    args = build_parser().parse_args(["serve", *filled])
+    assert args.transport == "http" and not args.dangerously_allow_anonymous
+    assert args.auth_client_id and (args.auth_assertion_file or args.auth_secret_env or args.auth_certificate)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert any(e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT" for e in container["env"])
+
+
+def _placeholder(name: str) -> str:
+    if "id" in name:
+        return "5a1db0c5-0000-4000-a000-000000000001"
+    return "mcp.example.com"

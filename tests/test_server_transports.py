@@ -97,7 +97,8 @@ def test_stdio_survives_malformed_json_rpc(sandbox, tmp_path):
 
 def _start_http(sandbox, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, *_serve_args(sandbox, tmp_path, "--transport", "http", "--port", "0", *extra)],
+        [sys.executable, *_serve_args(sandbox, tmp_path, "--transport", "http", "--port", "0", "--dangerously-allow-anonymous",
+                                      *extra)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=_env(tmp_path),

@@ -110,7 +110,7 @@ def _both() -> tuple[dict, dict]:
     return original, compact_input_schema(copy.deepcopy(original))
 
 
-_SCHEMAS = _both()
+_SCHEMAS = _both()  # pydantic's schema of the signature, and the one tools/list publishes
 _VALIDATORS = tuple(jsonschema.Draft202012Validator(s) for s in _SCHEMAS)
 
 
@@ -118,7 +118,7 @@ def test_compaction_saves_bytes_and_keeps_required():
     original, compacted = _SCHEMAS
     assert len(str(compacted)) < 0.7 * len(str(original))
     assert original["required"] == compacted["required"] == ["name"]
-    assert compacted["properties"]["status"] == {"enum": ["A", "B", None], "type": ["string", "null"]}
+    assert compacted["properties"]["status"] == {"enum": ["A", "B"], "type": "string"}
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
                      max_leaves=6)
@@ -127,9 +127,14 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["name", "subscription", "top", "status", "names", "flag", "other"]),
                        _JSON | st.sampled_from(["A", "B", "C"]), max_size=6))
-def test_compacted_schemas_accept_exactly_what_the_originals_accept(instance):
+def test_compacted_schemas_accept_what_the_originals_accept_without_nulls(instance):
+    """The published schema says "pass T or leave it out" where the signature says ``T | None = None``:
+    it accepts nothing the signature would refuse, and everything it would take except an explicit null."""
     original, compacted = _VALIDATORS
-    assert original.is_valid(instance) == compacted.is_valid(instance)
+    if compacted.is_valid(instance):
+        assert original.is_valid(instance)
+    if original.is_valid(instance) and not any(v is None for v in instance.values()):
+        assert compacted.is_valid(instance)
 
 
 # -- sealed page offsets -------------------------------------------------------------------------

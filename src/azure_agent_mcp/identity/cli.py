@@ -260,7 +260,7 @@ def credential_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
 
 @contextmanager
 def open_identity(args: argparse.Namespace, *, lazy_credential: bool = False,
-                  expected_principal: str | None = None) -> Iterator[IdentityContext]:
+                  expected_principal: str | None = None, own_credential: bool = True) -> Iterator[IdentityContext]:
     """Session, environment (starting or attaching to a sandbox) and the session's credential.
 
     An embedded sandbox (``--sandbox`` without a value) is stopped when the context exits.
@@ -271,6 +271,9 @@ def open_identity(args: argparse.Namespace, *, lazy_credential: bool = False,
 
     ``expected_principal`` is the policy's ``ExpectedPrincipal``: with ``--expect-principal`` it
     pins every credential (both given and different: refused at start, exit 2).
+
+    ``own_credential=False``: the process acts only on behalf of its callers (HTTP with
+    authentication), so no credential of its own is looked for; ``credential_for`` refuses.
     """
     session = _resolve(args)
     from azure_agent_mcp.identity.pinning import ConflictingPinsError, InvalidPrincipalError, resolve_pin
@@ -284,6 +287,16 @@ def open_identity(args: argparse.Namespace, *, lazy_credential: bool = False,
         from azure_agent_mcp.identity.factory import build_credential, check_ready, resolve_auto
 
         claims_profile = args.session_claims
+        if not own_credential:
+            def no_credential(other: Any) -> Any:
+                from azure_agent_mcp.identity.errors import CredentialUnavailableError
+
+                raise CredentialUnavailableError(
+                    "this server acts only on behalf of authenticated callers; it has no credential of its own")
+
+            yield IdentityContext(env=env, session=session, credential=None, sandbox=sandbox,
+                                  credential_for=no_credential, expected_principal=pin, kind=None)
+            return
         try:
             kind = _kind(args, env)
             options = credential_options(args, kind)

@@ -125,6 +125,8 @@ def _resource_groups(method: str, segs: list[str], low: list[str], sub: str) -> 
     group = _join(*segs[:4])
     if n == 4:
         return ArmOperation(f"{RESOURCE_GROUPS}/{_verb(method, 'a resource group')}", group)
+    if low[4] == "deployments":
+        return _legacy_deployments(method, segs, low, group)
     if n == 5:
         if low[4] == "resources":
             _read_only(method, "the resource group's resource list")
@@ -134,6 +136,28 @@ def _resource_groups(method: str, segs: list[str], low: list[str], sub: str) -> 
     if n >= 6 and low[4] == "providers":
         return _provider_sections(method, segs, low, 4, group)
     raise ArmShapeError(f"'{_join(*segs)}' is not a resource-group-level path this server maps")
+
+
+def _legacy_deployments(method: str, segs: list[str], low: list[str], group: str) -> ArmOperation:
+    """``{group}/deployments[/{name}[/operations[/{id}]]]``: deployments' older route, without a provider.
+
+    ARM checks it as ``Microsoft.Resources/subscriptions/resourceGroups/deployments[/operations]/...`` (its
+    published operations name both forms), on the deployment's id: ``{group}/providers/Microsoft.Resources/
+    deployments/{name}``, as the newer route names it. The SDK lists a group deployment's operations here.
+    """
+    n = len(segs)
+    if n == 5:
+        _read_only(method, "the resource group's deployment list")
+        return ArmOperation(f"{RESOURCE_GROUPS}/deployments/read", group)
+    deployment = group + _join("providers", "Microsoft.Resources", "deployments", segs[5])
+    if n == 6 and method != "DELETE":
+        return ArmOperation(f"{RESOURCE_GROUPS}/deployments/{_verb(method, 'a deployment')}", deployment)
+    if n in (7, 8) and low[6] in ("operations", "operationstatuses"):
+        _read_only(method, "a deployment's operations")
+        kind = "operations" if low[6] == "operations" else "operationstatuses"
+        scope = deployment + _join(*segs[6:]) if n == 8 else deployment
+        return ArmOperation(f"{RESOURCE_GROUPS}/deployments/{kind}/read", scope)
+    raise ArmShapeError(f"'{_join(*segs)}' is not a deployment path this server maps")
 
 
 def _provider_sections(method: str, segs: list[str], low: list[str], start: int, parent: str) -> ArmOperation:

@@ -107,7 +107,9 @@ class Guard:
         started = time.perf_counter()
         call = self._call_for(request.url)
         interrupted = call_interruption(call) if call is not None else None
-        decision, mapped = decide_request(self.policy, self.endpoints, request.method, request.url)
+        # the body as the transport will send it (requests' data=), read only for body-scoped operations
+        decision, mapped = decide_request(self.policy, self.endpoints, request.method, request.url,
+                                          read_body=lambda: getattr(request, "data", None))
         if interrupted is not None:  # cancelled or past its deadline: nothing is sent, audited like a denial
             self._refused(request, call, decision, mapped, interrupted.decision, started)
             raise interrupted
@@ -233,12 +235,16 @@ class Guard:
             "unknown_operation": True if mapped is not None and mapped.unknown_operation else None,
             "operation": decision.operation,
             "scope": decision.scope,
+            # a body-scoped operation (a Resource Graph query): every scope its body names, each decided
+            "scopes": list(mapped.scopes) if mapped is not None and mapped.scopes else None,
             "data_action": decision.data_action,
             "effect": decision.effect.value,
             "decision": outcome,
             "rule": decision.rule,
             "policy": decision.policy,
             "principal": principal or None,
+            # who the agent acts for, over authenticated HTTP (tid, oid, upn, azp)
+            "caller": call.extra.get("caller") if call is not None else None,
         }
         return {k: v for k, v in record.items() if v is not None}
 

@@ -92,6 +92,7 @@ class MappedRequest:
     path: str = ""  # the path exactly as sent (canonical, so also as decided); no query string
     vault: str | None = None
     unknown_operation: bool = False  # its namespace's published operation list does not name it
+    scopes: tuple[str, ...] = ()  # for body-scoped operations: every scope the body names, as decided
 
 
 def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:

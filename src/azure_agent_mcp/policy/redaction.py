@@ -222,11 +222,17 @@ def audit_arguments(arguments: Any, identifying: Collection[str] | None) -> Any:
 # -- deployment outputs ------------------------------------------------------------------------------
 
 
+_SECURE_TYPES = frozenset({"securestring", "secureobject"})
+_TYPE_NAME = re.compile(r"[A-Za-z]{1,32}")
+
+
 def withhold_outputs(obj: Any) -> tuple[Any, list[str]]:
     """``properties.outputs`` of any resource in ``obj`` without values: names and types only.
 
     A template's outputs are whatever its author returned, ``listKeys()`` results included, under
-    any name. So the values are withheld by where they stand, not by what they are called.
+    any name. So the values are withheld by where they stand, not by what they are called. The
+    same goes for ``properties.parameters`` declared ``secureString`` or ``secureObject``: ARM
+    never returns their values, so one that does appear is withheld all the more.
     """
     paths: list[str] = []
     return _outputs_walk(obj, "", paths), paths
@@ -244,12 +250,33 @@ def _outputs_walk(obj: Any, path: str, paths: list[str]) -> Any:
         for name, output in properties["outputs"].items():
             where = _join(_join(path, "properties.outputs"), str(name))
             if isinstance(output, dict):
-                outputs[name] = {k: v for k, v in output.items() if k.lower() != "value"}
-                if "value" in {k.lower() for k in output}:
+                outputs[name] = _type_only(output)
+                if any(k not in outputs[name] for k in output):  # the value, or anything else it carries
                     outputs[name]["value"] = REDACTED
                     paths.append(_join(where, "value"))
             else:
                 outputs[name] = REDACTED
                 paths.append(where)
         out["properties"] = {**properties, "outputs": outputs}
+    if isinstance(properties, dict) and isinstance(properties.get("parameters"), dict):
+        out["properties"] = {**out["properties"], "parameters": _secure_parameters(
+            properties["parameters"], _join(path, "properties.parameters"), paths)}
     return out
+
+
+def _type_only(declared: dict[Any, Any]) -> dict[Any, Any]:
+    """``{"type": ...}`` when the type is a plain type name (``String``, ``SecureString``); else nothing."""
+    kind = declared.get("type")
+    return {"type": kind} if isinstance(kind, str) and _TYPE_NAME.fullmatch(kind) else {}
+
+
+def _secure_parameters(parameters: dict[Any, Any], where: str, paths: list[str]) -> dict[Any, Any]:
+    kept: dict[Any, Any] = {}
+    for name, parameter in parameters.items():
+        secure = isinstance(parameter, dict) and str(parameter.get("type", "")).lower() in _SECURE_TYPES
+        if secure and any(k != "type" for k in parameter):
+            kept[name] = {**_type_only(parameter), "value": REDACTED}
+            paths.append(_join(_join(where, str(name)), "value"))
+        else:
+            kept[name] = parameter
+    return kept

@@ -18,11 +18,13 @@ from typing import Any
 from azure_agent_mcp.sandbox.activity_room import ActivityLogRoom
 from azure_agent_mcp.sandbox.admin import AdminPlane
 from azure_agent_mcp.sandbox.arm import ArmPlane
+from azure_agent_mcp.sandbox.deployments import DeploymentsRoom
 from azure_agent_mcp.sandbox.entra import EntraPlane
 from azure_agent_mcp.sandbox.journal import redact_query
 from azure_agent_mcp.sandbox.keyvault import VaultPlane
 from azure_agent_mcp.sandbox.metrics import MetricsRoom
 from azure_agent_mcp.sandbox.protocol import Request, Response, arm_error, json_response
+from azure_agent_mcp.sandbox.resourcegraph import ResourceGraphRoom
 from azure_agent_mcp.sandbox.sidecar import SidecarPlane, problem
 
 MAX_BODY = 4 * 1024 * 1024
@@ -41,6 +43,8 @@ class SandboxApp:
         self.arm = ArmPlane(state)
         self.arm.listeners.append(state.activity.listener)
         self.arm.rooms.extend([ActivityLogRoom(self.arm), MetricsRoom(self.arm)])
+        self.arm.rooms.append(DeploymentsRoom(self.arm))
+        self.arm.rooms.append(ResourceGraphRoom(state))
         self.vault = VaultPlane(state)
         self.admin = AdminPlane(state)
         self.sidecar = SidecarPlane(state, self.entra)

@@ -59,7 +59,7 @@ PROVIDERS: dict[str, dict[str, list[str]]] = {
     "Microsoft.Cache": {"redis": ["2024-03-01", "2023-08-01", "2023-04-01"]},
     "Microsoft.EventHub": {"namespaces": ["2024-01-01", "2021-11-01"]},
     "Microsoft.ServiceBus": {"namespaces": ["2022-10-01-preview", "2021-11-01"]},
-    "Microsoft.Resources": {"deployments": ["2024-03-01", "2022-09-01", "2021-04-01"]},
+    "Microsoft.Resources": {"deployments": ["2026-06-01", "2025-04-01", "2024-03-01", "2022-09-01", "2021-04-01"]},
     "Microsoft.Authorization": {
         "roleAssignments": ["2022-04-01", "2020-04-01-preview", "2015-07-01"],
         "roleDefinitions": ["2022-04-01", "2018-01-01-preview", "2015-07-01"],

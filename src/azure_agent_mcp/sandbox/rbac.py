@@ -50,7 +50,10 @@ class RoleDefinition:
         return False
 
     def to_arm(self, scope: str) -> dict[str, Any]:
-        prefix = "" if scope in ("", "/") else scope.rstrip("/")
+        # ARM names a role definition read at or below a subscription by the subscription's id, whatever the
+        # scope asked (a group, a resource), and at the tenant root without one
+        parts = [p for p in scope.split("/") if p]
+        prefix = f"/subscriptions/{parts[1]}" if len(parts) >= 2 and parts[0].lower() == "subscriptions" else ""
         return {
             "id": f"{prefix}/providers/Microsoft.Authorization/roleDefinitions/{self.id}",
             "name": self.id,

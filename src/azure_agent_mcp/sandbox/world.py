@@ -32,6 +32,7 @@ from azure_agent_mcp.sandbox.principals import (  # noqa: F401  (re-exported: th
 )
 from azure_agent_mcp.sandbox.agent_world import agent_principals
 from azure_agent_mcp.sandbox.mcp_world import mcp_principals
+from azure_agent_mcp.sandbox.deployment_world import Deployment, seed_deployments
 from azure_agent_mcp.sandbox.rbac import (
     CONTRIBUTOR,
     KEY_VAULT_SECRETS_OFFICER,
@@ -88,6 +89,7 @@ class World:
     agent_users: list[User] = field(default_factory=list)  # Entra Agent ID users: no password, no sign-in
     public_clients: list[PublicClient] = field(default_factory=list)
     consents: set[Consent] = field(default_factory=set)
+    deployments: dict[str, Deployment] = field(default_factory=dict)  # lower deployment id -> deployment
 
     def public_client(self, client_id: str) -> PublicClient | None:
         for client in self.public_clients:
@@ -203,7 +205,8 @@ class _Builder:
         (self.children if child else self.resources)[path.lower()] = body
         return path
 
-    def storage(self, group_id: str, name: str, location: str, tags: dict[str, str] | None = None) -> str:
+    def storage(self, group_id: str, name: str, location: str, tags: dict[str, str] | None = None,
+                min_tls: str = "TLS1_2") -> str:
         rid = self.resource(
             group_id,
             "Microsoft.Storage/storageAccounts",
@@ -215,7 +218,7 @@ class _Builder:
                 "statusOfPrimary": "available",
                 "accessTier": "Hot",
                 "supportsHttpsTrafficOnly": True,
-                "minimumTlsVersion": "TLS1_2",
+                "minimumTlsVersion": min_tls,
                 "allowBlobPublicAccess": False,
                 "allowSharedKeyAccess": True,
                 "primaryEndpoints": {
@@ -351,7 +354,8 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
     data = b.group(a, "rg-prod-data", "westeurope", {"env": "prod", "data": "confidential"})
 
     b.storage(app, "stprodapp01", "eastus", {"env": "prod"})
-    b.storage(app, "stprodlogs01", "eastus", {"env": "prod", "purpose": "logs"})
+    # two accounts still accept old TLS, so "which storage accounts lack TLS 1.2" has a real answer
+    b.storage(app, "stprodlogs01", "eastus", {"env": "prod", "purpose": "logs"}, min_tls="TLS1_0")
     b.vault(a, "rg-prod-app", app, "kv-sandbox-prod", "eastus", {
         "db-password": sql_password,
         "api-key": "ak-" + hashlib.sha256((creds.key_salt + "api").encode()).hexdigest()[:32],
@@ -368,16 +372,6 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
               {"WEBSITE_RUN_FROM_PACKAGE": "1", "ORDERS_ENV": "production", "DB_CONNECTION_STRING": conn,
                "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=" + stable_guid("appi", "prod")},
               {"OrdersDb": {"value": conn, "type": "SQLAzure"}})
-    # A deployment whose template returned a storage key as a plain string output: what a
-    # template author can do with listKeys(), and why deployment outputs are withheld structurally.
-    b.resource(app, "Microsoft.Resources/deployments", "deploy-orders-storage", "eastus", {
-        "mode": "Incremental", "timestamp": "2026-11-30T08:00:00Z", "correlationId": stable_guid("deploy", "orders"),
-        "outputs": {
-            "storageKey": {"type": "String", "value": _storage_key(creds.key_salt, "stprodapp01", "key1")},
-            "blobEndpoint": {"type": "String", "value": "https://stprodapp01.blob.core.windows.net/"},
-        },
-        "outputResources": [{"id": f"{app}/providers/Microsoft.Storage/storageAccounts/stprodapp01"}],
-    }, child=True)
     b.resource(app, "Microsoft.Insights/components", "appi-orders-prod", "eastus",
                {"Application_Type": "web", "InstrumentationKey": stable_guid("appi", "prod")}, kind="web")
     b.resource(app, "Microsoft.OperationalInsights/workspaces", "log-sandbox-prod", "eastus",
@@ -446,7 +440,7 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
                {"Application_Type": "web", "InstrumentationKey": stable_guid("appi", "dev")}, kind="web")
     dev_subnet = b.vnet(dev, "vnet-dev", "westus2", "10.1.0.0/16")
     b.vm(dev, bsub, "vm-dev-01", "westus2", dev_subnet, "Standard_B2s", public_ip=True)
-    b.storage(shared, "stdevshared01", "westus2", {"shared": "true"})
+    b.storage(shared, "stdevshared01", "westus2", {"shared": "true"}, min_tls="TLS1_1")
     b.resource(shared, "Microsoft.ContainerRegistry/registries", "crsandboxdev", "westus2",
                {"loginServer": "crsandboxdev.azurecr.io", "adminUserEnabled": True},
                sku={"name": "Basic", "tier": "Basic"})
@@ -500,4 +494,7 @@ def build_world(origin: str, creds: SeedCredentials) -> World:
         agent_users=agent_users,
         public_clients=public_clients,
         consents=set(consents),
+        # deployment history (deployment_world): one deployment returned a storage key as a plain string
+        # output, what a template author can do with listKeys(), and why outputs are withheld structurally
+        deployments=seed_deployments(a, app, net, _storage_key(creds.key_salt, "stprodapp01", "key1"), sql_password),
     )

@@ -36,7 +36,8 @@ from azure_agent_mcp.server.confirmation import Approval, Verdict, approved_keys
 from azure_agent_mcp.policy.audit_errors import AuditError
 from azure_agent_mcp.server.lifecycle import CallRegistry, InFlight, loop_scheduler
 from azure_agent_mcp.server.results import cancelled_failure, deadline_failure, error_payload, failure, success
-from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError
+from azure_agent_mcp.server.callers import caller_of, request_caller
+from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError, SessionOwnershipError
 from azure_agent_mcp.tools import catalog
 from azure_agent_mcp.tools.base import IDENTIFYING_ARGUMENTS, AzureTool
 from azure_agent_mcp.tools.schemas import compact_input_schema
@@ -133,6 +134,9 @@ class ToolAuditMiddleware:
             # every call has a correlation id, also one that fails before reaching Azure
             "correlation_id": str(uuid.uuid4()),
         }
+        caller = request_caller(getattr(ctx, "request", None))
+        if caller is not None:
+            record["caller"] = caller.describe()
         entry = self.registry.open(name if isinstance(name, str) else None)
         token = _tool_record.set(record)
         entry_token = _in_flight.set(entry)
@@ -260,6 +264,31 @@ def build_server(runtime: AgentRuntime, *, call_timeout: float | None = DEFAULT_
     return server
 
 
+def _annotations(read_only: bool, destructive: bool, tool: AzureTool) -> ToolAnnotations:
+    """The hints, leaving out what MCP's defaults already say, because every byte is in ``tools/list``.
+
+    Defaults (MCP 2025-06-18): not read-only, destructive, not idempotent, open world. The
+    destructive and idempotent hints mean something only for a tool that is not read-only.
+    """
+    if read_only:
+        return ToolAnnotations(read_only_hint=True, open_world_hint=False if tool.local_only else None)
+    return ToolAnnotations(
+        read_only_hint=False,
+        destructive_hint=destructive,
+        idempotent_hint=tool.idempotent,
+        open_world_hint=False if tool.local_only else None,
+    )
+
+
+def _meta(tool: AzureTool, operations: list[str]) -> dict[str, Any] | None:
+    """The operations a tool may request (none for local tools); ``secretBearing`` only on the tools that
+    return secrets."""
+    meta: dict[str, Any] = {f"{META_PREFIX}operations": sorted(set(operations))} if operations else {}
+    if tool.secret_bearing:
+        meta[f"{META_PREFIX}secretBearing"] = True
+    return meta or None
+
+
 def _register(server: MCPServer, tool: AzureTool, runtime: AgentRuntime) -> None:
     methods: list[str] = []
     read_only, destructive = tool.read_only, tool.destructive
@@ -274,20 +303,12 @@ def _register(server: MCPServer, tool: AzureTool, runtime: AgentRuntime) -> None
         fn,
         name=tool.name,
         description=tool.description,
-        annotations=ToolAnnotations(
-            read_only_hint=read_only,
-            destructive_hint=destructive if not read_only else False,
-            idempotent_hint=tool.idempotent,
-            open_world_hint=not tool.local_only,
-        ),
-        meta={
-            f"{META_PREFIX}secretBearing": tool.secret_bearing,
-            f"{META_PREFIX}operations": sorted(set(operations)),
-        },
+        annotations=_annotations(read_only, destructive, tool),
+        meta=_meta(tool, operations),
         structured_output=False,
     )
     registered = server._tool_manager.get_tool(tool.name)
-    compact_input_schema(registered.parameters)  # tools/list carries every tool: keep it small
+    registered.parameters = compact_input_schema(registered.parameters)
     if tool.output_schema is not None:
         # published as outputSchema; the SDK advertises a schema set on the metadata without re-validating
         registered.fn_metadata.output_schema = tool.output_schema
@@ -355,11 +376,18 @@ async def run_tool_call(
             hint="Call again once the server has restarted.",
         )
         return _finish(runtime, record, started, result, write=standalone)
+    caller = caller_of(ctx)
+    if caller is not None:
+        record["caller"] = caller.describe()
     try:
-        session = runtime.session_for(headers)
+        session = runtime.session_for(headers, caller)
     except SessionHeaderError as exc:
         hint = "Send an id of 1-128 characters from [A-Za-z0-9._:-]."
         return _finish(runtime, record, started, failure("InvalidSessionId", str(exc), hint=hint), write=standalone)
+    except SessionOwnershipError as exc:  # the HTTP layer refuses these first; this is the second line
+        hint = "Name an agent session of your own, or send no X-Agent-Session-Id header."
+        record["decision"] = "deny"
+        return _finish(runtime, record, started, failure(exc.code, str(exc), hint=hint), write=standalone)
     record["session_id"] = session.id
 
     verdict = _verdict(confirmation)
@@ -382,13 +410,15 @@ async def run_tool_call(
 
     approved = verdict.approved
     if verdict.status == "approved":
-        approved = approved_keys(tool, runtime, headers, arguments)
+        approved = approved_keys(tool, runtime, headers, arguments, caller)
         record["decision"] = "confirmed"
 
     def work() -> CallToolResult:
         # One scope for the whole call, the token request included: it carries the correlation id
         # and the control (deadline, cancellation) that every request of this call is checked against.
         extra: dict[str, Any] = {"approved": approved, "principal": {}}
+        if caller is not None:
+            extra["caller"] = record["caller"]
         with call_scope(
             correlation_id=record["correlation_id"],
             session_id=session.id,
@@ -400,7 +430,7 @@ async def run_tool_call(
         ):
             try:
                 session.check()
-                azure = runtime.azure_for(session)
+                azure = runtime.azure_for(session, caller)
                 principal = runtime.principal_for(azure) if not tool.local_only else {}
             except Exception as exc:  # session expired, sign-in failed, wrong identity: nothing was sent
                 record.update(getattr(exc, "audit_fields", dict)())

@@ -86,6 +86,28 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="a browser Origin the HTTP server accepts, e.g. http://localhost:6274 (repeatable)",
     )
+    auth = parser.add_argument_group(
+        "authentication (HTTP)",
+        "Over HTTP the server is an OAuth resource server for its own Entra app: callers send Entra tokens for "
+        "its scope, and it calls Azure on their behalf (OBO). With --sandbox these default from the manifest's "
+        "mcp_server_app.",
+    )
+    auth.add_argument("--auth-client-id", metavar="APP_ID", help="the MCP server's Entra app (client) id")
+    auth.add_argument("--auth-app-id-uri", metavar="URI", help="its application id URI (default api://<client id>)")
+    auth.add_argument("--auth-scope", metavar="NAME", help="the delegated scope callers need (default user_impersonation)")
+    auth.add_argument("--auth-secret-env", metavar="NAME",
+                      help="environment variable holding the server app's client secret (for on-behalf-of)")
+    auth.add_argument("--auth-certificate", metavar="PEM",
+                      help="the server app's certificate: PEM with private key and certificate (password in env "
+                      "AZURE_AGENT_MCP_AUTH_CERTIFICATE_PASSWORD)")
+    auth.add_argument("--auth-assertion-file", metavar="PATH",
+                      help="workload identity federation: a token file the server app trusts, re-read for every exchange")
+    auth.add_argument("--auth-resource-url", metavar="URL",
+                      help="the MCP endpoint's public URL as clients see it (default http://<host>:<port>/mcp); the "
+                      "protected resource metadata names it")
+    auth.add_argument("--dangerously-allow-anonymous", action="store_true",
+                      help="serve HTTP without authentication, acting with the server's own credential for everyone "
+                      "(loopback binds only)")
     parser.add_argument(
         "--policy",
         default=os.environ.get("AZURE_AGENT_MCP_POLICY") or "read-only",

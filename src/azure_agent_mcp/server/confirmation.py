@@ -64,14 +64,18 @@ def make_resolver(tool: AzureTool, runtime: AgentRuntime, parameters: list[inspe
     async def resolve(ctx: Context, **arguments: Any) -> Any:
         if tool.plan is None:
             return Verdict("clear")
+        from azure_agent_mcp.server.callers import caller_of
+        from azure_agent_mcp.server.runtime import SessionOwnershipError
+
+        caller = caller_of(ctx)
         try:
-            session = runtime.session_for(ctx.headers)
-            azure = runtime.azure_for(session)
+            session = runtime.session_for(ctx.headers, caller)
+            azure = runtime.azure_for(session, caller)
             planned = tool.plan(azure, **arguments)
-        except (ToolInputError, SessionHeaderError) as exc:
-            code = exc.code if isinstance(exc, ToolInputError) else "InvalidArgument"
+        except (ToolInputError, SessionHeaderError, SessionOwnershipError) as exc:
+            code = exc.code if isinstance(exc, (ToolInputError, SessionOwnershipError)) else "InvalidArgument"
             return Verdict("invalid", message=str(exc), hint=getattr(exc, "hint", ""), code=code)
-        decisions = [runtime.decide_request(p.method, p.url) for p in planned]
+        decisions = [runtime.decide_request(p.method, p.url, p.body) for p in planned]
         for decision in decisions:
             if decision.effect.value == "deny":
                 return Verdict("denied", decision=decision)
@@ -103,14 +107,15 @@ def make_resolver(tool: AzureTool, runtime: AgentRuntime, parameters: list[inspe
     return resolve
 
 
-def approved_keys(tool: AzureTool, runtime: AgentRuntime, headers: Any, arguments: dict[str, Any]) -> frozenset[tuple[str, str]]:
+def approved_keys(tool: AzureTool, runtime: AgentRuntime, headers: Any, arguments: dict[str, Any],
+                  caller: Any = None) -> frozenset[tuple[str, str]]:
     """After the user approved: the (operation, scope) pairs of this call that needed confirmation."""
     if tool.plan is None:
         return frozenset()
-    azure = runtime.azure_for(runtime.session_for(headers))
+    azure = runtime.azure_for(runtime.session_for(headers, caller), caller)
     keys = set()
     for planned in tool.plan(azure, **arguments):
-        decision = runtime.decide_request(planned.method, planned.url)
+        decision = runtime.decide_request(planned.method, planned.url, planned.body)
         if decision.effect.value == "confirm":
             keys.add(approval_key(decision.operation, decision.scope))
     return frozenset(keys)

@@ -74,6 +74,26 @@ def _error(result: Any) -> dict[str, Any]:
     return content.get("error", {}) if isinstance(content, dict) else {}
 
 
+TLS_QUESTION = ("Resources | where type =~ 'microsoft.storage/storageaccounts' "
+                "| where properties.minimumTlsVersion != 'TLS1_2' "
+                "| project name, subscriptionId, tls = tostring(properties.minimumTlsVersion) | order by name asc")
+
+
+async def _resource_graph_step(client: Any, manifest: dict[str, Any], out: Transcript) -> None:
+    """A question an engineer asks under read-only: which storage accounts still accept TLS below 1.2?"""
+    subscriptions = [s["id"] for s in manifest["subscriptions"]]
+    answer = await client.call_tool("resource_graph_query", {"query": TLS_QUESTION, "subscriptions": subscriptions})
+    rows = (answer.structured_content or {}).get("items", [])
+    out.step(
+        "resource_graph_query: every storage account without TLS 1.2",
+        not answer.is_error and [(r.get("name"), r.get("tls")) for r in rows]
+        == [("stdevshared01", "TLS1_1"), ("stprodlogs01", "TLS1_0")],
+        f"KQL: {TLS_QUESTION}",
+        *[f"{r.get('name')}  minimumTlsVersion {r.get('tls')}  (subscription {r.get('subscriptionId')})" for r in rows],
+        "decided by the guard at both subscriptions the query names",
+    )
+
+
 async def _story(manifest_path: Path, manifest: dict[str, Any], workdir: Path, out: Transcript) -> None:
     from mcp import Client
 
@@ -127,6 +147,8 @@ async def _story(manifest_path: Path, manifest: dict[str, Any], workdir: Path, o
             *[f"{r['type']}  {r['name']}" for r in data.get("items", [])],
             "more available through the continuation token",
         )
+
+        await _resource_graph_step(client, manifest, out)
 
         before = _vault_requests(manifest)
         secret = await client.call_tool("keyvault_secret_get", {"vault": vault, "name": "db-password"})

@@ -109,6 +109,9 @@ def error_payload(exc: BaseException) -> CallToolResult:
         return cancelled_failure(exc.reason)
     if isinstance(exc, TokenServiceUnavailableError):
         return token_service_failure(exc)
+    obo = on_behalf_of_failure(exc)
+    if obo is not None:
+        return obo
     network = network_failure(exc)
     if network is not None:
         control = current_control()
@@ -162,6 +165,27 @@ def error_payload(exc: BaseException) -> CallToolResult:
         f"The tool failed with {type(exc).__name__}.",
         hint="The server's stderr log has a line for this call: search it for the correlation id.",
     )
+
+
+def on_behalf_of_failure(exc: BaseException) -> CallToolResult | None:
+    """The on-behalf-of exchange's own refusals (consent missing, the caller's token refused), or None."""
+    import sys
+
+    obo = sys.modules.get("azure_agent_mcp.identity.obo")
+    if obo is None:  # never imported: no exchange ever ran in this process
+        return None
+    if isinstance(exc, obo.ConsentRequiredError):
+        return failure(
+            "ConsentRequired",
+            f"Entra needs consent first: {exc.message}. Nothing was sent to Azure.",
+            hint="The user consents at consent_url (sign in, accept); a tenant administrator can consent for everyone "
+            "at admin_consent_url. Then call again.",
+            consent_url=exc.consent_url,
+            admin_consent_url=exc.admin_consent_url,
+        )
+    if isinstance(exc, obo.OboRefusedError):
+        return failure("OnBehalfOfRefused", str(exc.message), hint="Sign in to the MCP server again (a fresh token).")
+    return None
 
 
 def deadline_failure(timeout: float | None, network: NetworkFailure | None = None) -> CallToolResult:
@@ -369,6 +393,15 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:500] if text else type(exc).__name__
 
 
+_NOT_FOUND_HINTS = {
+    "DeploymentNotFound": "deployment_list shows the deployments at a scope: pass resource_group for a group's "
+    "deployments, omit it for the subscription's own.",
+    "RoleDefinitionDoesNotExist": "Find a role by role_name, or pass the roleDefinitionId a role assignment shows "
+    "(role_assignment_list).",
+    "ResourceGroupNotFound": "group_list shows the subscription's resource groups.",
+}
+
+
 def _azure_hint(code: str, status: int | None, retry_after: float | None = None) -> str:
     seconds = _whole_seconds(retry_after)
     if status == 429:
@@ -382,6 +415,8 @@ def _azure_hint(code: str, status: int | None, retry_after: float | None = None)
         return "Azure RBAC refused this: the identity needs a role assignment granting the operation at this scope."
     if status == 401:
         return "The token was refused; sign in again."
+    if status == 404 and code in _NOT_FOUND_HINTS:
+        return _NOT_FOUND_HINTS[code]
     if status == 404:
         return "Check the id or path (resource_list shows existing resources)."
     return ""

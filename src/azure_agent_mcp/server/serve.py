@@ -68,7 +68,14 @@ def _serve(args: argparse.Namespace, shutdown) -> int:
     if args.transport == "http" and not is_loopback(args.host) and not args.allow_remote:
         raise CommandError(
             f"refusing to serve HTTP on non-loopback address {args.host}: pass --allow-remote to expose the "
-            "server (and put authentication in front of it)"
+            "server (callers then sign in with Entra; see --auth-client-id)"
+        )
+    if args.transport == "http" and getattr(args, "dangerously_allow_anonymous", False) and not is_loopback(args.host):
+        from azure_agent_mcp.server.auth_config import AuthConfigError
+
+        raise AuthConfigError(
+            f"--dangerously-allow-anonymous is for loopback binds only, not {args.host}: remote callers must "
+            "authenticate (drop the flag and configure --auth-client-id)"
         )
     call_timeout = getattr(args, "call_timeout", None)
     if call_timeout is not None and call_timeout < 0:
@@ -79,8 +86,13 @@ def _serve(args: argparse.Namespace, shutdown) -> int:
 
     audit = open_audit(args)
     try:
-        with open_identity(args, lazy_credential=True, expected_principal=policy.expected_principal) as identity:
-            runtime = _runtime(args, identity, policy, audit)
+        anonymous = args.transport != "http" or getattr(args, "dangerously_allow_anonymous", False)
+        with open_identity(args, lazy_credential=True, expected_principal=policy.expected_principal,
+                           own_credential=anonymous) as identity:
+            from azure_agent_mcp.server.auth_config import auth_config
+
+            auth = auth_config(args, identity.env)
+            runtime = _runtime(args, identity, policy, audit, auth)
             try:
                 if shutdown.requested:
                     return 0
@@ -88,7 +100,7 @@ def _serve(args: argparse.Namespace, shutdown) -> int:
                     _run_stdio(runtime, shutdown, call_timeout)
                 else:
                     _run_http(runtime, args.host, args.port, tuple(args.allow_host), tuple(args.allow_origin),
-                              shutdown=shutdown, call_timeout=call_timeout)
+                              shutdown=shutdown, call_timeout=call_timeout, auth=auth)
             finally:
                 runtime.close()
     finally:
@@ -107,7 +119,7 @@ def close_audit(audit) -> None:
         logging.getLogger("azure_agent_mcp.server").warning("closing the audit log failed: %s", type(exc).__name__)
 
 
-def _runtime(args: argparse.Namespace, identity, policy, audit):
+def _runtime(args: argparse.Namespace, identity, policy, audit, auth=None):
     from azure_agent_mcp.server.runtime import AgentRuntime, RuntimeOptions
 
     return AgentRuntime(
@@ -122,7 +134,30 @@ def _runtime(args: argparse.Namespace, identity, policy, audit):
             transport=args.transport,
         ),
         default_credential=identity.credential,
+        caller_credential_factory=obo_credentials(auth, args.session_claims) if auth is not None else None,
     )
+
+
+def obo_credentials(auth, claims_profile: str):
+    """(agent session, the caller's newest token) -> that session's on-behalf-of credential.
+
+    The server app's MSAL state is built on the first call, not at start-up.
+    """
+    shared: dict[str, object] = {}
+
+    def credential_for(session, assertion):
+        from azure_agent_mcp.identity.credential import AgentCredential
+        from azure_agent_mcp.identity.obo import OboProvider, ServerApp, server_app_credential
+
+        app = shared.get("app")
+        if app is None:
+            app = shared.setdefault("app", ServerApp(
+                authority_host=auth.authority_host, tenant_id=auth.tenant_id, client_id=auth.client_id,
+                credential=server_app_credential(auth.credential), ca_bundle=auth.ca_bundle,
+            ))
+        return AgentCredential(OboProvider(app, session, assertion, claims_profile=claims_profile), session)
+
+    return credential_for
 
 
 def _call_timeout(value: float | None) -> float | None:
@@ -144,7 +179,7 @@ def _run_stdio(runtime, shutdown=None, call_timeout: float | None = None) -> Non
 
 
 def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), allow_origins: tuple[str, ...] = (),
-              *, shutdown=None, call_timeout: float | None = None) -> None:
+              *, shutdown=None, call_timeout: float | None = None, auth=None) -> None:
     import anyio
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
@@ -167,10 +202,21 @@ def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), 
     server = build_server(runtime, call_timeout=_call_timeout(call_timeout))
     app = server.streamable_http_app(host=host, transport_security=security)
     shown = f"[{host}]" if family == socket.AF_INET6 else host
+    if auth is not None:
+        from azure_agent_mcp.server.resource_server import ResourceServer
+
+        app = ResourceServer(app, config=auth, resource_url=auth.resource_url or f"http://{shown}:{bound_port}/mcp",
+                             runtime=runtime)
+    from azure_agent_mcp.server.health import health_app
+
+    # outermost: a probe carries no token and may name the pod's address as its Host
+    app = health_app(app, draining=lambda: shutdown is not None and shutdown.requested, audit=runtime.audit)
     # Listen before saying so: a client that connects on reading the line is queued, not refused,
     # while uvicorn is still starting.
     sock.listen(2048)
-    print(f"azure-agent-mcp: serving MCP over HTTP at http://{shown}:{bound_port}/mcp", file=sys.stderr, flush=True)
+    mode = (f" (callers sign in to Entra for {auth.scope})" if auth is not None
+            else " WITHOUT authentication (--dangerously-allow-anonymous)")
+    print(f"azure-agent-mcp: serving MCP over HTTP at http://{shown}:{bound_port}/mcp{mode}", file=sys.stderr, flush=True)
     # Open streams (a client's GET event stream) get one second once the calls are drained.
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
     anyio.run(_serve_http, _QuietSignalsServer(config), [sock], server.calls, shutdown)

@@ -6,6 +6,9 @@ from azure_agent_mcp.tools.base import AzureTool
 
 
 def catalog() -> tuple[AzureTool, ...]:
-    from azure_agent_mcp.tools import arm, authorization, keyvault, local, monitor, storage
+    from azure_agent_mcp.tools import (
+        arm, authorization, deployments, keyvault, local, monitor, resourcegraph, storage,
+    )
 
-    return (*local.TOOLS, *arm.TOOLS, *keyvault.TOOLS, *storage.TOOLS, *authorization.TOOLS, *monitor.TOOLS)
+    return (*local.TOOLS, *arm.TOOLS, *resourcegraph.TOOLS, *keyvault.TOOLS, *storage.TOOLS, *authorization.TOOLS,
+            *deployments.TOOLS, *monitor.TOOLS)

@@ -25,6 +25,9 @@ _TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 # A resource name inside an id: printable ASCII, without what would end or escape a segment.
 _NAME = re.compile(r"[\x20-\x7e]{1,260}")
 _NAME_FORBIDDEN = frozenset("/\\?#%")
+# ARM: 1-64 letters, digits, '-', '.', '_', '(' and ')' (azure-rest-api-specs, deploymentName); '.' and '..'
+# alone would be dot segments of the path, not names.
+_DEPLOYMENT = re.compile(r"(?!\.\.?$)[-\w.()]{1,64}", re.ASCII)
 _VAULT = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]")
 
 RESOURCE_ID_HINT = (
@@ -47,6 +50,12 @@ def subscription_id(value: str) -> str:
 def group_name(value: str) -> str:
     return _matching(_GROUP, value, "a valid resource group name",
                      "Use 1-90 ASCII letters, digits, '-', '_', '.', '(' or ')', not ending in '.'.")
+
+
+def deployment_name(value: str) -> str:
+    return _matching(_DEPLOYMENT, value, "a deployment name",
+                     "A deployment name has 1-64 ASCII letters, digits, '-', '.', '_', '(' or ')', and is not '.' or "
+                     "'..' (deployment_list shows them).")
 
 
 def vault_name(value: str) -> str:

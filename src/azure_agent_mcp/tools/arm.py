@@ -18,6 +18,7 @@ from azure_agent_mcp.tools.base import (
     clamp_top,
 )
 from azure_agent_mcp.tools.clients import RESOURCES_API_VERSION, AzureSession, split_resource_type
+from azure_agent_mcp.tools.schemas import ANY_OBJECT, INTEGER, NULLABLE_STRING, listing, obj, strings
 
 _RESOURCE_TYPE = re.compile(r"^[A-Za-z0-9.]+/[A-Za-z0-9/]+$")
 _NAME_FRAGMENT = re.compile(r"^[-\w.]{1,80}$")
@@ -257,30 +258,32 @@ def _plan_arm_request(
     api_version: str | None = None,
     body: dict[str, Any] | None = None,
 ) -> list[PlannedRequest]:
-    return [PlannedRequest(method.upper(), azure.arm_url(_checked_path(path), api_version))]
+    sent = json.dumps(body).encode("utf-8") if body is not None else None  # a Resource Graph POST is decided by it
+    return [PlannedRequest(method.upper(), azure.arm_url(_checked_path(path), api_version), sent)]
 
 
 TOOLS = (
     AzureTool(
         name="subscription_list",
-        description="List the Azure subscriptions the signed-in identity can see.",
+        description="The Azure subscriptions the signed-in identity can see.",
         run=subscription_list,
         plan=_plan_subscriptions,
         operations=(DeclaredOperation("Microsoft.Resources/subscriptions/read"),),
+        output_schema=listing(strings("subscriptionId", "displayName")),
     ),
     AzureTool(
         name="group_list",
-        description="List resource groups in a subscription (default subscription when omitted).",
+        description="Resource groups in a subscription (the default one when omitted).",
         run=group_list,
         plan=_plan_group_list,
         operations=(DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/read"),),
+        output_schema=listing(strings("id", "name")),
     ),
     AzureTool(
         name="resource_list",
         description=(
-            "List resources in a subscription or resource group, optionally by type (Namespace/type) or name "
-            "fragment. Returns at most `top` items (default 100) and an opaque `continuation` to pass back "
-            "unchanged, in this session, for more."
+            "Resources in a subscription or group, by type (Namespace/type) or name fragment; `top` (default 100), "
+            "and `continuation` (this session only) for more."
         ),
         run=resource_list,
         plan=plan_resource_list,
@@ -288,23 +291,26 @@ TOOLS = (
             DeclaredOperation("Microsoft.Resources/subscriptions/resources/read"),
             DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/resources/read"),
         ),
+        output_schema=listing(strings("id", "type"), continuation=NULLABLE_STRING),
     ),
     AzureTool(
         name="resource_get",
-        description="Get one resource by its ARM id; the api-version is looked up from provider metadata when omitted.",
+        description="Get one resource by ARM id (api-version from provider metadata when omitted).",
         run=resource_get,
         plan=_plan_resource_get,
         operations=(DeclaredOperation("*/read"),),
+        output_schema=obj(("resource",), resource=ANY_OBJECT),
     ),
     AzureTool(
         name="arm_request",
         description=(
-            "Send one request to Azure Resource Manager. `path` is relative to the ARM endpoint "
-            "(e.g. /subscriptions/<id>/resourceGroups/<g>); the active policy checks the operation it maps to."
+            "One ARM request; `path` relative to ARM, e.g. /subscriptions/<id>/resourceGroups/<g>. The policy "
+            "checks its operation."
         ),
         run=arm_request,
         plan=_plan_arm_request,
         operations=(DeclaredOperation("*/read"),),
+        output_schema=obj(("status",), status=INTEGER, body={}),
         read_only=False,
         destructive=True,
         idempotent=False,
@@ -315,16 +321,18 @@ TOOLS = (
         run=group_create,
         plan=_plan_group_create,
         operations=(DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/write"),),
+        output_schema=obj(("group",), group=strings("id")),
         read_only=False,
         destructive=False,
         idempotent=True,
     ),
     AzureTool(
         name="resource_delete",
-        description="Delete a resource (or a resource group) by its ARM id, waiting for the deletion to finish.",
+        description="Delete a resource or group by ARM id, waiting until it is gone.",
         run=resource_delete,
         plan=_plan_resource_delete,
         operations=(DeclaredOperation("*/delete"),),
+        output_schema=strings("deleted", required=("deleted",)),
         read_only=False,
         destructive=True,
         idempotent=True,

@@ -35,6 +35,7 @@ class PlannedRequest:
 
     method: str
     url: str
+    body: bytes | None = None  # what a body-scoped request (a Resource Graph query) will send, as the guard reads it
 
 
 @dataclass

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 RESOURCES_API_VERSION = "2022-09-01"
 SUBSCRIPTIONS_API_VERSION = "2022-12-01"
 ROLE_ASSIGNMENTS_API_VERSION = "2022-04-01"
+ROLE_DEFINITIONS_API_VERSION = "2022-04-01"
+DEPLOYMENTS_API_VERSION = "2026-06-01"
+"""azure-mgmt-resource-deployments 2.0's own version, pinned so that a tool's plan names what the SDK sends."""
 
 
 CONNECT_TIMEOUT = 10.0
@@ -200,9 +203,15 @@ class AzureSession:
         self._lock = threading.Lock()
         self._resource_clients: dict[str, Any] = {}
         self._subscription_client: Any = None
+        self._deployment_clients: dict[str, Any] = {}
+        self._resource_graph_client: Any = None
         self._secret_clients: dict[str, Any] = {}
         self._monitor_clients: dict[str, Any] = {}
         self._api_versions: dict[tuple[str, str], str] = {}
+        self.caller: dict[str, Any] | None = None
+        """Who this session acts for over authenticated HTTP (tid, oid, upn, azp); None otherwise."""
+        self.principal: dict[str, Any] | None = None
+        """The claims of the session's ARM token that name its principal, once read (never the token)."""
 
     # -- client construction -------------------------------------------------------------
 
@@ -260,6 +269,38 @@ class AzureSession:
                 )
             return self._subscription_client
 
+    def deployments(self, subscription: str | None = None) -> Any:
+        """azure-mgmt-resource-deployments' client (deployments moved out of azure-mgmt-resource in 24.0)."""
+        sub = self.subscription_id(subscription)
+        with self._lock:
+            client = self._deployment_clients.get(sub)
+            if client is None:
+                from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+
+                client = DeploymentsMgmtClient(
+                    self.credential,
+                    sub,
+                    base_url=self.env.arm_endpoint,
+                    credential_scopes=[self.env.arm_scope],
+                    api_version=DEPLOYMENTS_API_VERSION,
+                    **self._client_kwargs(),
+                )
+                self._deployment_clients[sub] = client
+            return client
+
+    def resource_graph(self) -> Any:
+        with self._lock:
+            if self._resource_graph_client is None:
+                from azure.mgmt.resourcegraph import ResourceGraphClient
+
+                self._resource_graph_client = ResourceGraphClient(
+                    self.credential,
+                    base_url=self.env.arm_endpoint,
+                    credential_scopes=[self.env.arm_scope],
+                    **self._client_kwargs(),
+                )
+            return self._resource_graph_client
+
     def monitor(self, subscription: str | None = None) -> Any:
         """azure-mgmt-monitor's client (activity log, metric definitions, metrics) for one subscription."""
         sub = self.subscription_id(subscription)
@@ -303,13 +344,17 @@ class AzureSession:
     def close(self) -> None:
         with self._lock:
             clients = [*self._resource_clients.values(), *self._secret_clients.values(),
-                       *self._monitor_clients.values()]
+                       *self._deployment_clients.values(), *self._monitor_clients.values()]
             if self._subscription_client is not None:
                 clients.append(self._subscription_client)
+            if self._resource_graph_client is not None:
+                clients.append(self._resource_graph_client)
             self._resource_clients.clear()
+            self._deployment_clients.clear()
             self._secret_clients.clear()
             self._monitor_clients.clear()
             self._subscription_client = None
+            self._resource_graph_client = None
         for client in clients:
             client.close()
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
+from azure_agent_mcp.tools.schemas import listing, strings
 
 _SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
 MAX_SECRETS_LISTED = 500
@@ -57,17 +58,20 @@ def _plan_get(azure: AzureSession, vault: str, name: str) -> list[PlannedRequest
 TOOLS = (
     AzureTool(
         name="keyvault_secret_list",
-        description="List the secrets in a Key Vault: names and attributes only, never values.",
+        description="List a Key Vault's secrets: names and attributes, never values.",
         run=keyvault_secret_list,
         plan=_plan_list,
         operations=(DeclaredOperation("Microsoft.KeyVault/vaults/secrets/readMetadata/action", data_action=True),),
+        output_schema=listing(strings("name")),
     ),
     AzureTool(
         name="keyvault_secret_get",
-        description="Read a secret's value from a Key Vault (secret-bearing: denied unless the policy allows secrets).",
+        description="A Key Vault secret's value (secret-bearing).",
         run=keyvault_secret_get,
         plan=_plan_get,
         operations=(DeclaredOperation("Microsoft.KeyVault/vaults/secrets/getSecret/action", data_action=True),),
+        # value: the secret, or ***REDACTED*** where the policy withholds secrets
+        output_schema=strings("name", "value", required=("name", "value")),
         secret_bearing=True,
     ),
 )

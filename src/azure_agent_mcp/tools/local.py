@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from azure_agent_mcp.tools.base import AzureTool, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
+from azure_agent_mcp.tools.schemas import STRING, obj, strings
 
 
 # Data-plane operations (DataActions) live under these resource types; everything else is an Action
@@ -30,7 +31,11 @@ def whoami(azure: AzureSession) -> ToolOutput:
     principal = info.get("principal") or {}
     who = principal.get("upn") or principal.get("appid") or principal.get("oid") or "unknown principal"
     markers = ", ".join(sorted(info.get("agent_markers") or {})) or "no agent markers"
-    return ToolOutput(f"{who} in agent session {azure.session.id} ({markers}).", info)
+    summary = f"{who} in agent session {azure.session.id} ({markers})."
+    if azure.caller:  # authenticated HTTP: the signed-in caller this session acts for
+        info["caller"] = dict(azure.caller)
+        summary += f" Caller: {azure.caller.get('upn') or azure.caller.get('oid')} via client {azure.caller.get('azp')}."
+    return ToolOutput(summary, info)
 
 
 def policy_explain(azure: AzureSession, operation: str | None = None, scope: str | None = None) -> ToolOutput:
@@ -55,14 +60,17 @@ def policy_explain(azure: AzureSession, operation: str | None = None, scope: str
 TOOLS = (
     AzureTool(
         name="whoami",
-        description="Show the agent session, the principal and the agent markers its Azure token carries (never the token).",
+        description="The agent session, its principal and the agent markers of its token (never the token).",
         run=whoami,
         local_only=True,
+        output_schema=obj(("session",), session=strings("id")),
     ),
     AzureTool(
         name="policy_explain",
-        description="Explain what the active policy decides for an operation (e.g. Microsoft.Storage/storageAccounts/listKeys/action) at a scope.",
+        description="What the active policy decides for an operation (e.g. Microsoft.Web/sites/restart/action) at a scope.",
         run=policy_explain,
         local_only=True,
+        # without an operation: the policy's summary; with one: the decision (effect, rule, reason, hint)
+        output_schema=obj(("policy",), policy=STRING, effect=STRING),
     ),
 )

@@ -2,8 +2,18 @@
 
 A schema names the fields an agent (or a client that renders results) can rely on, with their
 types. Objects stay open (``additionalProperties`` is not set): the server adds ``redacted_fields``
-when it withholds secrets, and Azure adds fields over time. Keep descriptions out of here; the tool's
+when it withholds secrets, and Azure adds fields over time. A withheld value is the string
+``***REDACTED***`` wherever it stands (``policy.redaction``), so a field that can carry a secret is
+typed loosely enough to hold that string too. Keep descriptions out of here; the tool's
 description says what the result means.
+
+Schemas describe successful results only. An error result (``isError: true``) carries
+``{"error": {"code", "message", ...}}`` (``server.results.failure``); MCP clients do not validate
+error results against ``outputSchema``, so no schema mentions ``error``.
+
+``compact_input_schema`` trims the input schemas pydantic generates (titles, ``anyOf`` with
+``null`` for optional arguments) to what a client needs, for the same reason: the size of
+``tools/list``.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ NUMBER: dict[str, Any] = {"type": "number"}
 BOOLEAN: dict[str, Any] = {"type": "boolean"}
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 TAGS: dict[str, Any] = {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
+STRINGS: dict[str, Any] = {"type": "array", "items": STRING}
 
 
 def obj(required: tuple[str, ...] = (), **properties: dict[str, Any]) -> dict[str, Any]:
@@ -25,6 +36,11 @@ def obj(required: tuple[str, ...] = (), **properties: dict[str, Any]) -> dict[st
     if required:
         schema["required"] = list(required)
     return schema
+
+
+def strings(*names: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object whose named properties are strings."""
+    return obj(required, **{name: STRING for name in names})
 
 
 def array(items: dict[str, Any]) -> dict[str, Any]:
@@ -43,30 +59,37 @@ def listing(item: dict[str, Any], *required: str, **extra: dict[str, Any]) -> di
     return obj(("items", *required), items=array(item), **extra)
 
 
+# -- input schemas ---------------------------------------------------------------------------------
+
+
 def compact_input_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The same input schema in fewer bytes, for ``tools/list``: pydantic's titles and ``default: null``
-    dropped, and an optional ``anyOf [X, null]`` written as X's type widened by ``null``.
+    """The input schema without pydantic's titles, and ``T | None = None`` arguments as plain ``T``.
 
-    Equivalent for validation: an absent property is still allowed (``required`` is untouched), a
-    ``null`` still is; only X shapes with a single ``type`` are rewritten, anything else is kept.
+    An optional argument is one not in ``required``; saying again that it may be ``null`` (and that
+    its default is ``null``) costs ~60 bytes per argument in every ``tools/list`` and tells a client
+    nothing it can act on. Validation is unaffected: the server checks arguments with the
+    function's own model, not with the published schema.
     """
-    schema.pop("title", None)
-    for name, prop in list(schema.get("properties", {}).items()):
-        schema["properties"][name] = _compact_property(prop)
-    return schema
+    return _compact(schema)
 
 
-def _compact_property(prop: dict[str, Any]) -> dict[str, Any]:
-    prop = {k: v for k, v in prop.items() if k != "title" and not (k == "default" and v is None)}
-    options = prop.get("anyOf")
-    if not isinstance(options, list) or len(options) != 2 or {"type": "null"} not in options:
-        return prop
-    other = next(o for o in options if o != {"type": "null"})
-    if not isinstance(other, dict) or not isinstance(other.get("type"), str) or "anyOf" in other:
-        return prop
-    merged = {k: v for k, v in prop.items() if k != "anyOf"}
-    merged.update({k: v for k, v in other.items() if k != "title"})
-    merged["type"] = [other["type"], "null"]
-    if "enum" in merged:
-        merged["enum"] = [*merged["enum"], None]
-    return merged
+def _compact(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_compact(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: value for key, value in node.items() if key != "title"}
+    variants = out.get("anyOf")
+    if isinstance(variants, list) and out.get("default", ...) is None:
+        kept = [v for v in variants if v != {"type": "null"}]
+        if len(kept) == 1 and isinstance(kept[0], dict):
+            out.pop("anyOf")
+            out.pop("default")
+            out = {**kept[0], **out}
+    if "properties" in out and isinstance(out["properties"], dict):
+        out["properties"] = {name: _compact(value) for name, value in out["properties"].items()}
+    for key in ("items", "additionalProperties", "anyOf", "$defs"):
+        if key in out:
+            value = out[key]
+            out[key] = {k: _compact(v) for k, v in value.items()} if key == "$defs" else _compact(value)
+    return out

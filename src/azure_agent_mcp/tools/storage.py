@@ -6,6 +6,7 @@ from azure_agent_mcp.tools.arm import plan_resource_list, resource_list
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
 from azure_agent_mcp.tools import arguments
 from azure_agent_mcp.tools.clients import AzureSession
+from azure_agent_mcp.tools.schemas import array, listing, obj, strings
 
 STORAGE_TYPE = "Microsoft.Storage/storageAccounts"
 STORAGE_API_VERSION = "2023-05-01"
@@ -47,17 +48,19 @@ def _plan_keys(azure: AzureSession, resource_id: str) -> list[PlannedRequest]:
 TOOLS = (
     AzureTool(
         name="storage_account_list",
-        description="List storage accounts in a subscription or resource group.",
+        description="Storage accounts in a subscription or resource group.",
         run=storage_account_list,
         plan=_plan_list,
         operations=(DeclaredOperation("Microsoft.Resources/subscriptions/resources/read"),),
+        output_schema=listing(strings("id")),
     ),
     AzureTool(
         name="storage_account_keys",
-        description="List a storage account's access keys (secret-bearing: denied unless the policy allows secrets).",
+        description="A storage account's access keys (secret-bearing).",
         run=storage_account_keys,
         plan=_plan_keys,
         operations=(DeclaredOperation("Microsoft.Storage/storageAccounts/listKeys/action"),),
+        output_schema=obj(("keys",), keys=array(strings("keyName", "value"))),
         read_only=False,
         idempotent=True,
         secret_bearing=True,

@@ -1,0 +1,207 @@
+"""Every tool's outputSchema: a valid JSON Schema, met by what the tool returns through `serve`, redacted or not.
+
+The table ``CASES`` holds one successful call per catalog tool. A tool added to the catalog without a
+case fails ``test_every_catalog_tool_has_a_case`` until one is added here (one dict entry). The
+calls go through ``serve`` over stdio with the official MCP client, which validates
+``structuredContent`` against the listed ``outputSchema`` itself; each result is validated again
+here with jsonschema, and once more after the server's secret withholding (the form a policy that
+denies secrets returns).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from mcp import Client, StdioServerParameters
+from mcp_types import ElicitResult
+
+from azure_agent_mcp.tools import catalog
+
+pytestmark = pytest.mark.anyio
+
+TOOLS_LIST_LIMIT = 12 * 1024
+READER_ROLE = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _sub(manifest: dict[str, Any]) -> str:
+    return manifest["subscriptions"][0]["id"]
+
+
+def _app(manifest: dict[str, Any]) -> str:
+    return f"/subscriptions/{_sub(manifest)}/resourceGroups/rg-prod-app"
+
+
+def _account(manifest: dict[str, Any]) -> str:
+    return _app(manifest) + "/providers/Microsoft.Storage/storageAccounts/stprodapp01"
+
+
+def _vm(manifest: dict[str, Any]) -> str:
+    return (f"/subscriptions/{_sub(manifest)}/resourceGroups/rg-prod-network/providers/Microsoft.Compute/"
+            "virtualMachines/vm-worker-01")
+
+
+# One successful call per tool: name -> arguments, built from the sandbox manifest. Order matters only for
+# group_create / resource_delete (the group created is the one deleted).
+CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "whoami": lambda m: {},
+    "policy_explain": lambda m: {"operation": "Microsoft.Web/sites/restart/action", "scope": _app(m)},
+    "subscription_list": lambda m: {},
+    "group_list": lambda m: {"subscription": _sub(m)},
+    "resource_list": lambda m: {"resource_group": "rg-prod-app", "top": 3},
+    "resource_get": lambda m: {"resource_id": _account(m)},
+    "arm_request": lambda m: {"method": "GET", "path": f"/subscriptions/{_sub(m)}/resourcegroups"},
+    "group_create": lambda m: {"name": "rg-schema-check", "location": "westeurope", "tags": {"made-by": "schemas"}},
+    "resource_delete": lambda m: {"resource_id": f"/subscriptions/{_sub(m)}/resourceGroups/rg-schema-check"},
+    "keyvault_secret_list": lambda m: {"vault": m["vaults"][0]["name"]},
+    "keyvault_secret_get": lambda m: {"vault": "kv-sandbox-prod", "name": "db-password"},
+    "storage_account_list": lambda m: {"resource_group": "rg-prod-app"},
+    "storage_account_keys": lambda m: {"resource_id": _account(m)},
+    "role_assignment_list": lambda m: {"scope": f"/subscriptions/{_sub(m)}"},
+    "role_definition_list": lambda m: {"role_name": "Reader"},
+    "deployment_list": lambda m: {"resource_group": "rg-prod-app"},
+    "deployment_get": lambda m: {"name": "deploy-orders-storage", "resource_group": "rg-prod-app"},
+    "resource_graph_query": lambda m: {
+        "query": "Resources | where type =~ 'microsoft.storage/storageaccounts' | project name, resourceGroup, "
+                 "tls = tostring(properties.minimumTlsVersion) | order by name asc",
+        "top": 2,
+    },
+    "activity_log_list": lambda m: {"timespan": "PT1H", "top": 5},
+    "metrics_list": lambda m: {"resource_id": _vm(m)},
+    "metrics_get": lambda m: {"resource_id": _vm(m), "metric_names": ["Percentage CPU"], "timespan": "PT30M",
+                              "interval": "PT5M", "aggregation": ["Average", "Maximum"]},
+}
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["AZURE_AGENT_MCP_STATE_DIR"] = str(tmp_path / "state")
+    for key in ("AZURE_AGENT_MCP_POLICY", "AZURE_AGENT_MCP_READ_ONLY", "AZURE_AGENT_MCP_AUDIT_LOG"):
+        env.pop(key, None)
+    return env
+
+
+def _serve(sandbox: Any, tmp_path: Path, policy: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "azure_agent_mcp", "serve", "--sandbox", str(sandbox.manifest_path),
+              "--audit-log", str(tmp_path / f"audit-{policy}.jsonl"), "--policy", policy],
+        env=_env(tmp_path),
+    )
+
+
+async def _approve(context: Any, params: Any) -> ElicitResult:
+    return ElicitResult(action="accept", content={"approve": True})
+
+
+def _schemas() -> dict[str, dict[str, Any]]:
+    return {tool.name: tool.output_schema for tool in catalog() if tool.output_schema is not None}
+
+
+def _errors(schema: dict[str, Any], instance: Any) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}"
+            for e in Draft202012Validator(schema).iter_errors(instance)]
+
+
+def test_every_catalog_tool_has_an_output_schema_that_is_valid_json_schema():
+    missing = sorted(tool.name for tool in catalog() if tool.output_schema is None)
+    assert not missing, f"tools without an output_schema: {missing} (tools/schemas.py has the builders)"
+    for name, schema in _schemas().items():
+        Draft202012Validator.check_schema(schema)
+        # MCP: an outputSchema describes an object; it stays open (the server adds redacted_fields)
+        assert schema["type"] == "object" and schema.get("additionalProperties") is not False, name
+
+
+def test_every_catalog_tool_has_a_case():
+    names = {tool.name for tool in catalog()}
+    missing, stale = sorted(names - set(CASES)), sorted(set(CASES) - names)
+    assert not missing, (f"no output-schema case for {missing}: add one successful call per tool to CASES in "
+                         "tests/test_output_schemas.py (name -> arguments)")
+    assert not stale, f"CASES names tools the catalog does not have: {stale}"
+
+
+async def test_each_tool_result_through_serve_validates_against_its_schema(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state
+    sandbox.set_agent_rule(False)  # Azure's own refusal of secrets to agent-tagged tokens (reset restores it)
+    schemas = _schemas()
+    results: dict[str, dict[str, Any]] = {}
+    async with Client(_serve(sandbox, tmp_path, "unrestricted"), elicitation_callback=_approve) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+        for name, arguments in CASES.items():
+            # the official client validates structuredContent against the listed outputSchema itself
+            result = await client.call_tool(name, arguments(sandbox.manifest))
+            assert not result.is_error, f"{name}: {result.content[0].text}"
+            results[name] = result.structured_content
+    assert set(listed) == set(CASES)
+    failures = {}
+    for name, content in results.items():
+        assert listed[name].output_schema == schemas[name], f"{name}: the listed outputSchema is not the tool's"
+        errors = _errors(schemas[name], content)
+        if errors:
+            failures[name] = errors
+    assert not failures, f"results that do not meet their schema: {failures}"
+    # the calls did something to check: values a schema types are there
+    assert results["storage_account_keys"]["keys"] and results["keyvault_secret_get"]["value"]
+    assert results["deployment_get"]["deployment"]["properties"]["outputs"]["storageKey"]["value"]
+    assert results["role_definition_list"]["items"][0]["permissions"][0]["actions"] == ["*/read"]
+    _check_redacted_forms(results, schemas)
+
+
+def _check_redacted_forms(results: dict[str, dict[str, Any]], schemas: dict[str, dict[str, Any]]) -> None:
+    """The form a policy that denies secrets returns: each result, withheld and redacted, still validates.
+
+    Under unrestricted the secret-bearing tools answer with their secrets; the server's own
+    ``success`` under read-only withholds them (values replaced by ***REDACTED***, outputs withheld by
+    shape): the shape a custom policy that allows the call but denies secrets returns.
+    """
+    from azure_agent_mcp.policy import load_policy
+    from azure_agent_mcp.server.results import success
+    from azure_agent_mcp.tools.base import ToolOutput
+
+    read_only = load_policy("read-only")
+    redacted_somewhere, failures = set(), {}
+    for name, content in results.items():
+        withheld = success(ToolOutput("", dict(content)), read_only).structured_content
+        if withheld.get("redacted_fields"):
+            redacted_somewhere.add(name)
+        errors = _errors(schemas[name], withheld)
+        if errors:
+            failures[name] = errors
+    assert not failures, f"redacted results that do not meet their schema: {failures}"
+    # the check covered the secret-bearing results, redacted
+    assert {"keyvault_secret_get", "storage_account_keys", "deployment_get"} <= redacted_somewhere
+
+
+async def test_a_read_only_deployment_get_is_withheld_and_validates_through_serve(sandbox, tmp_path):
+    async with Client(_serve(sandbox, tmp_path, "read-only")) as client:
+        result = await client.call_tool("deployment_get", CASES["deployment_get"](sandbox.manifest))
+    assert not result.is_error, result.content
+    content = result.structured_content
+    assert "deployment.properties.outputs.blobEndpoint.value" in content["redacted_fields"]
+    assert not _errors(_schemas()["deployment_get"], content)
+
+
+async def test_tools_list_under_unrestricted_is_under_12_kib(sandbox, tmp_path):
+    """Bytes of the tools/list result as serve sends it (compact JSON), every tool listed."""
+    from serve_helpers import StdioServe
+
+    with StdioServe(sandbox, tmp_path / "audit.jsonl", tmp_path / "state", "--policy", "unrestricted") as serve:
+        answer = serve.request("tools/list")
+    tools = answer["result"]["tools"]
+    assert {tool["name"] for tool in tools} == {tool.name for tool in catalog()}
+    assert all("outputSchema" in tool for tool in tools)
+    size = len(json.dumps(answer["result"], separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    print(f"\ntools/list under unrestricted: {size} bytes for {len(tools)} tools "
+          f"({size // len(tools)} per tool); {TOOLS_LIST_LIMIT - size} bytes left under 12 KiB")
+    assert size < TOOLS_LIST_LIMIT, f"tools/list is {size} bytes: trim descriptions or schemas"
