@@ -112,15 +112,16 @@ def _value(localizable: Any) -> str | None:
 def event_item(event: Any) -> dict[str, Any]:
     """One event as the agent reads it; the agent-session claim when the token carried one."""
     claims = event.claims or {}
-    item: dict[str, Any] = {
-        "time": timespans.iso(event.event_timestamp) if event.event_timestamp else None,
+    fields = {
+        "time": timespans.iso(event.event_timestamp) if event.event_timestamp else "",
         "caller": event.caller,
-        "operation": _value(event.operation_name),
-        "status": _value(event.status),
+        "operation": _value(event.operation_name) or "",
+        "status": _value(event.status) or "",
         "sub_status": _value(event.sub_status),
         "resource_id": event.resource_id,
         "correlation_id": event.correlation_id,
     }
+    item: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
     session = next((claims[name] for name in AGENT_CLAIMS if claims.get(name)), None)
     if session is not None:
         item["agent_session"] = session
@@ -227,14 +228,15 @@ def metrics_list(azure: AzureSession, resource_id: str) -> ToolOutput:
     definitions = azure.monitor(rid.subscription).metric_definitions.list(rid.path[1:], api_version=METRICS_API_VERSION)
     items = []
     for d in definitions:
-        items.append({
-            "name": _value(d.name),
+        item = {
+            "name": _value(d.name) or "",
             "display_name": getattr(d.name, "localized_value", None),
             "unit": d.unit,
             "primary_aggregation": d.primary_aggregation_type,
             "aggregations": list(d.supported_aggregation_types or []),
             "intervals": [_grain(a.time_grain) for a in (d.metric_availabilities or []) if a.time_grain],
-        })
+        }
+        items.append({k: v for k, v in item.items() if v is not None})
     return ToolOutput(f"{len(items)} metric(s) for {rid.path}.", {"resource_id": rid.path, "items": items})
 
 
@@ -303,10 +305,11 @@ def metrics_get(
                           if getattr(point, k) is not None}
                 if values:
                     points.append({"time": timespans.iso(point.time_stamp), **values})
-        metrics.append({"name": _value(metric.name), "unit": metric.unit, "points": points})
+        entry = {"name": _value(metric.name) or "", "unit": metric.unit, "points": points}
+        metrics.append({k: v for k, v in entry.items() if v is not None})
     summary = f"{len(metrics)} metric(s) for {rid.path} over {answer.timespan} at {answer.interval}."
-    return ToolOutput(summary, {"resource_id": rid.path, "timespan": answer.timespan, "interval": answer.interval,
-                                "metrics": metrics})
+    data = {"resource_id": rid.path, "timespan": answer.timespan, "interval": answer.interval, "metrics": metrics}
+    return ToolOutput(summary, {k: v for k, v in data.items() if v is not None})
 
 
 def _plan_metrics_get(azure: AzureSession, resource_id: str, metric_names: list[str] | None = None,
@@ -317,52 +320,43 @@ def _plan_metrics_get(azure: AzureSession, resource_id: str, metric_names: list[
     return [PlannedRequest("GET", azure.arm_url(path, METRICS_API_VERSION))]
 
 
-# -- output schemas --------------------------------------------------------------------------------
+# -- output schemas (small: tools/list carries every tool) ----------------------------------------
 
 _S = schemas
-_EVENT = _S.obj(("time", "operation", "status"), time=_S.NULLABLE_STRING, caller=_S.NULLABLE_STRING,
-                operation=_S.NULLABLE_STRING, status=_S.NULLABLE_STRING, sub_status=_S.NULLABLE_STRING,
-                resource_id=_S.NULLABLE_STRING, correlation_id=_S.NULLABLE_STRING, agent_session=_S.STRING,
-                error_code=_S.STRING)
-_DEFINITION = _S.obj(("name",), name=_S.STRING, unit=_S.NULLABLE_STRING, aggregations=_S.array(_S.STRING),
-                     intervals=_S.array(_S.STRING))
-_POINT = {**_S.obj(("time",), time=_S.STRING), "additionalProperties": _S.NUMBER}  # time + aggregations
-_METRIC = _S.obj(("name", "points"), name=_S.NULLABLE_STRING, unit=_S.NULLABLE_STRING, points=_S.array(_POINT))
+_EVENT = _S.strings("time", "operation", "status", "caller", "correlation_id", required=("time", "operation", "status"))
+_METRIC = _S.obj(("name", "points"), name=_S.STRING, points=_S.array(_S.ANY_OBJECT))
 
 TOOLS = (
     AzureTool(
         name="activity_log_list",
         description=(
-            "Activity log events (writes, deletes, actions; failed ones too) of a subscription or group, newest "
-            "first, with the agent_session claim of agent-tagged callers. Window: start/end (ISO 8601) or timespan "
-            "(ISO 8601 duration, PT1H); default 24 h. caller, status, resource_id filter in Azure; operation (name "
-            "or * pattern) filters each page here. `top` default 50."
+            "Activity log (writes, deletes, actions, failures), newest first, with agent_session for agent-tagged "
+            "callers. start/end: ISO 8601; timespan: duration (PT1H); default 24 h. operation: name or * pattern."
         ),
         run=activity_log_list,
         plan=_plan_activity_log_list,
         operations=(DeclaredOperation("Microsoft.Insights/eventtypes/values/read"),),
-        output_schema=_S.listing(_EVENT, "subscription", subscription=_S.STRING,
-                                 continuation=_S.NULLABLE_STRING),
+        output_schema=_S.listing(_EVENT, continuation=_S.NULLABLE_STRING),
     ),
     AzureTool(
         name="metrics_list",
-        description="The metrics a resource (ARM id) has in Azure Monitor: names, units, aggregations, intervals.",
+        description=(
+            "A resource's metric definitions: names, units, aggregations, intervals."
+        ),
         run=metrics_list,
         plan=_plan_metrics_list,
         operations=(DeclaredOperation("Microsoft.Insights/metricDefinitions/read"),),
-        output_schema=_S.listing(_DEFINITION, "resource_id", resource_id=_S.STRING),
+        output_schema=_S.listing(_S.strings("name", required=("name",))),
     ),
     AzureTool(
         name="metrics_get",
         description=(
-            "Metric values of a resource: metric_names (see metrics_list; default the first), timespan (ISO 8601 "
-            "duration ending now, PT1H, or start/end; default PT1H), interval (PT1M..P1D), aggregation (default the "
-            "primary). At most 1440 points per metric."
+            "Metric values: metric_names (default the first), timespan (PT1H, or start/end), interval "
+            "(PT1M..P1D), aggregation. At most 1440 points per metric."
         ),
         run=metrics_get,
         plan=_plan_metrics_get,
         operations=(DeclaredOperation("Microsoft.Insights/metrics/read"),),
-        output_schema=_S.obj(("resource_id", "metrics"), resource_id=_S.STRING, timespan=_S.NULLABLE_STRING,
-                             interval=_S.NULLABLE_STRING, metrics=_S.array(_METRIC)),
+        output_schema=_S.obj(("metrics",), metrics=_S.array(_METRIC)),
     ),
 )
