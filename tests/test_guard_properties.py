@@ -444,7 +444,8 @@ PLANNED_TOOLS = {name for name, tool in TOOLS.items() if tool.plan is not None}
 COVERED = {"subscription_list", "group_list", "group_create", "resource_list", "resource_get", "resource_delete",
            "arm_request", "keyvault_secret_list", "keyvault_secret_get", "storage_account_list",
            "storage_account_keys", "role_assignment_list", "role_definition_list", "deployment_list",
-           "deployment_get", "resource_graph_query", "log_query"}
+           "deployment_get", "resource_graph_query", "log_query", "activity_log_list", "metrics_list",
+           "metrics_get"}
 
 
 def test_every_tool_with_a_plan_is_covered_here():
@@ -732,6 +733,81 @@ def test_role_assignment_list_scope(azure, sends_nothing, scope):
     assert mapped.scope == named
 
 
+
+times = st.one_of(st.none(), st.sampled_from(["2026-11-30T08:00:00Z", "PT1H", "P1D"]), hostile_value)
+
+
+@FAST
+@given(subscription=st.one_of(st.none(), guids, hostile_value),
+       resource_group=st.one_of(st.none(), st.just("rg-app"), hostile_value),
+       resource_id=st.one_of(st.none(), resource_ids()), caller=st.one_of(st.none(), hostile_value),
+       status=st.one_of(st.none(), st.sampled_from(["Failed", "Succeeded"]), hostile_value),
+       operation=st.one_of(st.none(), hostile_value), start=times, timespan=times)
+def test_activity_log_list_arguments(azure, sends_nothing, subscription, resource_group, resource_id, caller, status,
+                                     operation, start, timespan):
+    planned = _plan(azure, "activity_log_list", subscription=subscription, resource_group=resource_group,
+                    resource_id=resource_id, caller=caller, status=status, operation=operation, start=start,
+                    timespan=timespan)
+    if planned is None:
+        return
+    sub = subscription or _subscriptions_of(azure)
+    assert ref_guid(sub), sub
+    if resource_group:
+        assert ref_group(resource_group), resource_group
+    if resource_id is not None:
+        assert ref_resource_id(resource_id) is not None, resource_id
+    mapped = _one(planned, azure, "GET")
+    assert mapped.operation.lower() == "microsoft.insights/eventtypes/values/read"
+    assert mapped.scope == f"/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management"
+    assert mapped.path == f"/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values"
+
+
+@FAST
+@given(tool=st.sampled_from(["metrics_list", "metrics_get"]), resource_id=resource_ids(),
+       names=st.one_of(st.none(), st.lists(hostile_value, max_size=2)), timespan=times,
+       interval=st.one_of(st.none(), st.just("PT5M"), hostile_value))
+def test_metrics_resource_id_and_query_arguments(azure, sends_nothing, tool, resource_id, names, timespan, interval):
+    arguments: dict[str, Any] = {"resource_id": resource_id}
+    if tool == "metrics_get":
+        arguments.update(metric_names=names, timespan=timespan, interval=interval)
+    planned = _plan(azure, tool, **arguments)
+    if planned is None:
+        return
+    ref = ref_resource_id(resource_id)
+    assert ref is not None and ref[0] != "Microsoft.Resources", resource_id
+    mapped = _one(planned, azure, "GET")
+    leaf = "metricDefinitions" if tool == "metrics_list" else "metrics"
+    assert mapped.operation == f"Microsoft.Insights/{leaf}/read"
+    assert mapped.scope == resource_id
+    assert _arm_decode(mapped.path) == resource_id[1:].split("/") + ["providers", "Microsoft.Insights", leaf]
+
+
+@FAST
+@given(data=st.data())
+def test_a_sealed_activity_log_link_only_continues_its_own_listing(azure, sends_nothing, data):
+    sub = azure.env.default_subscription
+    listing = f"/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values"
+    origin = data.draw(st.sampled_from([azure.env.arm_endpoint, "https://evil.example", azure.env.arm_endpoint + ":1",
+                                        azure.env.arm_endpoint.replace("https", "http")]))
+    path = data.draw(st.one_of(st.just(listing), st.builds(lambda h: listing + h, hostile_segment),
+                               st.builds(lambda h: listing.replace("values", h), hostile_segment),
+                               st.sampled_from([f"/subscriptions/{sub}/resources", f"{listing}/../../.."])))
+    link = origin + path + data.draw(st.sampled_from(["", "?$skiptoken=abc", "?a=/../b"]))
+    offset = data.draw(st.integers(0, 300))
+    token = tokens.seal(link, tool="activity_log_list", session_id=azure.session.id, scope=listing, offset=offset)
+    try:
+        planned = TOOLS["activity_log_list"].plan(azure, continuation=token)
+    except ToolInputError:
+        return
+    url = planned[0].url
+    try:
+        mapped = map_request("GET", url, Endpoints.from_environment(azure.env))
+    except UnmappableRequestError:
+        assert set(url) & set("\t\r\n"), url
+        return
+    assert urlsplit(url).netloc.lower() == _arm_host(azure), url
+    assert mapped.path.lower() == listing.lower()
+    assert mapped.operation.lower() == "microsoft.insights/eventtypes/values/read"
 def ref_deployment(value: str) -> bool:
     return 1 <= len(value) <= 64 and all(c in string.ascii_letters + string.digits + "-_.()" for c in value) \
         and value not in (".", "..")

@@ -47,6 +47,11 @@ def _account(manifest: dict[str, Any]) -> str:
     return _app(manifest) + "/providers/Microsoft.Storage/storageAccounts/stprodapp01"
 
 
+def _vm(manifest: dict[str, Any]) -> str:
+    return (f"/subscriptions/{_sub(manifest)}/resourceGroups/rg-prod-network/providers/Microsoft.Compute/"
+            "virtualMachines/vm-worker-01")
+
+
 # One successful call per tool: name -> arguments, built from the sandbox manifest. Order matters only for
 # group_create / resource_delete (the group created is the one deleted).
 CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -77,6 +82,10 @@ CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
         "query": "AppRequests | where ResultCode == '500' | summarize failures = count() by Name",
         "timespan": "PT1H",
     },
+    "activity_log_list": lambda m: {"timespan": "PT1H", "top": 5},
+    "metrics_list": lambda m: {"resource_id": _vm(m)},
+    "metrics_get": lambda m: {"resource_id": _vm(m), "metric_names": ["Percentage CPU"], "timespan": "PT30M",
+                              "interval": "PT5M", "aggregation": ["Average", "Maximum"]},
 }
 
 

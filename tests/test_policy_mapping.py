@@ -110,11 +110,31 @@ ARM_CASES = [
      f"{G}/providers/Microsoft.Web/sites/providers"),
 ]
 
+# Azure Monitor reads (the monitor tools): what RBAC checks, and read-only allows each of them.
+MONITOR_CASES = [
+    ("GET", f"{S}/providers/Microsoft.Insights/eventtypes/management/values",
+     "Microsoft.Insights/eventtypes/values/read", f"{S}/providers/Microsoft.Insights/eventtypes/management"),
+    ("GET", f"{SITE}/providers/Microsoft.Insights/metricDefinitions", "Microsoft.Insights/metricDefinitions/read", SITE),
+    ("GET", f"{SITE}/providers/Microsoft.Insights/metrics", "Microsoft.Insights/metrics/read", SITE),
+    ("POST", f"{SITE}/providers/Microsoft.Insights/metrics", "Microsoft.Insights/metrics/read", SITE),
+]
+ARM_CASES += MONITOR_CASES
+
 
 @pytest.mark.parametrize(("method", "path", "operation", "scope"), ARM_CASES)
 def test_arm_mapping(method, path, operation, scope):
     mapped = map_request(method, ARM + path + "?api-version=2023-01-01", AZ)
     assert (mapped.operation, mapped.scope, mapped.data_action, mapped.plane) == (operation, scope, False, "arm")
+
+
+@pytest.mark.parametrize(("method", "path", "operation", "scope"), MONITOR_CASES)
+def test_read_only_allows_the_monitor_reads(method, path, operation, scope):
+    from azure_agent_mcp.policy import decide_request
+    from azure_agent_mcp.policy.profiles import builtin_profile
+
+    decision, mapped = decide_request(builtin_profile("read-only"), AZ, method, ARM + path + "?api-version=2024-02-01")
+    assert mapped is not None and not mapped.unknown_operation
+    assert decision.effect.value == "allow", decision
 
 
 @pytest.mark.parametrize(("method", "path", "operation", "scope"), ARM_CASES[:12])

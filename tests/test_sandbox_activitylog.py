@@ -205,3 +205,6 @@ def test_the_posts_the_guard_counts_as_reads_are_not_recorded():
 def test_timestamps_carry_seven_fractional_digits():
     assert iso_timestamp(0.25) == "1970-01-01T00:00:00.2500000Z"
     assert iso_timestamp(1_764_590_400.0) == "2025-12-01T12:00:00.0000000Z"
+    assert iso_timestamp(1_764_590_400.99999997) == "2025-12-01T12:00:01.0000000Z"  # the carry into the second
+    stamps = [iso_timestamp(1_764_590_400 + i / 7) for i in range(50)]
+    assert stamps == sorted(stamps) and len({len(s) for s in stamps}) == 1

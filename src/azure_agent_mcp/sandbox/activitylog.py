@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import http
 import json
+import math
 import threading
 import time
 import uuid
@@ -95,9 +96,13 @@ def caller_of(claims: dict[str, Any]) -> str:
 
 
 def iso_timestamp(epoch: float) -> str:
-    """Azure's event time format: UTC, seven fractional digits (.NET ticks)."""
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
-    ticks = int(round((epoch % 1) * 10_000_000)) % 10_000_000
+    """Azure's event time format: UTC, seven fractional digits (.NET ticks). Fixed width, so as text
+    the stamps sort in time order."""
+    seconds = math.floor(epoch)
+    ticks = round((epoch - seconds) * 10_000_000)
+    if ticks >= 10_000_000:
+        seconds, ticks = seconds + 1, ticks - 10_000_000
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ticks:07d}Z"
 
 
@@ -231,11 +236,17 @@ class ActivityLog:
 
     def events(self, subscription: str | None = None) -> list[dict[str, Any]]:
         """Copies of the events (of one subscription, case-insensitive, if given), oldest first."""
+        return [json.loads(json.dumps(e)) for e in self.shared(subscription)]
+
+    def shared(self, subscription: str | None = None) -> list[dict[str, Any]]:
+        """The events themselves, oldest first, for readers inside the sandbox that only read them (an
+        appended event is never changed): a listing copies only the page it answers, not the whole log."""
         with self._lock:
             snapshot = list(self._events)
-        wanted = subscription.lower() if subscription is not None else None
-        return [json.loads(json.dumps(e)) for e in snapshot
-                if wanted is None or e["subscriptionId"].lower() == wanted]
+        if subscription is None:
+            return snapshot
+        wanted = subscription.lower()
+        return [e for e in snapshot if e["subscriptionId"].lower() == wanted]
 
     def __len__(self) -> int:
         with self._lock:

@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from azure_agent_mcp.sandbox.activity_room import ActivityLogRoom
 from azure_agent_mcp.sandbox.admin import AdminPlane
 from azure_agent_mcp.sandbox.arm import ArmPlane
 from azure_agent_mcp.sandbox.deployments import DeploymentsRoom
@@ -23,6 +24,7 @@ from azure_agent_mcp.sandbox.entra import EntraPlane
 from azure_agent_mcp.sandbox.journal import redact_query
 from azure_agent_mcp.sandbox.keyvault import VaultPlane
 from azure_agent_mcp.sandbox.loganalytics import LogAnalyticsPlane
+from azure_agent_mcp.sandbox.metrics import MetricsRoom
 from azure_agent_mcp.sandbox.protocol import Request, Response, arm_error, json_response
 from azure_agent_mcp.sandbox.resourcegraph import ResourceGraphRoom
 from azure_agent_mcp.sandbox.sidecar import SidecarPlane, problem
@@ -42,6 +44,7 @@ class SandboxApp:
         self.entra = EntraPlane(state)
         self.arm = ArmPlane(state)
         self.arm.listeners.append(state.activity.listener)
+        self.arm.rooms.extend([ActivityLogRoom(self.arm), MetricsRoom(self.arm)])
         self.arm.rooms.append(DeploymentsRoom(self.arm))
         self.arm.rooms.append(ResourceGraphRoom(state))
         self.vault = VaultPlane(state)

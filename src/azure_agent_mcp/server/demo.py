@@ -177,12 +177,47 @@ async def _story(manifest_path: Path, manifest: dict[str, Any], workdir: Path, o
             secret.is_error and error.get("code") == "AgentSessionSecretAccessDenied" and not leaked,
             f"HTTP {error.get('status')} {error.get('code')}: {error.get('message')}",
         )
+        correlation = await _refused_keys_step(client, out)
+        await _activity_log_step(client, out, session_id, correlation)
 
     result = verify_audit([audit_log])
     out.step(
         "audit verify: the hash chain over both servers' records is intact",
         bool(result.ok),
         f"{result.records} records in {audit_log}",
+    )
+
+
+async def _refused_keys_step(client: Any, out: Transcript) -> str | None:
+    """An ARM action Azure refuses to the agent session: the activity log records it as a Failed event."""
+    accounts = await client.call_tool("storage_account_list", {})
+    items = (accounts.structured_content or {}).get("items", [])
+    if not items:
+        out.step("storage_account_keys refused by Azure for the agent-tagged token", False, "no storage account")
+        return None
+    keys = await client.call_tool("storage_account_keys", {"resource_id": items[0]["id"]})
+    error = _error(keys)
+    out.step(
+        "storage_account_keys: allowed locally, refused by ARM for the agent-tagged token",
+        keys.is_error and error.get("code") == "AgentSessionSecretAccessDenied",
+        f"HTTP {error.get('status')} {error.get('code')} on {items[0]['name']} (correlation id "
+        f"{error.get('correlation_id')})",
+    )
+    return error.get("correlation_id")
+
+
+async def _activity_log_step(client: Any, out: Transcript, session_id: str, correlation: str | None) -> None:
+    """Azure's side of the story: the activity log shows what this agent session did, under its claim."""
+    listed = await client.call_tool("activity_log_list", {"timespan": "PT15M", "status": "Failed"})
+    items = (listed.structured_content or {}).get("items", [])
+    mine = [e for e in items if e.get("agent_session") == session_id and e.get("correlation_id") == correlation]
+    out.step(
+        "activity_log_list: Azure's activity log recorded the refused action with this agent session's claim",
+        not listed.is_error and correlation is not None and len(mine) == 1
+        and mine[0].get("error_code") == "AgentSessionSecretAccessDenied",
+        *[f"{e['time']}  {e['status']}  {e['operation']}  caller {e['caller']}  agent_session {e['agent_session']}"
+          for e in mine],
+        "same correlation id as the tool call's audit record",
     )
 
 

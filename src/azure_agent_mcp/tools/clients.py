@@ -207,6 +207,7 @@ class AzureSession:
         self._resource_graph_client: Any = None
         self._secret_clients: dict[str, Any] = {}
         self._logs_client: Any = None
+        self._monitor_clients: dict[str, Any] = {}
         self._api_versions: dict[tuple[str, str], str] = {}
         self.caller: dict[str, Any] | None = None
         """Who this session acts for over authenticated HTTP (tid, oid, upn, azp); None otherwise."""
@@ -287,6 +288,7 @@ class AzureSession:
                 )
                 self._deployment_clients[sub] = client
             return client
+
     def resource_graph(self) -> Any:
         with self._lock:
             if self._resource_graph_client is None:
@@ -299,6 +301,24 @@ class AzureSession:
                     **self._client_kwargs(),
                 )
             return self._resource_graph_client
+
+    def monitor(self, subscription: str | None = None) -> Any:
+        """azure-mgmt-monitor's client (activity log, metric definitions, metrics) for one subscription."""
+        sub = self.subscription_id(subscription)
+        with self._lock:
+            client = self._monitor_clients.get(sub)
+            if client is None:
+                from azure.mgmt.monitor import MonitorManagementClient
+
+                client = MonitorManagementClient(
+                    self.credential,
+                    sub,
+                    base_url=self.env.arm_endpoint,
+                    credential_scopes=[self.env.arm_scope],
+                    **self._client_kwargs(),
+                )
+                self._monitor_clients[sub] = client
+            return client
 
     def secrets(self, vault: str) -> Any:
         url = self.vault_url(vault)
@@ -345,7 +365,7 @@ class AzureSession:
     def close(self) -> None:
         with self._lock:
             clients = [*self._resource_clients.values(), *self._secret_clients.values(),
-                       *self._deployment_clients.values()]
+                       *self._deployment_clients.values(), *self._monitor_clients.values()]
             if self._subscription_client is not None:
                 clients.append(self._subscription_client)
             if self._logs_client is not None:
@@ -355,6 +375,7 @@ class AzureSession:
             self._resource_clients.clear()
             self._deployment_clients.clear()
             self._secret_clients.clear()
+            self._monitor_clients.clear()
             self._subscription_client = None
             self._logs_client = None
             self._resource_graph_client = None

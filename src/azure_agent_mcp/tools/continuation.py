@@ -33,12 +33,13 @@ def _mac(payload: bytes) -> bytes:
     return hmac.new(_KEY, payload, hashlib.sha256).digest()
 
 
-def seal(link: str, *, tool: str, session_id: str, scope: str) -> str:
-    payload = json.dumps(
-        {"v": _VERSION, "tool": tool, "session": session_id, "scope": scope, "link": link},
-        separators=(",", ":"),
-        sort_keys=True,
-    ).encode("utf-8")
+def seal(link: str, *, tool: str, session_id: str, scope: str, offset: int = 0) -> str:
+    """``offset``: items of the page at ``link`` already handed out (a listing whose service pages
+    bigger than the tool's ``top``)."""
+    fields: dict[str, object] = {"v": _VERSION, "tool": tool, "session": session_id, "scope": scope, "link": link}
+    if offset:
+        fields["offset"] = int(offset)
+    payload = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode("utf-8")
     return f"{_b64(payload)}.{_b64(_mac(payload))}"
 
 
@@ -56,6 +57,12 @@ def _refused(why: str) -> ContinuationRefused:
 
 def unseal(token: str, *, tool: str, session_id: str, scope: str | None = None) -> tuple[str, str]:
     """The sealed link and its scope; ContinuationRefused when the token does not open for this call."""
+    link, sealed_scope, _ = unseal_at(token, tool=tool, session_id=session_id, scope=scope)
+    return link, sealed_scope
+
+
+def unseal_at(token: str, *, tool: str, session_id: str, scope: str | None = None) -> tuple[str, str, int]:
+    """The sealed link, its scope and the offset into its page."""
     body, _, tag = token.partition(".")
     try:
         payload, mac = _unb64(body), _unb64(tag)
@@ -75,4 +82,5 @@ def unseal(token: str, *, tool: str, session_id: str, scope: str | None = None) 
         raise _refused("it was issued to another agent session")
     if scope is not None and str(data.get("scope", "")).lower() != scope.lower():
         raise _refused(f"it continues the listing of {data.get('scope')}, not of {scope}")
-    return str(data["link"]), str(data["scope"])
+    offset = data.get("offset", 0)
+    return str(data["link"]), str(data["scope"]), offset if isinstance(offset, int) and offset > 0 else 0
