@@ -59,7 +59,9 @@ async def test_log_query_under_read_only(sandbox, tmp_path):
         listed = await client.list_tools()
         tool = next(t for t in listed.tools if t.name == "log_query")
         assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is not True
-        assert tool.meta["azure-agent-mcp/operations"] == ["Microsoft.OperationalInsights/workspaces/query/read"]
+        explained = await client.call_tool("policy_explain", {"tool": "log_query"})
+        assert [(o["operation"], o["effect"]) for o in explained.structured_content["operations"]] == [
+            ("Microsoft.OperationalInsights/workspaces/query/read", "allow")]
         schema = tool.output_schema
         assert schema is not None and len(json.dumps(schema)) < 1500
 

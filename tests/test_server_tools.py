@@ -54,7 +54,7 @@ async def test_unrestricted_lists_everything_with_truthful_annotations(sandbox, 
     delete = _tool(listed, "resource_delete")
     assert delete.annotations.destructive_hint is True and delete.annotations.read_only_hint is False
     assert _tool(listed, "keyvault_secret_get").meta["azure-agent-mcp/secretBearing"] is True
-    assert "azure-agent-mcp/secretBearing" not in _tool(listed, "resource_list").meta  # published only when true
+    assert "azure-agent-mcp/secretBearing" not in (_tool(listed, "resource_list").meta or {})  # published only when true
     catalog_bytes = len(json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed.tools],
                                    separators=(",", ":")))
     assert catalog_bytes < 12 * 1024
@@ -337,3 +337,23 @@ async def test_arm_request_resolves_the_api_version_from_provider_metadata(sandb
     assert provider, "the api-version was not looked up from provider metadata"
     assert result.structured_content["body"]["id"].lower() == accounts[0]["id"].lower()
     assert version and "preview" not in version
+
+
+async def test_policy_explain_names_a_tools_operations_and_their_decisions(sandbox, tmp_path):
+    """Where a tool's RBAC operations are published (tools/list does not carry them): with the active
+    policy's decision for each, so a hidden tool says why it is hidden."""
+    runtime = make_runtime(sandbox, tmp_path / "audit.jsonl")
+    async with Client(server_for(runtime)) as client:
+        keys = await client.call_tool("policy_explain", {"tool": "storage_account_keys"})
+        listed = await client.call_tool("policy_explain", {"tool": "resource_list", "scope": "/subscriptions/x"})
+        unknown = await client.call_tool("policy_explain", {"tool": "no_such_tool"})
+        listing = await client.list_tools()
+    decided = keys.structured_content["operations"]
+    assert [(d["operation"], d["effect"]) for d in decided] == [
+        ("Microsoft.Storage/storageAccounts/listKeys/action", "deny")]
+    assert decided[0]["rule"], decided
+    assert {d["effect"] for d in listed.structured_content["operations"]} == {"allow"}
+    assert listed.structured_content["scope"] == "/subscriptions/x"
+    assert unknown.is_error and "no_such_tool" in unknown.structured_content["error"]["message"]
+    assert "resource_list" in unknown.structured_content["error"]["hint"]
+    assert all("azure-agent-mcp/operations" not in (tool.meta or {}) for tool in listing.tools)

@@ -302,31 +302,27 @@ def _annotations(read_only: bool, destructive: bool, tool: AzureTool) -> ToolAnn
     )
 
 
-def _meta(tool: AzureTool, operations: list[str]) -> dict[str, Any] | None:
-    """The operations a tool may request (none for local tools); ``secretBearing`` only on the tools that
-    return secrets."""
-    meta: dict[str, Any] = {f"{META_PREFIX}operations": sorted(set(operations))} if operations else {}
-    if tool.secret_bearing:
-        meta[f"{META_PREFIX}secretBearing"] = True
-    return meta or None
+def _meta(tool: AzureTool) -> dict[str, Any] | None:
+    """``secretBearing`` on the tools that return secrets. The operations a tool may request are
+    published by ``policy_explain(tool=...)``, with the active policy's decision for each, not here:
+    ``tools/list`` is paid for by every chat."""
+    return {f"{META_PREFIX}secretBearing": True} if tool.secret_bearing else None
 
 
 def _register(server: MCPServer, tool: AzureTool, runtime: AgentRuntime) -> None:
     methods: list[str] = []
     read_only, destructive = tool.read_only, tool.destructive
-    operations = [op.operation for op in tool.operations]
     if tool.name == "arm_request":
         methods = allowed_arm_methods(runtime)
         read_only = set(methods) <= {"GET"}
         destructive = "DELETE" in methods or "PUT" in methods or "POST" in methods
-        operations = [_METHOD_PROBES[m].replace("Microsoft.Example/widgets", "*") for m in methods]
     fn = _tool_function(tool, runtime)
     server.add_tool(
         fn,
         name=tool.name,
         description=tool.description,
         annotations=_annotations(read_only, destructive, tool),
-        meta=_meta(tool, operations),
+        meta=_meta(tool),
         structured_output=False,
     )
     registered = server._tool_manager.get_tool(tool.name)

@@ -238,8 +238,8 @@ TOOLS = (
         ),
         output_schema=obj(
             ("deployment",),
-            deployment=obj(properties=obj(provisioningState=STRING, outputs=ANY_OBJECT)),
-            operations=array(strings("provisioningState")),
+            deployment=ANY_OBJECT,  # ARM's deployment: properties.provisioningState, outputs, error
+            operations=array(ANY_OBJECT),
         ),
     ),
 )

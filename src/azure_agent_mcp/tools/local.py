@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict
 
-from azure_agent_mcp.tools.base import AzureTool, ToolOutput
+from azure_agent_mcp.tools.base import AzureTool, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
 from azure_agent_mcp.tools.schemas import STRING, obj, strings
 
@@ -38,10 +38,14 @@ def whoami(azure: AzureSession) -> ToolOutput:
     return ToolOutput(summary, info)
 
 
-def policy_explain(azure: AzureSession, operation: str | None = None, scope: str | None = None) -> ToolOutput:
+def policy_explain(
+    azure: AzureSession, operation: str | None = None, scope: str | None = None, tool: str | None = None
+) -> ToolOutput:
     from azure_agent_mcp.policy import decide
 
     policy = azure.policy
+    if tool:
+        return _explain_tool(azure, tool, scope)
     if not operation:
         summary = {
             "policy": policy.name,
@@ -57,6 +61,31 @@ def policy_explain(azure: AzureSession, operation: str | None = None, scope: str
     return ToolOutput(f"{data['effect']}: {operation} at {scope or '/'} ({decision.rule}).", data)
 
 
+def _explain_tool(azure: AzureSession, name: str, scope: str | None) -> ToolOutput:
+    """The RBAC operations a tool may request and what the active policy decides for each (at ``scope``).
+
+    This is where a tool's operations are published: listing them in every ``tools/list`` would
+    cost each chat about 1.8 KB for something a person asks about rarely.
+    """
+    from azure_agent_mcp.policy import decide
+    from azure_agent_mcp.tools import catalog
+
+    tools = {t.name: t for t in catalog()}
+    chosen = tools.get(name)
+    if chosen is None:
+        raise ToolInputError(f"There is no tool named {name!r}.", hint="Pass one of: " + ", ".join(sorted(tools)) + ".")
+    at = scope or "/"
+    decided = []
+    for declared in chosen.operations:
+        decision = decide(azure.policy, declared.operation, at, data_action=declared.data_action)
+        decided.append({"operation": declared.operation, "data_action": declared.data_action,
+                        "effect": decision.effect.value, "rule": decision.rule})
+    effects = sorted({d["effect"] for d in decided}) or ["allow"]
+    summary = (f"{name} requests no Azure operation." if not decided else
+               f"{name} may request {len(decided)} operation(s); at {at} the policy says: {', '.join(effects)}.")
+    return ToolOutput(summary, {"policy": azure.policy.name, "tool": name, "scope": at, "operations": decided})
+
+
 TOOLS = (
     AzureTool(
         name="whoami",
@@ -67,7 +96,8 @@ TOOLS = (
     ),
     AzureTool(
         name="policy_explain",
-        description="What the active policy decides for an operation (e.g. Microsoft.Web/sites/restart/action) at a scope.",
+        description="What the active policy decides for an operation (e.g. Microsoft.Web/sites/restart/action) at a "
+                    "scope, or for each one a tool may request (tool=).",
         run=policy_explain,
         local_only=True,
         # without an operation: the policy's summary; with one: the decision (effect, rule, reason, hint)

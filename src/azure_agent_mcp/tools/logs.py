@@ -214,9 +214,8 @@ TOOLS = (
             status=s.STRING,
             tables=s.array(s.obj(
                 ("columns", "rows"),
-                columns=s.array(s.obj(name=s.STRING, type=s.STRING)),
+                columns=s.array(s.ANY_OBJECT),  # {name, type}
                 rows=s.array({"type": "array"}),
-                truncated=s.BOOLEAN,
             )),
             partial_error=s.nullable(s.ANY_OBJECT),
         ),

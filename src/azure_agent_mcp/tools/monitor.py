@@ -323,7 +323,7 @@ def _plan_metrics_get(azure: AzureSession, resource_id: str, metric_names: list[
 # -- output schemas (small: tools/list carries every tool) ----------------------------------------
 
 _S = schemas
-_EVENT = _S.strings("time", "operation", "status", "caller", "correlation_id", required=("time", "operation", "status"))
+_EVENT = _S.strings("time", "operation", "status", "caller", "correlation_id")
 _METRIC = _S.obj(("name", "points"), name=_S.STRING, points=_S.array(_S.ANY_OBJECT))
 
 TOOLS = (

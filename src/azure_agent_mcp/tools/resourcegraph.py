@@ -19,7 +19,7 @@ from azure_agent_mcp.tools import arguments
 from azure_agent_mcp.tools import continuation as continuation_tokens
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput, clamp_top
 from azure_agent_mcp.tools.clients import AzureSession
-from azure_agent_mcp.tools.schemas import ANY_OBJECT, BOOLEAN, INTEGER, NULLABLE_STRING, listing
+from azure_agent_mcp.tools.schemas import ANY_OBJECT, INTEGER, NULLABLE_STRING, listing
 
 TOOL = "resource_graph_query"
 API_VERSION = "2021-03-01"  # azure-mgmt-resourcegraph 8's default
@@ -163,15 +163,14 @@ TOOLS = (
     AzureTool(
         name=TOOL,
         description=(
-            "KQL over Azure Resource Graph's Resources and ResourceContainers tables, in `subscriptions` (default: "
-            "the default one) or a `management_group`; only rows the identity may read. At most `top` rows (default "
-            "100, max 1000); pass `continuation` back with the same query and scopes for more. The sandbox runs a "
-            "KQL subset: where, project, extend, summarize, order by, top, take, mv-expand, count, distinct."
+            "KQL over Resource Graph's Resources and ResourceContainers in `subscriptions` (default: the default "
+            "one) or a `management_group`: rows the identity may read. `top` (100, max 1000); `continuation` "
+            "with the same query and scopes for more."
         ),
         run=resource_graph_query,
         plan=_plan,
         operations=(DeclaredOperation("Microsoft.ResourceGraph/resources/read"),),
-        output_schema=listing(ANY_OBJECT, "total_records", total_records=INTEGER, result_truncated=BOOLEAN,
+        output_schema=listing(ANY_OBJECT, "total_records", total_records=INTEGER,
                               continuation=NULLABLE_STRING),
     ),
 )

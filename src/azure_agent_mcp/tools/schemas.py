@@ -80,11 +80,12 @@ def _compact(node: Any) -> Any:
         return node
     out = {key: value for key, value in node.items() if key != "title"}
     variants = out.get("anyOf")
-    if isinstance(variants, list) and out.get("default", ...) is None:
+    if isinstance(variants, list) and {"type": "null"} in variants and "default" in out:
         kept = [v for v in variants if v != {"type": "null"}]
         if len(kept) == 1 and isinstance(kept[0], dict):
             out.pop("anyOf")
-            out.pop("default")
+            if out.get("default") is None:
+                out.pop("default")
             out = {**kept[0], **out}
     if "properties" in out and isinstance(out["properties"], dict):
         out["properties"] = {name: _compact(value) for name, value in out["properties"].items()}
