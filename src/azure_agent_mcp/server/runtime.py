@@ -1,23 +1,42 @@
 """The server's state between tool calls: policy, audit log, and one Azure handle per agent session.
 
 Over stdio there is one agent session (resolved at start-up). Over HTTP each MCP client gets its
-own: a valid ``X-Agent-Session-Id`` header names it, otherwise one is generated per MCP session
-(``Mcp-Session-Id``). Each agent session has its own credential, so its own token partition.
+own: a valid ``X-Agent-Session-Id`` header names it, otherwise one is derived from its MCP session
+(``Mcp-Session-Id``). Each agent session has its own credential, so its own token partition; all
+of them send through one connection pool. The sessions live in ``sessions.SessionTable`` (idle
+eviction, a cap); what an evicted session held is closed off the request path (``evictions``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import os
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from azure_agent_mcp.server.evictions import EvictionCloser, close_session_resources
+from azure_agent_mcp.server.sessions import (
+    DEFAULT_IDLE,
+    DEFAULT_MAX_SESSIONS,
+    REASON_SHUTDOWN,
+    SessionEntry,
+    SessionLimitReached,
+    SessionTable,
+)
 from azure_agent_mcp.tools.clients import AzureSession
 
 if TYPE_CHECKING:
     from azure_agent_mcp.environment import AzureEnvironment
     from azure_agent_mcp.identity import AgentSession
     from azure_agent_mcp.policy import AuditLog, Decision, Policy
+
+_LOG = logging.getLogger("azure_agent_mcp.server")
+__all__ = ["AgentRuntime", "RuntimeOptions", "SessionHeaderError", "SessionLimitReached", "SessionRequest"]
 
 SESSION_HEADER = "x-agent-session-id"
 MCP_SESSION_HEADER = "mcp-session-id"
@@ -32,6 +51,21 @@ class RuntimeOptions:
     session_ttl: str = "8h"
     skip_confirmation: bool = False
     transport: str = "stdio"
+    session_idle: str = DEFAULT_IDLE
+    """An agent session unused for this long is evicted (a duration; 0 = never)."""
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    """Past this many agent sessions the least recently used idle one is evicted; none idle: refused."""
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """Which agent session a request names: the table's key, how to make the session, its MCP session."""
+
+    key: str | None
+    """None: the server's default session."""
+    session_id: str | None = None
+    origin: str = ""
+    connection: str | None = None
 
 
 class AgentRuntime:
@@ -45,6 +79,7 @@ class AgentRuntime:
         options: RuntimeOptions,
         default_credential: Any = None,
     ) -> None:
+        from azure_agent_mcp.identity import parse_duration
         from azure_agent_mcp.policy import Endpoints
 
         self.env = env
@@ -55,69 +90,127 @@ class AgentRuntime:
         self.endpoints = Endpoints.from_environment(env)
         self._credential_factory = credential_factory
         self._pipeline_policies: tuple[Any, Any] | None = None
-        self._lock = threading.Lock()
-        self._sessions: dict[str, AgentSession] = {}
-        self._by_connection: dict[str, str] = {}
-        self._azure: dict[str, AzureSession] = {}
-        self._principals: dict[str, dict[str, Any]] = {}
-        if default_credential is not None:
-            self._azure[default_session.id] = self._new_azure(default_session, default_credential)
-        self._sessions[default_session.id] = default_session
+        self._pool: Any = None
+        self._lock = threading.RLock()
+        # Agent session ids made for MCP sessions that name none: derived, so the same MCP session gets
+        # the same id again after its agent session was evicted, and unlinkable to the Mcp-Session-Id.
+        self._connection_secret = os.urandom(32)
+        self._closer = EvictionCloser(self._close_evicted)
+        self.sessions = SessionTable(
+            idle_seconds=float(parse_duration(options.session_idle)),
+            max_sessions=options.max_sessions,
+            on_evict=self._closer.submit,
+        )
+        self.default_entry = self.sessions.add_pinned(default_session.id, default_session, default_credential)
 
     # -- sessions -------------------------------------------------------------------------------
 
-    def session_for(self, headers: Any | None) -> AgentSession:
-        """The agent session of the MCP client that sent this request."""
+    def locate(self, headers: Any | None) -> SessionRequest:
+        """Which agent session the MCP client that sent these headers is in (nothing is created)."""
         if self.options.transport != "http" or headers is None:
-            return self.default_session
+            return SessionRequest(None)
         lowered = {str(k).lower(): str(v) for k, v in dict(headers).items()}
+        connection = lowered.get(MCP_SESSION_HEADER)
         requested = lowered.get(SESSION_HEADER)
         if requested is not None:
-            return self._named_session(requested)
-        connection = lowered.get(MCP_SESSION_HEADER)
+            from azure_agent_mcp.identity.errors import InvalidSessionIdError
+            from azure_agent_mcp.identity.session import ORIGIN_FLAG, validate_session_id
+
+            try:
+                session_id = validate_session_id(requested, "X-Agent-Session-Id")
+            except InvalidSessionIdError as exc:
+                raise SessionHeaderError(str(exc)) from exc
+            return SessionRequest(session_id, session_id, ORIGIN_FLAG, connection)
         if connection is None:
             # A 2026-07-28 request carries no MCP session: such clients share the server's default
             # agent session unless they name their own with X-Agent-Session-Id.
-            return self.default_session
-        with self._lock:
-            session_id = self._by_connection.get(connection)
-            if session_id is not None:
-                return self._sessions[session_id]
-        session = self._resolve(None)
-        with self._lock:
-            self._by_connection[connection] = session.id
-            self._sessions[session.id] = session
-        return session
+            return SessionRequest(None)
+        from azure_agent_mcp.identity.session import ORIGIN_GENERATED
 
-    def _named_session(self, requested: str) -> AgentSession:
-        with self._lock:
-            known = self._sessions.get(requested)
-        if known is not None:
-            return known
+        session_id = self._connection_session_id(connection)
+        return SessionRequest(session_id, session_id, ORIGIN_GENERATED, connection)
+
+    def _connection_session_id(self, connection: str) -> str:
+        digest = hmac.new(self._connection_secret, connection.encode("utf-8", "replace"), hashlib.sha256).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    def session_for(self, headers: Any | None) -> AgentSession:
+        """The agent session of the MCP client that sent this request (created when new)."""
+        return self._entry(self.locate(headers), lease=False).session
+
+    def begin_call(self, headers: Any | None) -> SessionEntry:
+        """The request's agent session, held against eviction until ``end_call``.
+
+        Raises SessionHeaderError (a bad X-Agent-Session-Id) or SessionLimitReached (no room).
+        """
+        return self._entry(self.locate(headers), lease=True)
+
+    def end_call(self, entry: SessionEntry) -> None:
+        if entry.pinned:
+            return
+        self.sessions.release(entry)
+
+    def admits(self, headers: Any | None) -> bool:
+        """Whether a request with these headers would get an agent session now (the HTTP 503 check)."""
         try:
-            session = self._resolve(requested)
-        except ValueError as exc:
-            raise SessionHeaderError(f"X-Agent-Session-Id: {exc}") from exc
+            request = self.locate(headers)
+        except SessionHeaderError:
+            return True  # answered by the tool call itself, naming the header
+        return request.key is None or self.sessions.would_admit(request.key)
+
+    def end_connection(self, connection: str) -> bool:
+        """The MCP session ``connection`` ended (DELETE): forget it, and its agent session when unused."""
+        return self.sessions.end_connection(connection)
+
+    def _entry(self, request: SessionRequest, *, lease: bool) -> SessionEntry:
+        if request.key is None:
+            return self.default_entry
+        use = self.sessions.lease if lease else self.sessions.touch
+        return use(request.key, lambda: self._new_session(request), request.connection)
+
+    def _new_session(self, request: SessionRequest) -> AgentSession:
+        from azure_agent_mcp.identity import AgentSession, parse_duration
+
+        seconds = parse_duration(self.options.session_ttl)
+        now = self.default_session.clock()
+        assert request.session_id is not None
+        return AgentSession(id=request.session_id, origin=request.origin, created_at=now,
+                            expires_at=now + seconds if seconds > 0 else None, clock=self.default_session.clock)
+
+    def _entry_of(self, session: AgentSession | SessionEntry) -> SessionEntry:
+        if isinstance(session, SessionEntry):
+            return session
+        if session.id == self.default_session.id:
+            return self.default_entry
+        entry = self.sessions.get(session.id)
+        if entry is None:
+            entry = self.sessions.touch(session.id, lambda: session)
+        return entry
+
+    def azure_for(self, session: AgentSession | SessionEntry) -> AzureSession:
+        entry = self._entry_of(session)
         with self._lock:
-            return self._sessions.setdefault(session.id, session)
-
-    def _resolve(self, session_id: str | None) -> AgentSession:
-        from azure_agent_mcp.identity import resolve_session
-
-        # A private environ: per-client sessions must not overwrite the server's own session variable.
-        return resolve_session(session_id=session_id, ttl=self.options.session_ttl, environ={})
-
-    def azure_for(self, session: AgentSession) -> AzureSession:
-        with self._lock:
-            azure = self._azure.get(session.id)
-            if azure is None:
-                azure = self._new_azure(session, self._credential_factory(session))
-                self._azure[session.id] = azure
-            return azure
+            if entry.azure is None or entry.closed:
+                if entry.closed:  # evicted meanwhile: start anew (same id, new credential)
+                    return self.azure_for(self.sessions.touch(entry.key, lambda: entry.session))
+                if entry.credential is None:
+                    entry.credential = self._credential_factory(entry.session)
+                entry.azure = self._new_azure(entry.session, entry.credential)
+            return entry.azure
 
     def _new_azure(self, session: AgentSession, credential: Any) -> AzureSession:
         guard, correlation = self._guard_and_correlation()
-        return AzureSession(self.env, session, credential, self.policy, guard, correlation)
+        return AzureSession(self.env, session, credential, self.policy, guard, correlation, pool=self.pool)
+
+    @property
+    def pool(self) -> Any:
+        """The one connection pool every session's SDK clients send through (built on first use)."""
+        with self._lock:
+            if self._pool is None:
+                from azure_agent_mcp.tools.pool import HttpPool
+
+                self._pool = HttpPool()
+            return self._pool
 
     def _guard_and_correlation(self) -> tuple[Any, Any]:
         """The guard every client's transport goes through, and the correlation policy, built on first use."""
@@ -131,23 +224,50 @@ class AgentRuntime:
 
     def principal_for(self, azure: AzureSession) -> dict[str, Any]:
         """oid / appid / upn / tid of the session's ARM token, read from its claims (never kept: the token)."""
-        cached = self._principals.get(azure.session.id)
-        if cached is not None:
+        entry = self._entry_of(azure.session)
+        cached = entry.principal
+        if cached is not None and entry.azure is azure:
             return cached
         token = azure.credential.get_token(self.env.arm_scope).token
         principal = principal_from_jwt(token)
-        self._principals[azure.session.id] = principal
+        if entry.azure is azure:
+            entry.principal = principal
         return principal
 
-    def close(self) -> None:
+    # -- eviction ---------------------------------------------------------------------------------
+
+    def _close_evicted(self, entry: SessionEntry, reason: str, idle: float) -> None:
+        """Close what an evicted session held (its clients, its tokens, its credential) and record why."""
         with self._lock:
-            handles = list(self._azure.values())
-            self._azure.clear()
-        for azure in handles:
-            azure.close()
-            close = getattr(azure.credential, "close", None)
-            if close is not None:
-                close()
+            entry.closed = True
+            azure, credential = entry.azure, entry.credential
+            entry.azure = entry.credential = entry.principal = None
+        close_session_resources(azure, credential)
+        if reason == REASON_SHUTDOWN:
+            return
+        record = {"kind": "session", "event": "evicted", "reason": reason, "session_id": entry.session.id,
+                  "idle_seconds": round(idle, 3), "calls": entry.calls}
+        try:
+            self.audit.append(record, durable=False)
+        except Exception as exc:  # the session is gone either way; say so where the operator looks
+            _LOG.warning("the audit record of evicting agent session %s could not be written: %s",
+                         entry.session.id, type(exc).__name__)
+
+    def settle_evictions(self, timeout: float = 10.0) -> bool:
+        """Wait until every eviction so far has closed its session's resources (tests, benches)."""
+        return self._closer.settle(timeout)
+
+    def start(self) -> None:
+        """Start idle eviction (HTTP: sessions come and go; stdio has only its own)."""
+        self.sessions.start_sweeper()
+
+    def close(self) -> None:
+        self.sessions.close()
+        self._closer.close()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     # -- policy -----------------------------------------------------------------------------------
 

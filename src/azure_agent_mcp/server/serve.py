@@ -120,6 +120,8 @@ def _runtime(args: argparse.Namespace, identity, policy, audit):
             session_ttl=args.session_ttl,
             skip_confirmation=args.dangerously_skip_confirmation,
             transport=args.transport,
+            session_idle=getattr(args, "session_idle", "30m"),
+            max_sessions=int(getattr(args, "max_sessions", 1000)),
         ),
         default_credential=identity.credential,
     )
@@ -164,8 +166,14 @@ def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), 
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=list(peers.hosts), allowed_origins=list(peers.origins)
     )
+    from azure_agent_mcp.server.http_gate import SessionGate
+
     server = build_server(runtime, call_timeout=_call_timeout(call_timeout))
-    app = server.streamable_http_app(host=host, transport_security=security)
+    # MCP sessions idle out with their agent sessions: what the SDK keeps per MCP session goes too
+    idle = runtime.sessions.idle_seconds
+    app = SessionGate(server.streamable_http_app(host=host, transport_security=security, session_idle_timeout=idle),
+                      runtime)
+    runtime.start()
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     # Listen before saying so: a client that connects on reading the line is queued, not refused,
     # while uvicorn is still starting.
