@@ -100,14 +100,16 @@ class SessionTable:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, SessionEntry] = OrderedDict()  # least recently used first
         self._connections: OrderedDict[str, tuple[str, float]] = OrderedDict()  # MCP session -> (key, last seen)
+        self._pinned = 0  # the server's own sessions: in the table, not counted by the cap
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
     # -- lookups ---------------------------------------------------------------------------------
 
     def __len__(self) -> int:
+        """Sessions counted by the cap (the pinned ones are not)."""
         with self._lock:
-            return len(self._entries)
+            return len(self._entries) - self._pinned
 
     def __contains__(self, key: str) -> bool:
         with self._lock:
@@ -133,13 +135,15 @@ class SessionTable:
         with self._lock:
             if key is not None and key in self._entries:
                 return True
-            return len(self._entries) < self.max_sessions or self._evictable() is not None
+            return len(self._entries) - self._pinned < self.max_sessions or self._evictable() is not None
 
     # -- use -------------------------------------------------------------------------------------
 
     def add_pinned(self, key: str, session: AgentSession, credential: Any = None) -> SessionEntry:
         with self._lock:
             entry = SessionEntry(key, session, pinned=True, credential=credential, last_used=self._clock())
+            if key not in self._entries:
+                self._pinned += 1
             self._entries[key] = entry
             return entry
 
@@ -170,7 +174,7 @@ class SessionTable:
                 entry = self._entries.get(key)
                 if entry is None:
                     victim = None
-                    if len(self._entries) >= self.max_sessions:
+                    if len(self._entries) - self._pinned >= self.max_sessions:
                         victim = self._evictable()
                         if victim is None:
                             raise SessionLimitReached(self.max_sessions)
@@ -262,6 +266,8 @@ class SessionTable:
 
     def _remove(self, entry: SessionEntry, reason: str) -> tuple[SessionEntry, str, float]:
         del self._entries[entry.key]
+        if entry.pinned:
+            self._pinned -= 1
         for connection in entry.connections:
             self._connections.pop(connection, None)
         entry.connections.clear()
