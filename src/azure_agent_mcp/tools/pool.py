@@ -98,7 +98,7 @@ class HttpPool:
         self.session.close()
 
 
-def _shared_session(proxies: ProxySettings, hosts: int, per_host: int) -> Any:
+def _shared_session(snapshot: ProxySettings, hosts: int, per_host: int) -> Any:
     import http.cookiejar
 
     import requests
@@ -119,11 +119,11 @@ def _shared_session(proxies: ProxySettings, hosts: int, per_host: int) -> Any:
                 origin = (parts.scheme, parts.netloc)
                 chosen = self._by_origin.get(origin)
                 if chosen is None:
-                    chosen = self._by_origin[origin] = proxies.for_url(url)
+                    chosen = self._by_origin[origin] = snapshot.for_url(url)
                 settings["proxies"] = chosen
             return settings
 
-    proxies_in_use = bool(proxies.proxies)
+    proxies_in_use = bool(snapshot.proxies)
     session = PooledSession()
     session.trust_env = False
     session.cookies = requests.cookies.RequestsCookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
