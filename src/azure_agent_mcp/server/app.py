@@ -8,11 +8,9 @@ secret fields when the policy denies secrets, and exactly one audit record per c
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import logging
-import threading
 import time
 import typing
 import uuid
@@ -39,6 +37,7 @@ from azure_agent_mcp.server.lifecycle import CallRegistry, InFlight, loop_schedu
 from azure_agent_mcp.server.results import cancelled_failure, deadline_failure, error_payload, failure, success
 from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError
 from azure_agent_mcp.server.sessions import SessionEntry, SessionLimitReached
+from azure_agent_mcp.server.workers import WORKERS
 from azure_agent_mcp.tools import catalog
 from azure_agent_mcp.tools.base import IDENTIFYING_ARGUMENTS, AzureTool
 
@@ -496,9 +495,10 @@ async def _call_in_session(
 
 
 async def _run_worker(work: Any, control: CallControl, name: str) -> CallToolResult | None:
-    """Run ``work`` on a daemon thread and wait for it, for its cancellation, or for its deadline.
+    """Run ``work`` on a daemon worker thread and wait for it, for its cancellation, or for its deadline.
 
-    A daemon thread rather than anyio's worker pool: a cancelled call's worker may still be waiting
+    The call's one thread hop: the worker also writes the call's audit record, and wakes the loop
+    once. Daemon threads of our own (``workers``) rather than anyio's worker pool: a cancelled call's worker may still be waiting
     on an HTTP answer, and the process must be able to exit without waiting for it (its next
     request is refused by the enforcement point). Returns None when the call was cancelled or
     passed its deadline (plus ``DEADLINE_SLACK``) before the worker answered.
@@ -515,11 +515,8 @@ async def _run_worker(work: Any, control: CallControl, name: str) -> CallToolRes
         finally:
             schedule(wake.set)
 
-    thread = threading.Thread(
-        target=contextvars.copy_context().run, args=(target,), name=f"azure-agent-mcp {name}", daemon=True
-    )
     control.on_cancel(lambda: schedule(wake.set))
-    thread.start()
+    WORKERS.submit(target)
     left = control.remaining()
     with anyio.move_on_after(None if left is None else left + DEADLINE_SLACK):
         await wake.wait()

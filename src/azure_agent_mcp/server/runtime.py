@@ -9,6 +9,7 @@ eviction, a cap); what an evicted session held is closed off the request path (`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -95,6 +96,7 @@ class AgentRuntime:
         # Agent session ids made for MCP sessions that name none: derived, so the same MCP session gets
         # the same id again after its agent session was evicted, and unlinkable to the Mcp-Session-Id.
         self._connection_secret = os.urandom(32)
+        self._connection_session_id = functools.lru_cache(maxsize=4096)(self._derive_session_id)
         self._closer = EvictionCloser(self._close_evicted)
         self.sessions = SessionTable(
             idle_seconds=float(parse_duration(options.session_idle)),
@@ -130,7 +132,7 @@ class AgentRuntime:
         session_id = self._connection_session_id(connection)
         return SessionRequest(session_id, session_id, ORIGIN_GENERATED, connection)
 
-    def _connection_session_id(self, connection: str) -> str:
+    def _derive_session_id(self, connection: str) -> str:
         digest = hmac.new(self._connection_secret, connection.encode("utf-8", "replace"), hashlib.sha256).digest()
         return str(uuid.UUID(bytes=digest[:16], version=4))
 
