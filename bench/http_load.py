@@ -168,6 +168,9 @@ def main() -> int:
     parser.add_argument("--protocol", choices=("legacy", "modern"), default="legacy")
     parser.add_argument("--auth", action="store_true", help="sign the clients in (needs a server with HTTP auth)")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for serve (repeatable)")
+    parser.add_argument("--audit-dir", type=Path, default=None,
+                        help="where the server's audit log goes (default: the bench's temporary directory; "
+                        "/dev/shm takes the disk's fsync latency out)")
     args = parser.parse_args()
     levels = [int(x) for x in args.clients.split(",") if x.strip()]
 
@@ -178,7 +181,8 @@ def main() -> int:
     rows: list[tuple[int, dict[str, float], dict[str, float]]] = []
     try:
         manifest = json.loads(manifest_path.read_text())
-        server, url = start_server(manifest_path, workdir / "audit.jsonl", env, *args.serve_arg)
+        audit_dir = Path(tempfile.mkdtemp(prefix="http-load-audit-", dir=args.audit_dir)) if args.audit_dir else workdir
+        server, url = start_server(manifest_path, audit_dir / "audit.jsonl", env, *args.serve_arg)
         bearer = _bearer_for(url, manifest) if args.auth else None
         token = user_token(manifest, ARM_SCOPE)
         for clients in levels:
@@ -193,9 +197,11 @@ def main() -> int:
             stop(server)
         stop(sandbox)
         shutil.rmtree(workdir, ignore_errors=True)
+        if args.audit_dir:
+            shutil.rmtree(audit_dir, ignore_errors=True)
 
     print(f"resource_list over streamable HTTP ({args.protocol} protocol, raw httpx JSON-RPC clients, "
-          f"{'signed in' if args.auth else 'anonymous'}) vs direct ResourceManagementClient.resources.list, "
+          f"{'signed in' if args.auth else 'anonymous'}, audit log in {args.audit_dir or 'the temporary directory'}) vs direct ResourceManagementClient.resources.list, "
           f"same sandbox, same run; ~{args.calls} measured calls per level; clients, server and sandbox share "
           f"this machine's cores")
     print()
