@@ -20,6 +20,7 @@ For each attempt, in order:
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import threading
@@ -48,6 +49,9 @@ CORRELATION_HEADER = "x-ms-correlation-request-id"
 Confirmer = Callable[[Decision], bool]
 _POLL_HEADERS = ("azure-asyncoperation", "location", "operation-location")
 _POLLERS_REMEMBERED = 512
+DECISIONS_CACHED = 4096
+"""(method, URL) decisions kept per guard: a decision is a pure function of the (immutable) policy,
+the endpoints and the request as written, and the same URL is decided when planned and when sent."""
 
 
 def _poll_key(url: str) -> str:
@@ -91,6 +95,8 @@ class Guard:
         self._pollers_lock = threading.Lock()
         # Requests the confirmer approved: a retry of the same request object is not asked again.
         self._approved: weakref.WeakKeyDictionary[Any, Decision] = weakref.WeakKeyDictionary()
+        self.decide = functools.lru_cache(maxsize=DECISIONS_CACHED)(functools.partial(decide_request, policy, endpoints))
+        """``decide(method, url)``: ``decisions.decide_request`` for this guard's policy, remembered."""
 
     def transport(self, inner: HttpTransport | None = None, **transport_kwargs: Any) -> GuardedTransport:
         """A guarded transport around ``inner`` (default: a new RequestsTransport with ``transport_kwargs``)."""
@@ -107,7 +113,7 @@ class Guard:
         started = time.perf_counter()
         call = self._call_for(request.url)
         interrupted = call_interruption(call) if call is not None else None
-        decision, mapped = decide_request(self.policy, self.endpoints, request.method, request.url)
+        decision, mapped = self.decide(request.method, request.url)
         if interrupted is not None:  # cancelled or past its deadline: nothing is sent, audited like a denial
             self._refused(request, call, decision, mapped, interrupted.decision, started)
             raise interrupted

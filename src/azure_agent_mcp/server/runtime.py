@@ -274,9 +274,8 @@ class AgentRuntime:
     # -- policy -----------------------------------------------------------------------------------
 
     def decide_request(self, method: str, url: str) -> Decision:
-        from azure_agent_mcp.policy import decide_request
-
-        return decide_request(self.policy, self.endpoints, method, url)[0]
+        """The guard's decision (remembered: the same URL is decided again when it is sent)."""
+        return self._guard_and_correlation()[0].decide(method, url)[0]
 
     def _confirm(self, decision: Decision) -> bool:
         """The pipeline's confirmer: allow what the user approved for this call (or everything when told to skip)."""
