@@ -64,17 +64,20 @@ def _figures(pid: int) -> dict[str, float]:
 
 
 def _evicted(audit: Path) -> tuple[int, dict[str, int]]:
+    """Eviction records in the log and its rotated segments, by reason."""
+    from azure_agent_mcp.policy import audit_files
+
     reasons: dict[str, int] = {}
-    total = 0
-    if not audit.exists():
-        return 0, reasons
-    for line in audit.read_text(encoding="utf-8").splitlines():
-        if '"kind":"session"' not in line.replace(" ", ""):
+    for file in audit_files(audit):
+        if not file.exists():
             continue
-        record = json.loads(line)
-        reasons[record.get("reason", "?")] = reasons.get(record.get("reason", "?"), 0) + 1
-        total += 1
-    return total, reasons
+        for line in file.read_text(encoding="utf-8").splitlines():
+            if '"session"' not in line:
+                continue
+            record = json.loads(line)
+            if record.get("kind") == "session":
+                reasons[record.get("reason", "?")] = reasons.get(record.get("reason", "?"), 0) + 1
+    return sum(reasons.values()), reasons
 
 
 def main() -> int:
