@@ -18,15 +18,17 @@ _LOG = logging.getLogger("azure_agent_mcp.server")
 _STOP = object()
 
 
-def close_session_resources(azure: Any, credential: Any) -> None:
+def close_session_resources(azure: Any, credential: Any, *, forget_tokens: bool = True) -> None:
     """Close a session's SDK clients, forget its tokens in the provider's shared cache, close its credential.
 
-    Each step is attempted whatever the previous one did: a failure is logged (type only, never a
-    message that could quote a token) and the next resource is still released.
+    ``forget_tokens=False`` (shutdown) keeps the tokens: a persisted cache serves them to the same
+    session after a restart. Each step is attempted whatever the previous one did: a failure is
+    logged (type only, never a message that could quote a token) and the next resource is still released.
     """
     steps: list[tuple[str, Callable[[], Any] | None]] = [("SDK clients", getattr(azure, "close", None))]
     provider = getattr(credential, "provider", None)
-    steps.append(("cached tokens", getattr(provider, "forget_session", None)))
+    if forget_tokens:
+        steps.append(("cached tokens", getattr(provider, "forget_session", None)))
     steps.append(("credential", getattr(credential, "close", None)))
     for what, step in steps:
         if step is None:

@@ -244,7 +244,7 @@ class AgentRuntime:
             entry.closed = True
             azure, credential = entry.azure, entry.credential
             entry.azure = entry.credential = entry.principal = None
-        close_session_resources(azure, credential)
+        close_session_resources(azure, credential, forget_tokens=reason != REASON_SHUTDOWN)
         if reason == REASON_SHUTDOWN:
             return
         record = {"kind": "session", "event": "evicted", "reason": reason, "session_id": entry.session.id,
