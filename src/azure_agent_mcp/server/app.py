@@ -512,11 +512,9 @@ async def _run_worker(work: Any, control: CallControl, name: str) -> CallToolRes
             box["result"] = work()
         except BaseException as exc:  # pragma: no cover - work() answers every Exception itself
             box["error"] = exc
-        finally:
-            schedule(wake.set)
 
     control.on_cancel(lambda: schedule(wake.set))
-    WORKERS.submit(target)
+    WORKERS.submit(target, then=lambda: schedule(wake.set))
     left = control.remaining()
     with anyio.move_on_after(None if left is None else left + DEADLINE_SLACK):
         await wake.wait()

@@ -17,10 +17,11 @@ IDLE_SECONDS = 60.0
 
 
 class _Worker(threading.Thread):
-    def __init__(self, pool: DaemonWorkers, task: Callable[[], None]) -> None:
+    def __init__(self, pool: DaemonWorkers, task: Callable[[], None], then: Callable[[], None] | None) -> None:
         super().__init__(name="azure-agent-mcp worker", daemon=True)
         self.pool = pool
         self.task: Callable[[], None] | None = task
+        self.then = then
         self.ready = threading.Event()
         self.ready.set()
 
@@ -33,10 +34,13 @@ class _Worker(threading.Thread):
                         return
             self.ready.clear()
             task, self.task = self.task, None
+            then, self.then = self.then, None
             if task is not None:
                 task()  # the task answers its own exceptions
             with self.pool.lock:
                 self.pool.idle.append(self)
+            if then is not None:  # after rejoining the idle list: the next call finds this thread free
+                then()
 
 
 class DaemonWorkers:
@@ -45,17 +49,18 @@ class DaemonWorkers:
         self.lock = threading.Lock()
         self.idle: list[_Worker] = []
 
-    def submit(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on an idle worker (or a new one), in a copy of the caller's context."""
+    def submit(self, fn: Callable[[], None], then: Callable[[], None] | None = None) -> None:
+        """Run ``fn`` on an idle worker (or a new one), in a copy of the caller's context; then
+        ``then()`` (outside that context) once the worker is free again."""
         task = contextvars.copy_context().run
         bound = lambda: task(fn)  # noqa: E731
         with self.lock:
             worker = self.idle.pop() if self.idle else None
             if worker is not None:
-                worker.task = bound
+                worker.task, worker.then = bound, then
                 worker.ready.set()
                 return
-        _Worker(self, bound).start()
+        _Worker(self, bound, then).start()
 
     @property
     def threads(self) -> int:
