@@ -174,7 +174,7 @@ def http_serve(fresh_sandbox_state, tmp_path):
 
 
 def _client(sandbox: Any) -> httpx.Client:
-    return httpx.Client(timeout=60)
+    return httpx.Client(timeout=60, trust_env=False)
 
 
 def test_idle_sessions_are_evicted_and_the_next_call_starts_them_again(http_serve, fresh_sandbox_state, tmp_path):
@@ -204,7 +204,7 @@ def test_a_full_server_with_every_session_busy_answers_503_and_keeps_serving(htt
         answers: dict[str, Any] = {}
 
         def slow(session: str) -> None:
-            with httpx.Client(timeout=60) as own:
+            with httpx.Client(timeout=60, trust_env=False) as own:
                 answers[session] = call(own, server.url, "group_list", session=session)
 
         threads = [threading.Thread(target=slow, args=(s,)) for s in ("busy-1", "busy-2")]
