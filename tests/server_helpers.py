@@ -21,7 +21,9 @@ def make_runtime(
     session_id: str | None = None,
     session_ttl: str = "8h",
     clock: Any = None,
+    **options: Any,
 ) -> AgentRuntime:
+    """``options``: more RuntimeOptions fields (``session_idle``, ``max_sessions``)."""
     from azure_agent_mcp.identity import build_credential, resolve_session
     from azure_agent_mcp.policy import AuditLog, load_policy, narrow_read_only
 
@@ -41,7 +43,8 @@ def make_runtime(
         audit=AuditLog(audit_path),
         default_session=session,
         credential_factory=credential_for,
-        options=RuntimeOptions(skip_confirmation=skip_confirmation, transport=transport, session_ttl=session_ttl),
+        options=RuntimeOptions(skip_confirmation=skip_confirmation, transport=transport, session_ttl=session_ttl,
+                               **options),
     )
 
 

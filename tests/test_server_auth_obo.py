@@ -180,7 +180,7 @@ def test_claims_challenge_from_arm_goes_through_the_obo_exchange(served, sandbox
         sandbox.clear_claims_challenges()
     exchanges = [e for e in sandbox.requests("token", since=since)
                  if e.get("grant_type") == JWT_BEARER and e.get("client_session_query") == "challenged-session-1"]
-    assert len(exchanges) == 1, exchanges
+    assert len(exchanges) == 1, [(e.get("claims"), e.get("status"), e.get("scope"), e.get("error_code")) for e in exchanges]
     wire = json.loads(exchanges[0]["claims"])["access_token"]
     assert wire["acrs"] == {"essential": True, "value": "c1"}
     assert wire["xms_cli_sid"] == {"values": ["challenged-session-1"]}, "merged with the agent claims"

@@ -20,6 +20,7 @@ For each attempt, in order:
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import threading
@@ -35,7 +36,8 @@ from azure.core.pipeline.transport import HttpTransport
 
 from azure_agent_mcp.callcontext import CallContext, call_interruption, current_call
 from azure_agent_mcp.policy.audit import AuditLog
-from azure_agent_mcp.policy.decisions import decide_request
+from azure_agent_mcp.policy.body_scopes import is_body_scoped
+from azure_agent_mcp.policy.decisions import NOT_GIVEN, decide_request
 from azure_agent_mcp.policy.effects import Decision, Effect
 from azure_agent_mcp.policy.errors import ConfirmationRequiredError, PolicyDeniedError
 from azure_agent_mcp.policy.model import Policy
@@ -48,6 +50,9 @@ CORRELATION_HEADER = "x-ms-correlation-request-id"
 Confirmer = Callable[[Decision], bool]
 _POLL_HEADERS = ("azure-asyncoperation", "location", "operation-location")
 _POLLERS_REMEMBERED = 512
+DECISIONS_CACHED = 4096
+"""(method, URL) decisions kept per guard: a decision is a pure function of the (immutable) policy,
+the endpoints and the request as written, and the same URL is decided when planned and when sent."""
 
 
 def _poll_key(url: str) -> str:
@@ -94,6 +99,17 @@ class Guard:
         self._pollers_lock = threading.Lock()
         # Requests the confirmer approved: a retry of the same request object is not asked again.
         self._approved: weakref.WeakKeyDictionary[Any, Decision] = weakref.WeakKeyDictionary()
+        self._decided = functools.lru_cache(maxsize=DECISIONS_CACHED)(functools.partial(decide_request, policy, endpoints))
+
+    def decide(self, method: str, url: str, body: Any = NOT_GIVEN, *,
+               read_body: Callable[[], Any] | None = None) -> tuple[Decision, MappedRequest | None]:
+        """``decisions.decide_request`` for this guard's policy: remembered per (method, URL), a pure
+        function of both, except for the operations decided at the scopes their body names
+        (Resource Graph), which are decided afresh on every body."""
+        decision, mapped = self._decided(method, url)
+        if mapped is not None and (body is not NOT_GIVEN or read_body is not None) and is_body_scoped(mapped.operation):
+            return decide_request(self.policy, self.endpoints, method, url, body, read_body=read_body)
+        return decision, mapped
 
     def transport(self, inner: HttpTransport | None = None, **transport_kwargs: Any) -> GuardedTransport:
         """A guarded transport around ``inner`` (default: a new RequestsTransport with ``transport_kwargs``)."""
@@ -114,8 +130,7 @@ class Guard:
         call = self._call_for(request.url)
         interrupted = call_interruption(call) if call is not None else None
         # the body as the transport will send it (requests' data=), read only for body-scoped operations
-        decision, mapped = decide_request(self.policy, self.endpoints, request.method, request.url,
-                                          read_body=lambda: getattr(request, "data", None))
+        decision, mapped = self.decide(request.method, request.url, read_body=lambda: getattr(request, "data", None))
         if span is not None:
             span.decided(call, decision, mapped)
         if interrupted is not None:  # cancelled or past its deadline: nothing is sent, audited like a denial

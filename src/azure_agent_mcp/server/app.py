@@ -8,15 +8,14 @@ secret fields when the policy denies secrets, and exactly one audit record per c
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import logging
-import threading
 import time
 import typing
 import uuid
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
@@ -38,6 +37,8 @@ from azure_agent_mcp.server.lifecycle import CallRegistry, InFlight, loop_schedu
 from azure_agent_mcp.server.results import cancelled_failure, deadline_failure, error_payload, failure, success
 from azure_agent_mcp.server.callers import caller_of, request_caller
 from azure_agent_mcp.server.runtime import AgentRuntime, SessionHeaderError, SessionOwnershipError
+from azure_agent_mcp.server.sessions import SessionEntry, SessionLimitReached
+from azure_agent_mcp.server.workers import WORKERS
 from azure_agent_mcp.tools import catalog
 from azure_agent_mcp.tools.base import IDENTIFYING_ARGUMENTS, AzureTool
 from azure_agent_mcp.tools.schemas import compact_input_schema
@@ -191,27 +192,36 @@ class ToolAuditMiddleware:
             self.registry.close(entry)
 
     async def _write(self, record: dict[str, Any], started: float, result: Any = None) -> CallToolResult | None:
-        """Append the call's record; when the audit refuses it, the answer is withheld (fail closed)."""
-        record.setdefault("session_id", self.runtime.default_session.id)
-        record.setdefault("duration_ms", round((time.perf_counter() - started) * 1000, 3))
-        # a snapshot: a cancelled call's abandoned worker may still touch the dict
-        final = {k: v for k, v in dict(record).items() if v is not None}
-        log_call(final, result)
-        if self._traced:
-            from azure_agent_mcp.telemetry.tools import annotate_call_record
+        """Append the call's record, unless its worker thread already did; when the audit refuses it,
+        the answer is withheld (fail closed)."""
+        entry = _in_flight.get()
+        if entry is not None and not entry.claim_record():
+            return entry.record_refusal  # written (or refused) by the worker, which answered with it
+        # off the event loop, which serves every other HTTP client meanwhile
+        return await anyio.to_thread.run_sync(functools.partial(write_record, self.runtime, record, started, result))
 
-            annotate_call_record(final)
-        # One fsync per call: a call that sent requests already fsynced their intents, so its own
-        # record rides on the next fsync; a call that sent nothing makes its record durable itself.
-        durable = not record.get("intents")
-        try:
-            # off the event loop, which serves every other HTTP client meanwhile
-            await anyio.to_thread.run_sync(functools.partial(self.runtime.audit.append, final, durable=durable))
-        except AuditError as exc:
-            _LOG.warning("tool call %s (%s): its audit record could not be written: %s",
-                         record.get("correlation_id"), record.get("tool"), exc)
-            return error_payload(exc)
-        return None
+
+def write_record(runtime: AgentRuntime, record: dict[str, Any], started: float, result: Any = None) -> CallToolResult | None:
+    """Append a call's record (blocking: call it off the event loop); the error answer when the audit refuses it."""
+    record.setdefault("session_id", runtime.default_session.id)
+    record.setdefault("duration_ms", round((time.perf_counter() - started) * 1000, 3))
+    # a snapshot: a cancelled call's abandoned worker may still touch the dict
+    final = {k: v for k, v in dict(record).items() if v is not None}
+    log_call(final, result)
+    if _tracing_on():
+        from azure_agent_mcp.telemetry.tools import annotate_call_record
+
+        annotate_call_record(final)
+    # One fsync per call: a call that sent requests already fsynced their intents, so its own
+    # record rides on the next fsync; a call that sent nothing makes its record durable itself.
+    durable = not record.get("intents")
+    try:
+        runtime.audit.append(final, durable=durable)
+    except AuditError as exc:
+        _LOG.warning("tool call %s (%s): its audit record could not be written: %s",
+                     record.get("correlation_id"), record.get("tool"), exc)
+        return error_payload(exc)
+    return None
 
 
 def _tracing_on() -> bool:
@@ -398,7 +408,7 @@ async def run_tool_call(
     if caller is not None:
         record["caller"] = caller.describe()
     try:
-        session = runtime.session_for(headers, caller)
+        held = runtime.begin_call(headers, caller)  # held against eviction until the worker is done with it
     except SessionHeaderError as exc:
         hint = "Send an id of 1-128 characters from [A-Za-z0-9._:-]."
         return _finish(runtime, record, started, failure("InvalidSessionId", str(exc), hint=hint), write=standalone)
@@ -406,6 +416,41 @@ async def run_tool_call(
         hint = "Name an agent session of your own, or send no X-Agent-Session-Id header."
         record["decision"] = "deny"
         return _finish(runtime, record, started, failure(exc.code, str(exc), hint=hint), write=standalone)
+    except SessionLimitReached as exc:
+        result = failure(exc.code, str(exc), hint=f"Retry in {exc.retry_after} s, or raise --max-sessions.")
+        return _finish(runtime, record, started, result, write=standalone)
+    lease = _Lease(runtime, held)
+    try:
+        return await _call_in_session(tool, runtime, ctx, confirmation, arguments, record, started, entry, lease,
+                                      standalone, caller)
+    finally:
+        if not lease.handed_over:  # answered before its worker started: nothing else releases it
+            lease.release()
+
+
+@dataclass(eq=False)
+class _Lease:
+    """One call's hold on its agent session; released once, by the worker when there is one."""
+
+    runtime: AgentRuntime
+    held: SessionEntry
+    handed_over: bool = False
+    _released: bool = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.runtime.end_call(self.held)
+
+
+async def _call_in_session(
+    tool: AzureTool, runtime: AgentRuntime, ctx: Context, confirmation: Any, arguments: dict[str, Any],
+    record: dict[str, Any], started: float, entry: InFlight, lease: _Lease, standalone: bool, caller: Any,
+) -> CallToolResult:
+    held = lease.held
+    headers = ctx.headers
+    control = entry.control
+    session = held.session
     record["session_id"] = session.id
 
     verdict = _verdict(confirmation)
@@ -432,6 +477,19 @@ async def run_tool_call(
         record["decision"] = "confirmed"
 
     def work() -> CallToolResult:
+        try:
+            result = _work()
+        finally:
+            lease.release()
+        if standalone or not entry.claim_record():
+            return result  # the loop writes the record (in-process call), or already did (cancelled, late)
+        # The record is written here, on the call's own thread: the loop needs no second hop for it.
+        _finish(runtime, record, started, result)
+        refusal = write_record(runtime, record, started, result)
+        entry.record_refusal = refusal
+        return refusal or result
+
+    def _work() -> CallToolResult:
         # One scope for the whole call, the token request included: it carries the correlation id
         # and the control (deadline, cancellation) that every request of this call is checked against.
         extra: dict[str, Any] = {"approved": approved, "principal": {}}
@@ -448,7 +506,7 @@ async def run_tool_call(
         ):
             try:
                 session.check()
-                azure = runtime.azure_for(session, caller)
+                azure = runtime.azure_for(held)
                 principal = runtime.principal_for(azure) if not tool.local_only else {}
             except Exception as exc:  # session expired, sign-in failed, wrong identity: nothing was sent
                 record.update(getattr(exc, "audit_fields", dict)())
@@ -466,6 +524,7 @@ async def run_tool_call(
 
     control.start()
     entry.working = True
+    lease.handed_over = True  # from here on the worker releases the session
     try:
         result = await _run_worker(work, control, tool.name)
     except anyio.get_cancelled_exc_class():
@@ -486,9 +545,10 @@ async def run_tool_call(
 
 
 async def _run_worker(work: Any, control: CallControl, name: str) -> CallToolResult | None:
-    """Run ``work`` on a daemon thread and wait for it, for its cancellation, or for its deadline.
+    """Run ``work`` on a daemon worker thread and wait for it, for its cancellation, or for its deadline.
 
-    A daemon thread rather than anyio's worker pool: a cancelled call's worker may still be waiting
+    The call's one thread hop: the worker also writes the call's audit record, and wakes the loop
+    once. Daemon threads of our own (``workers``) rather than anyio's worker pool: a cancelled call's worker may still be waiting
     on an HTTP answer, and the process must be able to exit without waiting for it (its next
     request is refused by the enforcement point). Returns None when the call was cancelled or
     passed its deadline (plus ``DEADLINE_SLACK``) before the worker answered.
@@ -502,14 +562,9 @@ async def _run_worker(work: Any, control: CallControl, name: str) -> CallToolRes
             box["result"] = work()
         except BaseException as exc:  # pragma: no cover - work() answers every Exception itself
             box["error"] = exc
-        finally:
-            schedule(wake.set)
 
-    thread = threading.Thread(
-        target=contextvars.copy_context().run, args=(target,), name=f"azure-agent-mcp {name}", daemon=True
-    )
     control.on_cancel(lambda: schedule(wake.set))
-    thread.start()
+    WORKERS.submit(target, then=lambda: schedule(wake.set))
     left = control.remaining()
     with anyio.move_on_after(None if left is None else left + DEADLINE_SLACK):
         await wake.wait()

@@ -154,10 +154,47 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "env AZURE_AGENT_MCP_CALL_TIMEOUT",
     )
     parser.add_argument(
+        "--session-idle",
+        type=_duration,
+        default=os.environ.get("AZURE_AGENT_MCP_SESSION_IDLE") or "30m",
+        metavar="DURATION",
+        help="HTTP: evict an agent session (its credential, clients, MCP mappings) unused this long, such as 30m, "
+        "2h, 90s; 0 = never (default 30m); env AZURE_AGENT_MCP_SESSION_IDLE",
+    )
+    parser.add_argument(
+        "--max-sessions",
+        type=_positive,
+        default=os.environ.get("AZURE_AGENT_MCP_MAX_SESSIONS") or 1000,
+        metavar="N",
+        help="HTTP: agent sessions held at once; past it the least recently used idle one is evicted, and a new "
+        "session is refused (503) while every one has a call in flight (default 1000); env AZURE_AGENT_MCP_MAX_SESSIONS",
+    )
+    parser.add_argument(
         "--dangerously-skip-confirmation",
         action="store_true",
         help="treat every Confirm decision as approved (no elicitation)",
     )
+
+
+def _duration(text: str) -> str:
+    from azure_agent_mcp.identity.errors import InvalidDurationError
+    from azure_agent_mcp.identity.session import parse_duration
+
+    try:
+        parse_duration(text)
+    except InvalidDurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("session TTL", "duration")) from None
+    return text
+
+
+def _positive(text: str | int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def _retain(text: str) -> int:

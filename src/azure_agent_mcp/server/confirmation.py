@@ -65,15 +65,17 @@ def make_resolver(tool: AzureTool, runtime: AgentRuntime, parameters: list[inspe
         if tool.plan is None:
             return Verdict("clear")
         from azure_agent_mcp.server.callers import caller_of
-        from azure_agent_mcp.server.runtime import SessionOwnershipError
+        from azure_agent_mcp.server.runtime import SessionLimitReached, SessionOwnershipError
 
         caller = caller_of(ctx)
         try:
-            session = runtime.session_for(ctx.headers, caller)
-            azure = runtime.azure_for(session, caller)
+            held = runtime.session_entry(ctx.headers, caller)
+            session = held.session
+            azure = runtime.azure_for(held)
             planned = tool.plan(azure, **arguments)
-        except (ToolInputError, SessionHeaderError, SessionOwnershipError) as exc:
-            code = exc.code if isinstance(exc, (ToolInputError, SessionOwnershipError)) else "InvalidArgument"
+        except (ToolInputError, SessionHeaderError, SessionOwnershipError, SessionLimitReached) as exc:
+            code = (exc.code if isinstance(exc, (ToolInputError, SessionOwnershipError, SessionLimitReached))
+                    else "InvalidArgument")
             return Verdict("invalid", message=str(exc), hint=getattr(exc, "hint", ""), code=code)
         decisions = [runtime.decide_request(p.method, p.url, p.body) for p in planned]
         for decision in decisions:
@@ -112,7 +114,7 @@ def approved_keys(tool: AzureTool, runtime: AgentRuntime, headers: Any, argument
     """After the user approved: the (operation, scope) pairs of this call that needed confirmation."""
     if tool.plan is None:
         return frozenset()
-    azure = runtime.azure_for(runtime.session_for(headers, caller), caller)
+    azure = runtime.azure_for(runtime.session_entry(headers, caller))
     keys = set()
     for planned in tool.plan(azure, **arguments):
         decision = runtime.decide_request(planned.method, planned.url, planned.body)

@@ -47,6 +47,19 @@ class InFlight:
     """Set while the tool body runs on its worker; such a call answers a cancellation itself."""
     refused: bool = False
     """Arrived while the server was shutting down: answered ``ServerShuttingDown``, nothing sent."""
+    record_refusal: Any = None
+    """The error answer the worker got when the audit refused the call's record (None: written)."""
+    _claimed: bool = False
+    _claim_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def claim_record(self) -> bool:
+        """Whether the caller is the one to write the call's record: the worker when it finishes in
+        time, else the event loop (cancelled, past its deadline). Exactly one of them wins."""
+        with self._claim_lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
 
 
 @dataclass(eq=False)

@@ -1,24 +1,41 @@
 """The server's state between tool calls: policy, audit log, and one Azure handle per agent session.
 
 Over stdio there is one agent session (resolved at start-up). Over HTTP each MCP client gets its
-own: a valid ``X-Agent-Session-Id`` header names it, otherwise one is generated per MCP session
-(``Mcp-Session-Id``). Each agent session has its own credential, so its own token partition.
+own: a valid ``X-Agent-Session-Id`` header names it, otherwise one is derived from its MCP session
+(``Mcp-Session-Id``). Each agent session has its own credential, so its own token partition; all
+of them send through one connection pool. The sessions live in ``sessions.SessionTable`` (idle
+eviction, a cap); what an evicted session held is closed off the request path (``evictions``).
 
 With authentication (a ``Caller`` per request) a session belongs to the caller (``tid``, ``oid``)
-that created it, and sessions are keyed by (tid, oid, session id): a header names a session only
-among the caller's own, naming another caller's is refused (``SessionOwnershipError``), and a
-request without header or MCP session (2026-07-28) gets the caller's own default session, never
-the server's. Each (caller, session) gets its own on-behalf-of credential, fed with the caller's
-newest token.
+that created it, and its table key is ``tid/oid/session id``: a header names a session only among
+the caller's own, naming another caller's (or the server's) is refused (``SessionOwnershipError``),
+and a request without header or MCP session (2026-07-28) gets the caller's own default session,
+never the server's. Ownership outlives eviction: an evicted id cannot be claimed by someone else.
+Each (caller, session) gets its own on-behalf-of credential, fed with the caller's newest token.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
+import logging
+import os
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from azure_agent_mcp.server.evictions import EvictionCloser, close_session_resources
+from azure_agent_mcp.server.sessions import (
+    DEFAULT_IDLE,
+    DEFAULT_MAX_SESSIONS,
+    REASON_SHUTDOWN,
+    SessionEntry,
+    SessionLimitReached,
+    SessionTable,
+)
 from azure_agent_mcp.tools.clients import AzureSession
 
 if TYPE_CHECKING:
@@ -26,6 +43,10 @@ if TYPE_CHECKING:
     from azure_agent_mcp.server.callers import Caller
     from azure_agent_mcp.identity import AgentSession
     from azure_agent_mcp.policy import AuditLog, Decision, Policy
+
+_LOG = logging.getLogger("azure_agent_mcp.server")
+__all__ = ["AgentRuntime", "RuntimeOptions", "SessionHeaderError", "SessionLimitReached", "SessionOwnershipError",
+           "SessionRequest"]
 
 SESSION_HEADER = "x-agent-session-id"
 MCP_SESSION_HEADER = "mcp-session-id"
@@ -41,9 +62,8 @@ class SessionOwnershipError(PermissionError):
     code = "SessionNotYours"
 
 
-SessionKey = tuple[str, str, str]
-"""(tid, oid, session id); ("", "", id) for sessions of no caller (stdio, anonymous HTTP, the server's own)."""
 SERVER_OWNER: tuple[str, str] = ("", "")
+"""The owner of sessions of no caller (stdio, anonymous HTTP, the server's own)."""
 NOT_YOURS = ("X-Agent-Session-Id names an agent session that belongs to another caller; name one of your own, or "
              "send no header to get a session of your own")
 
@@ -53,6 +73,23 @@ class RuntimeOptions:
     session_ttl: str = "8h"
     skip_confirmation: bool = False
     transport: str = "stdio"
+    session_idle: str = DEFAULT_IDLE
+    """An agent session unused for this long is evicted (a duration; 0 = never)."""
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    """Past this many agent sessions the least recently used idle one is evicted; none idle: refused."""
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """Which agent session a request names: the table's key, how to make the session, its MCP session."""
+
+    key: str | None
+    """None: the server's default session."""
+    session_id: str | None = None
+    origin: str = ""
+    connection: str | None = None
+    caller: Caller | None = None
+    """Who sent it, when authenticated: the session is the caller's and its credential acts on its behalf."""
 
 
 class AgentRuntime:
@@ -67,6 +104,7 @@ class AgentRuntime:
         default_credential: Any = None,
         caller_credential_factory: Callable[[AgentSession, Callable[[], str]], Any] | None = None,
     ) -> None:
+        from azure_agent_mcp.identity import parse_duration
         from azure_agent_mcp.policy import Endpoints
 
         self.env = env
@@ -77,104 +115,75 @@ class AgentRuntime:
         self.endpoints = Endpoints.from_environment(env)
         self._credential_factory = credential_factory
         self._caller_credential_factory = caller_credential_factory
-        self._pipeline_policies: tuple[Any, Any] | None = None
-        self._lock = threading.Lock()
-        self._sessions: dict[SessionKey, AgentSession] = {}
         self._owners: dict[str, tuple[str, str]] = {default_session.id: SERVER_OWNER}
-        self._by_connection: dict[tuple[tuple[str, str], str], SessionKey] = {}
-        self._caller_defaults: dict[tuple[str, str], SessionKey] = {}
-        self._azure: dict[SessionKey, AzureSession] = {}
         self._assertions: dict[tuple[str, str], Caller] = {}
-        default_key = (*SERVER_OWNER, default_session.id)
-        if default_credential is not None:
-            self._azure[default_key] = self._new_azure(default_session, default_credential)
-        self._sessions[default_key] = default_session
+        self._pipeline_policies: tuple[Any, Any] | None = None
+        self._pool: Any = None
+        self._lock = threading.RLock()
+        # Agent session ids made for MCP sessions that name none: derived, so the same MCP session gets
+        # the same id again after its agent session was evicted, and unlinkable to the Mcp-Session-Id.
+        self._connection_secret = os.urandom(32)
+        self._connection_session_id = functools.lru_cache(maxsize=4096)(self._derive_session_id)
+        self._closer = EvictionCloser(self._close_evicted)
+        self.sessions = SessionTable(
+            idle_seconds=float(parse_duration(options.session_idle)),
+            max_sessions=options.max_sessions,
+            on_evict=self._closer.submit,
+        )
+        self.default_entry = self.sessions.add_pinned(default_session.id, default_session, default_credential)
 
     # -- sessions -------------------------------------------------------------------------------
 
-    def session_for(self, headers: Any | None, caller: Caller | None = None) -> AgentSession:
-        """The agent session of the MCP client that sent this request (``caller``: who sent it, when authenticated)."""
+    def locate(self, headers: Any | None, caller: Caller | None = None) -> SessionRequest:
+        """Which agent session the MCP client that sent these headers is in (nothing is created; a
+        caller's claim on a named or derived id is recorded)."""
         if self.options.transport != "http" or headers is None:
-            return self.default_session
+            return SessionRequest(None)
         lowered = {str(k).lower(): str(v) for k, v in dict(headers).items()}
-        requested = lowered.get(SESSION_HEADER)
-        if caller is not None:
-            return self._caller_session(caller, requested, lowered.get(MCP_SESSION_HEADER))
-        if requested is not None:
-            return self._named_session(requested)
         connection = lowered.get(MCP_SESSION_HEADER)
+        requested = lowered.get(SESSION_HEADER)
+        if requested is not None:
+            from azure_agent_mcp.identity.errors import InvalidSessionIdError
+            from azure_agent_mcp.identity.session import ORIGIN_FLAG, validate_session_id
+
+            try:
+                session_id = validate_session_id(requested, "X-Agent-Session-Id")
+            except InvalidSessionIdError as exc:
+                raise SessionHeaderError(str(exc)) from exc
+            if caller is not None:
+                self._own(caller, session_id)
+                return SessionRequest(_caller_key(caller, session_id), session_id, ORIGIN_FLAG, connection, caller)
+            return SessionRequest(session_id, session_id, ORIGIN_FLAG, connection)
+        if caller is not None:
+            from azure_agent_mcp.identity.session import ORIGIN_GENERATED
+
+            # the caller's own: one per MCP session, and one default for requests without one
+            tid, oid = caller.key
+            session_id = self._connection_session_id(f"{tid}/{oid}/{connection or ''}")
+            self._own(caller, session_id)
+            return SessionRequest(_caller_key(caller, session_id), session_id, ORIGIN_GENERATED, connection, caller)
         if connection is None:
             # A 2026-07-28 request carries no MCP session: such clients share the server's default
-            # agent session unless they name their own with X-Agent-Session-Id (anonymous mode only).
-            return self.default_session
-        with self._lock:
-            key = self._by_connection.get((SERVER_OWNER, connection))
-            if key is not None:
-                return self._sessions[key]
-        session = self._resolve(None)
-        with self._lock:
-            key = (*SERVER_OWNER, session.id)
-            self._by_connection[(SERVER_OWNER, connection)] = key
-            self._owners[session.id] = SERVER_OWNER
-            self._sessions[key] = session
-        return session
+            # agent session unless they name their own with X-Agent-Session-Id.
+            return SessionRequest(None)
+        from azure_agent_mcp.identity.session import ORIGIN_GENERATED
 
-    def _named_session(self, requested: str) -> AgentSession:
-        with self._lock:
-            known = self._sessions.get((*SERVER_OWNER, requested))
-        if known is not None:
-            return known
-        try:
-            session = self._resolve(requested)
-        except ValueError as exc:
-            raise SessionHeaderError(f"X-Agent-Session-Id: {exc}") from exc
-        with self._lock:
-            self._owners.setdefault(session.id, SERVER_OWNER)
-            return self._sessions.setdefault((*SERVER_OWNER, session.id), session)
+        session_id = self._connection_session_id(connection)
+        return SessionRequest(session_id, session_id, ORIGIN_GENERATED, connection)
 
-    def _caller_session(self, caller: Caller, requested: str | None, connection: str | None) -> AgentSession:
-        if requested is not None:
-            return self.claim(caller, requested)
+    def _own(self, caller: Caller, session_id: str) -> None:
         with self._lock:
-            key = (self._by_connection.get((caller.key, connection)) if connection is not None
-                   else self._caller_defaults.get(caller.key))
-            if key is not None:
-                return self._sessions[key]
-        session = self._resolve(None)
-        with self._lock:
-            key = (*caller.key, session.id)
-            # another request of the same caller may have created it meanwhile: first one wins
-            if connection is not None:
-                key = self._by_connection.setdefault((caller.key, connection), key)
-            else:
-                key = self._caller_defaults.setdefault(caller.key, key)
-            if key[2] == session.id:
-                self._owners[session.id] = caller.key
-                self._sessions[key] = session
-            return self._sessions[key]
+            owner = self._owners.setdefault(session_id, caller.key)
+        if owner != caller.key:
+            raise SessionOwnershipError(NOT_YOURS)
 
-    def claim(self, caller: Caller, requested: str) -> AgentSession:
-        """The caller's session named ``requested``, created for the caller if nobody owns that id yet.
+    def claim(self, caller: Caller, requested: str) -> None:
+        """Claim the session id ``requested`` for ``caller`` (the HTTP layer's check, before any call).
 
         Raises ``SessionOwnershipError`` when the id belongs to another caller (or to the server
         itself), ``SessionHeaderError`` when it is not a valid session id.
         """
-        with self._lock:
-            owner = self._owners.get(requested)
-            if owner is not None and owner != caller.key:
-                raise SessionOwnershipError(NOT_YOURS)
-            known = self._sessions.get((*caller.key, requested))
-            if known is not None:
-                return known
-        try:
-            session = self._resolve(requested)
-        except ValueError as exc:
-            raise SessionHeaderError(f"X-Agent-Session-Id: {exc}") from exc
-        with self._lock:
-            owner = self._owners.setdefault(session.id, caller.key)
-            if owner != caller.key:  # claimed by another caller between the two locks
-                raise SessionOwnershipError(NOT_YOURS)
-            return self._sessions.setdefault((*caller.key, session.id), session)
+        self.locate({SESSION_HEADER: requested}, caller)
 
     def owner_of(self, session_id: str) -> tuple[str, str] | None:
         """(tid, oid) of the caller that created the session, SERVER_OWNER for the server's own, None if unknown."""
@@ -196,31 +205,108 @@ class AgentRuntime:
 
         return current
 
-    def _resolve(self, session_id: str | None) -> AgentSession:
-        from azure_agent_mcp.identity import resolve_session
+    def _derive_session_id(self, connection: str) -> str:
+        digest = hmac.new(self._connection_secret, connection.encode("utf-8", "replace"), hashlib.sha256).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
 
-        # A private environ: per-client sessions must not overwrite the server's own session variable.
-        return resolve_session(session_id=session_id, ttl=self.options.session_ttl, environ={})
+    def session_for(self, headers: Any | None, caller: Caller | None = None) -> AgentSession:
+        """The agent session of the MCP client that sent this request (created when new)."""
+        return self.session_entry(headers, caller).session
 
-    def azure_for(self, session: AgentSession, caller: Caller | None = None) -> AzureSession:
-        key: SessionKey = (*(caller.key if caller is not None else SERVER_OWNER), session.id)
+    def session_entry(self, headers: Any | None, caller: Caller | None = None) -> SessionEntry:
+        """The table entry of that session (not held against eviction: ``begin_call`` holds)."""
+        return self._entry(self.locate(headers, caller), lease=False)
+
+    def begin_call(self, headers: Any | None, caller: Caller | None = None) -> SessionEntry:
+        """The request's agent session, held against eviction until ``end_call``.
+
+        Raises SessionHeaderError (a bad X-Agent-Session-Id), SessionOwnershipError (another
+        caller's) or SessionLimitReached (no room).
+        """
+        return self._entry(self.locate(headers, caller), lease=True)
+
+    def end_call(self, entry: SessionEntry) -> None:
+        if entry.pinned:
+            return
+        self.sessions.release(entry)
+
+    def admits(self, headers: Any | None) -> bool:
+        """Whether a request with these headers would get an agent session now (the HTTP 503 check)."""
+        try:
+            request = self.locate(headers)
+        except (SessionHeaderError, SessionOwnershipError):
+            return True  # answered by the tool call itself, naming the header
+        return request.key is None or self.sessions.would_admit(request.key)
+
+    def end_connection(self, connection: str) -> bool:
+        """The MCP session ``connection`` ended (DELETE): forget it, and its agent session when unused."""
+        return self.sessions.end_connection(connection)
+
+    def _entry(self, request: SessionRequest, *, lease: bool) -> SessionEntry:
+        if request.key is None:
+            return self.default_entry
+        use = self.sessions.lease if lease else self.sessions.touch
+        # An MCP session's DELETE ends the agent session made for it; one the client named
+        # (X-Agent-Session-Id: the host's chat session, which outlives reconnects) only idles out.
+        from azure_agent_mcp.identity.session import ORIGIN_GENERATED
+
+        connection = request.connection if request.origin == ORIGIN_GENERATED else None
+        entry = use(request.key, lambda: self._new_session(request), connection)
+        if request.caller is not None and entry.caller is None:
+            entry.caller = request.caller
+        return entry
+
+    def _new_session(self, request: SessionRequest) -> AgentSession:
+        from azure_agent_mcp.identity import AgentSession, parse_duration
+
+        seconds = parse_duration(self.options.session_ttl)
+        now = self.default_session.clock()
+        assert request.session_id is not None
+        return AgentSession(id=request.session_id, origin=request.origin, created_at=now,
+                            expires_at=now + seconds if seconds > 0 else None, clock=self.default_session.clock)
+
+    def _entry_of(self, session: AgentSession | SessionEntry) -> SessionEntry:
+        if isinstance(session, SessionEntry):
+            return session
+        if session.id == self.default_session.id:
+            return self.default_entry
+        entry = self.sessions.get(session.id)
+        if entry is None:
+            entry = self.sessions.touch(session.id, lambda: session)
+        return entry
+
+    def azure_for(self, session: AgentSession | SessionEntry) -> AzureSession:
+        entry = self._entry_of(session)
         with self._lock:
-            azure = self._azure.get(key)
-            if azure is None:
-                if caller is None:
-                    credential = self._credential_factory(session)
-                elif self._caller_credential_factory is None:
-                    raise RuntimeError("an authenticated caller reached a runtime without on-behalf-of credentials")
-                else:
-                    credential = self._caller_credential_factory(session, self._assertion_of(caller.key))
-                azure = self._new_azure(session, credential)
-                azure.caller = caller.describe() if caller is not None else None
-                self._azure[key] = azure
-            return azure
+            if entry.azure is None or entry.closed:
+                if entry.closed:  # evicted meanwhile: start anew (same id, new credential)
+                    return self.azure_for(self.sessions.touch(entry.key, lambda: entry.session))
+                if entry.credential is None:
+                    entry.credential = self._credential_for(entry)
+                entry.azure = self._new_azure(entry.session, entry.credential)
+                entry.azure.caller = entry.caller.describe() if entry.caller is not None else None
+            return entry.azure
+
+    def _credential_for(self, entry: SessionEntry) -> Any:
+        if entry.caller is None:
+            return self._credential_factory(entry.session)
+        if self._caller_credential_factory is None:
+            raise RuntimeError("an authenticated caller reached a runtime without on-behalf-of credentials")
+        return self._caller_credential_factory(entry.session, self._assertion_of(entry.caller.key))
 
     def _new_azure(self, session: AgentSession, credential: Any) -> AzureSession:
         guard, correlation = self._guard_and_correlation()
-        return AzureSession(self.env, session, credential, self.policy, guard, correlation)
+        return AzureSession(self.env, session, credential, self.policy, guard, correlation, pool=self.pool)
+
+    @property
+    def pool(self) -> Any:
+        """The one connection pool every session's SDK clients send through (built on first use)."""
+        with self._lock:
+            if self._pool is None:
+                from azure_agent_mcp.tools.pool import HttpPool
+
+                self._pool = HttpPool()
+            return self._pool
 
     def _guard_and_correlation(self) -> tuple[Any, Any]:
         """The guard every client's transport goes through, and the correlation policy, built on first use."""
@@ -236,7 +322,9 @@ class AgentRuntime:
         return self._pipeline_policies
 
     def principal_for(self, azure: AzureSession) -> dict[str, Any]:
-        """oid / appid / upn / tid of the session's ARM token, read from its claims (never kept: the token)."""
+        """oid / appid / upn / tid of the session's ARM token, read from its claims (never kept: the token).
+
+        Kept on the AzureSession: an evicted session's next one starts without it."""
         cached = azure.principal
         if cached is not None:
             return cached
@@ -245,22 +333,46 @@ class AgentRuntime:
         azure.principal = principal
         return principal
 
-    def close(self) -> None:
+    # -- eviction ---------------------------------------------------------------------------------
+
+    def _close_evicted(self, entry: SessionEntry, reason: str, idle: float) -> None:
+        """Close what an evicted session held (its clients, its tokens, its credential) and record why."""
         with self._lock:
-            handles = list(self._azure.values())
-            self._azure.clear()
-        for azure in handles:
-            azure.close()
-            close = getattr(azure.credential, "close", None)
-            if close is not None:
-                close()
+            entry.closed = True
+            azure, credential = entry.azure, entry.credential
+            entry.azure = entry.credential = entry.principal = None
+        close_session_resources(azure, credential, forget_tokens=reason != REASON_SHUTDOWN)
+        if reason == REASON_SHUTDOWN:
+            return
+        record = {"kind": "session", "event": "evicted", "reason": reason, "session_id": entry.session.id,
+                  "idle_seconds": round(idle, 3), "calls": entry.calls}
+        try:
+            self.audit.append(record, durable=False)
+        except Exception as exc:  # the session is gone either way; say so where the operator looks
+            _LOG.warning("the audit record of evicting agent session %s could not be written: %s",
+                         entry.session.id, type(exc).__name__)
+
+    def settle_evictions(self, timeout: float = 10.0) -> bool:
+        """Wait until every eviction so far has closed its session's resources (tests, benches)."""
+        return self._closer.settle(timeout)
+
+    def start(self) -> None:
+        """Start idle eviction (HTTP: sessions come and go; stdio has only its own)."""
+        self.sessions.start_sweeper()
+
+    def close(self) -> None:
+        self.sessions.close()
+        self._closer.close()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     # -- policy -----------------------------------------------------------------------------------
 
     def decide_request(self, method: str, url: str, body: bytes | None = None) -> Decision:
-        from azure_agent_mcp.policy import decide_request
-
-        return decide_request(self.policy, self.endpoints, method, url, body)[0]
+        """The guard's decision (remembered per URL, except for operations decided on their body)."""
+        return self._guard_and_correlation()[0].decide(method, url, body)[0]
 
     def _confirm(self, decision: Decision) -> bool:
         """The pipeline's confirmer: allow what the user approved for this call (or everything when told to skip)."""
@@ -273,6 +385,12 @@ class AgentRuntime:
             return False
         approved = call.extra.get("approved") or frozenset()
         return approval_key(decision.operation, decision.scope) in approved
+
+
+def _caller_key(caller: Caller, session_id: str) -> str:
+    """A caller's session in the table: session ids have no '/', so it never equals a caller-less key."""
+    tid, oid = caller.key
+    return f"{tid}/{oid}/{session_id}"
 
 
 def approval_key(operation: str, scope: str) -> tuple[str, str]:

@@ -143,6 +143,8 @@ def _runtime(args: argparse.Namespace, identity, policy, audit, auth=None):
             session_ttl=args.session_ttl,
             skip_confirmation=args.dangerously_skip_confirmation,
             transport=args.transport,
+            session_idle=getattr(args, "session_idle", "30m"),
+            max_sessions=int(getattr(args, "max_sessions", 1000)),
         ),
         default_credential=identity.credential,
         caller_credential_factory=obo_credentials(auth, args.session_claims) if auth is not None else None,
@@ -199,19 +201,20 @@ def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), 
     from azure_agent_mcp.server.hosts import allowed_peers
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    # listen before announcing the URL: a client that connects as soon as it reads the line is
-    # queued until uvicorn accepts, not refused (uvicorn's create_server listens again, harmlessly)
-    sock.listen(2048)
+    sock = listening_socket(host, port)
     bound_port = sock.getsockname()[1]
     peers = allowed_peers(host, bound_port, allow_hosts, allow_origins)
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=list(peers.hosts), allowed_origins=list(peers.origins)
     )
+    from azure_agent_mcp.server.http_gate import SessionGate
+
     server = build_server(runtime, call_timeout=_call_timeout(call_timeout))
-    app = server.streamable_http_app(host=host, transport_security=security)
+    # MCP sessions idle out with their agent sessions: what the SDK keeps per MCP session goes too
+    idle = runtime.sessions.idle_seconds
+    app = SessionGate(server.streamable_http_app(host=host, transport_security=security, session_idle_timeout=idle),
+                      runtime)
+    runtime.start()
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     if auth is not None:
         from azure_agent_mcp.server.resource_server import ResourceServer
@@ -231,6 +234,22 @@ def _run_http(runtime, host: str, port: int, allow_hosts: tuple[str, ...] = (), 
     # Open streams (a client's GET event stream) get one second once the calls are drained.
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
     anyio.run(_serve_http, _QuietSignalsServer(config), [sock], server.calls, shutdown)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The HTTP listener, listening already: a client that connects as soon as it reads the URL
+    line is queued until uvicorn accepts, not refused (uvicorn's create_server listens again, harmlessly).
+
+    Made with IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets that say TCP,
+    and without it every answer written in two parts waits out the client's delayed ACK (about
+    40 ms a request, whatever the request).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
 
 
 class _QuietSignalsServer:

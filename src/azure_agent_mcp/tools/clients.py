@@ -193,8 +193,11 @@ class AzureSession:
         policy: Policy,
         guard: Any,
         correlation_policy: Any,
+        pool: Any = None,
     ) -> None:
         self.env = env
+        self.pool = pool
+        """The server's shared ``tools.pool.HttpPool``; None: each client gets a transport (and pool) of its own."""
         self.session = session
         self.credential = credential
         self.policy = policy
@@ -219,9 +222,13 @@ class AzureSession:
     def _client_kwargs(self, label: str = "ARM") -> dict[str, Any]:
         # A retry policy per client: an HTTPPolicy is rewired into each pipeline it joins.
         retry_policy, deadline_policy = _deadline_policies()
+        if self.pool is not None:  # the shared pool: closing this client leaves it open for the others
+            transport = self.guard.transport(self.pool.transport(self.env.connection_verify))
+        else:
+            transport = self.guard.transport(connection_verify=self.env.connection_verify)
         return {
             "per_call_policies": list(self._per_call),
-            "transport": self.guard.transport(connection_verify=self.env.connection_verify),
+            "transport": transport,
             "per_retry_policies": [deadline_policy(label)],
             "user_agent": USER_AGENT,
             "connection_verify": self.env.connection_verify,
