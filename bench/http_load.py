@@ -1,7 +1,7 @@
 """HTTP throughput: calls/s and p50/p99 of `resource_list` at 1, 8, 32 and 64 concurrent MCP clients,
 against direct SDK calls to the same sandbox, in the same run, with the server's CPU per warm call.
 
-The server is `serve --transport http --port 0` (anonymous, loopback) over a sandbox subprocess.
+The server is `serve --transport http --port 0` (loopback) over a sandbox subprocess.
 The MCP clients are raw JSON-RPC over streamable HTTP (httpx, one asyncio process), each its own MCP
 session and so its own agent session: ``--protocol legacy`` (default: initialize, Mcp-Session-Id,
 event-stream answers, what most clients speak today) or ``modern`` (2026-07-28: one POST per call,
@@ -12,9 +12,9 @@ CPU time over the measured window divided by the calls in it (warm-up calls excl
 
     python bench/http_load.py [--clients 1,8,32,64] [--calls 1200] [--protocol legacy|modern] [--auth]
 
-``--auth`` signs the clients in (a sandbox user's token from the public client, for the scope the
-server's Protected Resource Metadata names) once the server authenticates HTTP (branch ``auth``);
-a server without it is told so and the bench stops.
+``--auth`` signs the clients in (a sandbox user's token for the scope the server's Protected
+Resource Metadata names; every call is then checked and made on-behalf-of that user); without it
+the server runs with ``--dangerously-allow-anonymous``.
 
 Goal (issue 11) at 32 clients on a 2-core machine: >= 0.6x the direct rate, <= 1 ms server CPU per warm call.
 Everything (clients, server, sandbox) shares the machine's cores: the figures are what this box gives.
@@ -181,7 +181,8 @@ def main() -> int:
     try:
         manifest = json.loads(manifest_path.read_text())
         audit_dir = Path(tempfile.mkdtemp(prefix="http-load-audit-", dir=args.audit_dir)) if args.audit_dir else workdir
-        server, url = start_server(manifest_path, audit_dir / "audit.jsonl", env, *args.serve_arg)
+        anonymous = [] if args.auth else ["--dangerously-allow-anonymous"]  # HTTP authenticates by default
+        server, url = start_server(manifest_path, audit_dir / "audit.jsonl", env, *anonymous, *args.serve_arg)
         bearer = _bearer_for(url, manifest) if args.auth else None
         token = user_token(manifest, ARM_SCOPE)
         for clients in levels:

@@ -96,7 +96,7 @@ def main() -> int:
     audit = workdir / "audit.jsonl"
     rows: list[tuple[str, dict[str, float], str]] = []
     try:
-        server, url = start_server(manifest, audit, env, "--session-idle", args.idle,
+        server, url = start_server(manifest, audit, env, "--dangerously-allow-anonymous", "--session-idle", args.idle,
                                    "--max-sessions", str(args.max_sessions))
         took = asyncio.run(_sessions(url, 0, args.baseline, args.concurrency))
         rows.append((f"after {args.baseline} sessions", _figures(server.pid), f"{args.baseline / took:.0f} sessions/s"))

@@ -86,6 +86,19 @@ def test_every_scope_must_be_allowed_and_the_strictest_decision_wins():
     assert decide_request(EVERYWHERE, ENDPOINTS, "POST", URL, _body())[0].effect is Effect.ALLOW
 
 
+def test_the_guards_remembered_decisions_never_answer_for_another_body(tmp_path):
+    """The guard remembers decisions per (method, URL); a Resource Graph query is one URL for every
+    body, so its decision must be taken on each body, never served from memory."""
+    guard = Guard(ONLY_B, ENDPOINTS, audit=AuditLog(tmp_path / "audit.jsonl"))
+    sequence = [[SUB_B], [SUB_A], [SUB_B], [SUB_B, SUB_A], [SUB_B]]
+    effects = [guard.decide("POST", URL, _body(subscriptions=subs))[0].effect for subs in sequence]
+    assert effects == [Effect.ALLOW, Effect.DENY, Effect.ALLOW, Effect.DENY, Effect.ALLOW]
+    reads = iter([_body(subscriptions=[SUB_A]), b"{oops", _body(subscriptions=[SUB_B])])
+    lazily = [guard.decide("POST", URL, read_body=lambda: next(reads))[0] for _ in range(3)]
+    assert [d.effect for d in lazily] == [Effect.DENY, Effect.DENY, Effect.ALLOW]
+    assert lazily[1].rule == UNREADABLE_BODY_RULE
+
+
 def test_unreadable_body_is_refused_with_its_reason():
     decision, _ = decide_request(EVERYWHERE, ENDPOINTS, "POST", URL, b"{oops")
     assert decision.effect is Effect.DENY and decision.rule == UNREADABLE_BODY_RULE
