@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import start_sandbox  # noqa: E402
 
 GOAL_MS = 0.15
 SCOPE = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-bench/providers/Microsoft.Storage"
@@ -172,18 +175,7 @@ def _store_part(args: argparse.Namespace) -> None:
 # -- part two: through the server ------------------------------------------------------------------
 
 
-def _start_sandbox(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], Path]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "azure_agent_mcp", "sandbox", "--port", "0", "--state-dir", str(workdir / "sandbox")],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line:
-        proc.kill()
-        raise RuntimeError("the sandbox did not start")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain
-    return proc, Path(line)
+_start_sandbox = start_sandbox  # bench/harness.py: what the HTTP benches share
 
 
 def _start_server(manifest: Path, audit: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
