@@ -306,3 +306,58 @@ def test_open_files_do_not_grow_with_the_number_of_sessions(http_serve, fresh_sa
         after = _open_fds(server.proc.pid)
     # a pool per session left a socket per session behind (60 more); one shared pool leaves none
     assert after <= before + 4, f"{before} open files after 8 sessions, {after} after 68"
+
+
+def test_a_callers_session_evicted_mid_call_comes_back_on_behalf_of_the_same_caller(sandbox, tmp_path):
+    """An evicted session named again (here: by a call that still holds its old entry) starts anew with a
+    credential of its caller's, never the server's own; and a runtime that serves callers builds no
+    credential of the server's for a session of nobody."""
+    from azure_agent_mcp.identity import resolve_session
+    from azure_agent_mcp.server.callers import Caller
+
+    runtime = make_runtime(sandbox, tmp_path / "audit.jsonl", transport="http", max_sessions=1)
+    built: list[tuple[str, str]] = []
+
+    def server_own(session: Any) -> Any:
+        built.append(("server", session.id))
+        return object()
+
+    def on_behalf_of(session: Any, assertion: Any) -> Any:
+        built.append(("caller", session.id))
+        return object()
+
+    runtime._credential_factory = server_own
+    runtime._caller_credential_factory = on_behalf_of
+    alice, bob = Caller(tid="t", oid="alice"), Caller(tid="t", oid="bob")
+    try:
+        stale = runtime.session_entry({"X-Agent-Session-Id": "alice-1"}, alice)
+        runtime.session_entry({"X-Agent-Session-Id": "bob-1"}, bob)  # the cap is 1: alice's is evicted
+        assert runtime.settle_evictions()
+        assert stale.closed
+        again = runtime.azure_for(stale)
+        assert again.caller == alice.describe()
+        assert built == [("caller", "alice-1")], built
+        with pytest.raises(RuntimeError, match="on-behalf-of"):
+            runtime.azure_for(resolve_session(session_id="nobodys-1", ttl="1h", environ={}))
+        assert ("server", "nobodys-1") not in built
+    finally:
+        runtime.close()
+
+
+def test_the_503_gate_counts_a_callers_own_sessions_as_theirs(sandbox, tmp_path):
+    """At the cap with every session busy, a caller's request for its own live session is admitted and
+    another caller's new one is not: the gate decides with the caller the resource server authenticated."""
+    from azure_agent_mcp.server.callers import Caller
+
+    runtime = make_runtime(sandbox, tmp_path / "audit.jsonl", transport="http", max_sessions=1)
+    runtime._caller_credential_factory = lambda session, assertion: object()
+    alice, bob = Caller(tid="t", oid="alice"), Caller(tid="t", oid="bob")
+    try:
+        busy = runtime.begin_call({"Mcp-Session-Id": "mcp-a"}, alice)  # held: a call in flight
+        assert runtime.admits({"Mcp-Session-Id": "mcp-a"}, alice)
+        assert not runtime.admits({"Mcp-Session-Id": "mcp-b"}, bob)
+        assert not runtime.admits({"X-Agent-Session-Id": "bobs-own"}, bob)
+        runtime.end_call(busy)
+        assert runtime.admits({"Mcp-Session-Id": "mcp-b"}, bob)  # alice's is idle now: it can make room
+    finally:
+        runtime.close()

@@ -58,7 +58,11 @@ def _text(value: Any) -> str | None:
 
 def request_caller(request: Any) -> Caller | None:
     """The Caller the ASGI layer attached to this HTTP request, or None (stdio, anonymous HTTP)."""
-    scope = getattr(request, "scope", None)
+    return scope_caller(getattr(request, "scope", None))
+
+
+def scope_caller(scope: Any) -> Caller | None:
+    """The Caller the resource server put on an ASGI scope, or None."""
     if not isinstance(scope, dict):
         return None
     caller = scope.get(SCOPE_KEY)

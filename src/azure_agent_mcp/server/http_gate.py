@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from azure_agent_mcp.server.callers import scope_caller
 from azure_agent_mcp.server.sessions import SessionLimitReached
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ class SessionGate:
         method = scope.get("method")
         if method == "POST":
             headers = _headers(scope)
-            if not self.runtime.admits(headers):
+            # behind the resource server: the caller it authenticated is on the scope (None when anonymous)
+            if not self.runtime.admits(headers, scope_caller(scope)):
                 await _refuse(send, SessionLimitReached(self.runtime.sessions.max_sessions))
                 return
         elif method == "DELETE":

@@ -230,10 +230,10 @@ class AgentRuntime:
             return
         self.sessions.release(entry)
 
-    def admits(self, headers: Any | None) -> bool:
-        """Whether a request with these headers would get an agent session now (the HTTP 503 check)."""
+    def admits(self, headers: Any | None, caller: Caller | None = None) -> bool:
+        """Whether a request with these headers (from ``caller``) would get an agent session now (the HTTP 503 check)."""
         try:
-            request = self.locate(headers)
+            request = self.locate(headers, caller)
         except (SessionHeaderError, SessionOwnershipError):
             return True  # answered by the tool call itself, naming the header
         return request.key is None or self.sessions.would_admit(request.key)
@@ -279,8 +279,11 @@ class AgentRuntime:
         entry = self._entry_of(session)
         with self._lock:
             if entry.azure is None or entry.closed:
-                if entry.closed:  # evicted meanwhile: start anew (same id, new credential)
-                    return self.azure_for(self.sessions.touch(entry.key, lambda: entry.session))
+                if entry.closed:  # evicted meanwhile: start anew (same id, same caller, new credential)
+                    fresh = self.sessions.touch(entry.key, lambda: entry.session)
+                    if fresh.caller is None:
+                        fresh.caller = entry.caller
+                    return self.azure_for(fresh)
                 if entry.credential is None:
                     entry.credential = self._credential_for(entry)
                 entry.azure = self._new_azure(entry.session, entry.credential)
@@ -288,7 +291,14 @@ class AgentRuntime:
             return entry.azure
 
     def _credential_for(self, entry: SessionEntry) -> Any:
+        """The session's credential: on-behalf-of its caller, or the server's own for a session of nobody.
+
+        A runtime that serves callers never lends the server's own identity to a session of nobody
+        (fail closed): every session there belongs to the caller that created it."""
         if entry.caller is None:
+            if self._caller_credential_factory is not None and not entry.pinned:
+                raise RuntimeError("a session of no caller reached a runtime that acts on-behalf-of its callers; "
+                                   "refusing to use the server's own credential for it")
             return self._credential_factory(entry.session)
         if self._caller_credential_factory is None:
             raise RuntimeError("an authenticated caller reached a runtime without on-behalf-of credentials")
