@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 import statistics
@@ -41,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import start_sandbox  # noqa: E402
+from harness import start_sandbox, start_server  # noqa: E402
 
 GOAL_MS = 0.15
 SCOPE = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-bench/providers/Microsoft.Storage"
@@ -179,23 +178,7 @@ _start_sandbox = start_sandbox  # bench/harness.py: what the HTTP benches share
 
 
 def _start_server(manifest: Path, audit: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "azure_agent_mcp", "serve", "--sandbox", str(manifest), "--audit-log", str(audit),
-         "--transport", "http", "--port", "0", "--dangerously-allow-anonymous"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        match = re.search(r"(http://127\.0\.0\.1:\d+/mcp)", line or "")
-        if match:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain: never block the server
-            return proc, match.group(1)
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"serve --transport http did not start (audit log {audit})")
+    return start_server(manifest, audit, env, "--dangerously-allow-anonymous")
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

@@ -88,6 +88,7 @@ class SessionRequest:
     session_id: str | None = None
     origin: str = ""
     connection: str | None = None
+    """The MCP session whose DELETE ends this agent session (only for sessions made for it)."""
     caller: Caller | None = None
     """Who sent it, when authenticated: the session is the caller's and its credential acts on its behalf."""
 
@@ -150,10 +151,12 @@ class AgentRuntime:
                 session_id = validate_session_id(requested, "X-Agent-Session-Id")
             except InvalidSessionIdError as exc:
                 raise SessionHeaderError(str(exc)) from exc
+            # No connection: an MCP session's DELETE ends the agent session made for it, but one the
+            # client named (the host's chat session, which outlives reconnects) only idles out.
             if caller is not None:
                 self._own(caller, session_id)
-                return SessionRequest(_caller_key(caller, session_id), session_id, ORIGIN_FLAG, connection, caller)
-            return SessionRequest(session_id, session_id, ORIGIN_FLAG, connection)
+                return SessionRequest(_caller_key(caller, session_id), session_id, ORIGIN_FLAG, None, caller)
+            return SessionRequest(session_id, session_id, ORIGIN_FLAG)
         if caller is not None:
             from azure_agent_mcp.identity.session import ORIGIN_GENERATED
 
@@ -246,12 +249,7 @@ class AgentRuntime:
         if request.key is None:
             return self.default_entry
         use = self.sessions.lease if lease else self.sessions.touch
-        # An MCP session's DELETE ends the agent session made for it; one the client named
-        # (X-Agent-Session-Id: the host's chat session, which outlives reconnects) only idles out.
-        from azure_agent_mcp.identity.session import ORIGIN_GENERATED
-
-        connection = request.connection if request.origin == ORIGIN_GENERATED else None
-        entry = use(request.key, lambda: self._new_session(request), connection)
+        entry = use(request.key, lambda: self._new_session(request), request.connection)
         if request.caller is not None and entry.caller is None:
             entry.caller = request.caller
         return entry
