@@ -15,6 +15,10 @@ from typing import Any
 
 
 PUBLIC_LOGS_ENDPOINT = "https://api.loganalytics.io"
+PUBLIC_DEVOPS_ENDPOINT = "https://dev.azure.com"
+PUBLIC_DEVOPS_VSSPS_ENDPOINT = "https://vssps.dev.azure.com"
+DEVOPS_RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798"
+"""Azure DevOps' application id: its token audience, and the resource of its ``/.default`` scope."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class AzureEnvironment:
     logs_endpoint: str = PUBLIC_LOGS_ENDPOINT
     """Log Analytics' query API, without its ``/v1`` (a host of its own in Azure; a path in the sandbox)."""
     logs_audience: str = PUBLIC_LOGS_ENDPOINT
+    devops_endpoint: str = PUBLIC_DEVOPS_ENDPOINT
+    """Azure DevOps' REST host; the organization is the first path segment (``{endpoint}/{org}``)."""
+    devops_vssps_endpoint: str = PUBLIC_DEVOPS_VSSPS_ENDPOINT
+    """Azure DevOps' identity and token host (personal access tokens live there)."""
+    devops_audience: str = DEVOPS_RESOURCE
     manifest: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -45,6 +54,10 @@ class AzureEnvironment:
     @property
     def logs_scope(self) -> str:
         return self.logs_audience.rstrip("/") + "/.default"
+
+    @property
+    def devops_scope(self) -> str:
+        return self.devops_audience.rstrip("/") + "/.default"
 
     def vault_url(self, vault: str) -> str:
         return self.keyvault_url_template.format(vault=vault)
@@ -93,5 +106,7 @@ def from_manifest(manifest: dict[str, Any] | str | Path, subscription: str | Non
         verify_challenge_resource=False,
         logs_endpoint=manifest.get("logs_endpoint") or PUBLIC_LOGS_ENDPOINT,
         logs_audience=manifest.get("logs_audience") or PUBLIC_LOGS_ENDPOINT,
+        devops_endpoint=manifest.get("devops_endpoint") or PUBLIC_DEVOPS_ENDPOINT,
+        devops_vssps_endpoint=manifest.get("devops_vssps_endpoint") or PUBLIC_DEVOPS_VSSPS_ENDPOINT,
         manifest=manifest,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -43,7 +44,11 @@ KNOWN_RESOURCES = {
     "https://api.loganalytics.io": "https://api.loganalytics.io",
     "https://graph.microsoft.com": "https://graph.microsoft.com",
     "api://azureadtokenexchange": "api://AzureADTokenExchange",
+    # Azure DevOps is named by its application id; its tokens carry that id as audience
+    "499b84ac-1321-427f-aa17-267ca6975798": "499b84ac-1321-427f-aa17-267ca6975798",
 }
+_GUID_RESOURCE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}/[^/]+")
+"""A resource named by its application id, as Azure DevOps is: ``499b84ac-.../.default``."""
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MAX_SESSION_ID = 256
 DEVICE_CODE_LIFETIME = 900
@@ -374,7 +379,7 @@ class EntraPlane:
         resources = set()
         permissions = []
         for s in resource_scopes:
-            if "://" not in s or s.rstrip("/").count("/") < 3:
+            if ("://" not in s or s.rstrip("/").count("/") < 3) and not _GUID_RESOURCE.fullmatch(s.rstrip("/")):
                 raise AadError(400, "invalid_scope", 70011,
                                f"The provided value for the input parameter 'scope' is not valid: '{s}'. "
                                "Use '<resource>/.default', e.g. 'https://management.azure.com/.default'.")

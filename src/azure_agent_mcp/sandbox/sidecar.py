@@ -37,6 +37,7 @@ API_SCOPES = {
     "arm": "https://management.azure.com/.default",
     "vault": "https://vault.azure.net/.default",
     "loganalytics": "https://api.loganalytics.io/.default",
+    "devops": "499b84ac-1321-427f-aa17-267ca6975798/.default",
 }
 CACHE_MARGIN_SECONDS = 300
 _PROBLEM_TITLES = {
