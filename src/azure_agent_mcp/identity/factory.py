@@ -85,7 +85,8 @@ def build_provider(kind: str, env: Any, session: AgentSession, *, claims_profile
             raise CredentialUnavailableError(
                 "--credential sandbox needs the sandbox: pass --sandbox (embedded) or --sandbox PATH/sandbox.json"
             )
-        user = sandbox_user(env, options.get("user", "developer"))
+        # AZURE_AGENT_MCP_SANDBOX_USER: sign in as another seeded user (e.g. "reader", the demo's elevation story)
+        user = sandbox_user(env, options.get("user") or os.environ.get("AZURE_AGENT_MCP_SANDBOX_USER") or "developer")
         return MsalUserProvider(
             "sandbox",
             sandbox_apps(env),

@@ -33,8 +33,8 @@ _RESTRICTIVENESS = {Effect.DENY: 0, Effect.CONFIRM: 1, Effect.ALLOW: 2}
 
 
 def refuses_unknown_operations(policy: Policy) -> bool:
-    """The read-only profile and any policy narrowed by --read-only."""
-    return policy.read_only or (policy.builtin and policy.name == READ_ONLY)
+    """The read-only profile, a file based on it (``Profile``) and any policy narrowed by --read-only."""
+    return policy.read_only or (policy.builtin and policy.name == READ_ONLY) or policy.profile == READ_ONLY
 
 
 def _unknown(policy: Policy, mapped: MappedRequest) -> Decision:

@@ -15,6 +15,11 @@ For each attempt, in order:
 3. an allowed request gets a durable ``intent`` record first (write-ahead: no record, no request;
    if the audit cannot be written the request is not sent and ``AuditUnavailable`` is raised);
 4. it is sent, and an ``outcome`` record (status, duration) linked to the intent follows.
+
+With an Elevation block the guard also consults the server's ``access.grants.GrantBook``: a
+refusal that a live grant of the calling agent session lifts is allowed, and its records name the
+grant; the PIM requests an approved grant needs pass as one-shot permits (that session, that tool,
+that exact method, URL and body). Every answer's ``Date`` header feeds the grants' clock.
 """
 
 from __future__ import annotations
@@ -85,8 +90,11 @@ class Guard:
         confirmer: Confirmer | None = None,
         audit: AuditLog | None = None,
         spans: Callable[[Any], Any] | None = None,
+        grants: Any = None,
     ) -> None:
         self.policy = policy
+        self.grants = grants
+        """The server's ``access.grants.GrantBook`` when the policy has an Elevation block, else None."""
         self.endpoints = endpoints
         self.confirmer = confirmer
         self.audit = audit
@@ -111,6 +119,31 @@ class Guard:
             return decide_request(self.policy, self.endpoints, method, url, body, read_body=read_body)
         return decision, mapped
 
+    def decide_in_session(self, session_id: str | None, method: str, url: str,
+                          body: Any = NOT_GIVEN) -> tuple[Decision, MappedRequest | None]:
+        """``decide`` with the session's live grants applied (what a tool call is told before it runs)."""
+        decision, mapped = self.decide(method, url, body)
+        if self.grants is not None and mapped is not None:
+            decision = self.grants.widen(session_id, decision)[0]
+        return decision, mapped
+
+    def _elevated(self, request: Any, call: CallContext | None, decision: Decision,
+                  mapped: MappedRequest | None) -> tuple[Decision, str | None]:
+        """A refusal lifted by the calling session's grant or by a PIM permit, with that grant's id."""
+        if self.grants is None or mapped is None or decision.effect is not Effect.DENY or call is None:
+            return decision, None
+        permit = self.grants.take_permit(call.session_id, call.tool, request.method, request.url,
+                                         getattr(request, "data", None))
+        if permit is not None:
+            from dataclasses import replace
+
+            return replace(
+                decision, effect=Effect.ALLOW, rule=f"Elevation PIM {permit.purpose} of grant {permit.grant_id}",
+                reason=f"The user approved grant {permit.grant_id}; this is its PIM {permit.purpose} request, "
+                       "allowed once.", hint=""), permit.grant_id
+        widened, grant = self.grants.widen(call.session_id, decision)
+        return widened, grant.id if grant is not None else None
+
     def transport(self, inner: HttpTransport | None = None, **transport_kwargs: Any) -> GuardedTransport:
         """A guarded transport around ``inner`` (default: a new RequestsTransport with ``transport_kwargs``)."""
         if inner is None:
@@ -131,6 +164,9 @@ class Guard:
         interrupted = call_interruption(call) if call is not None else None
         # the body as the transport will send it (requests' data=), read only for body-scoped operations
         decision, mapped = self.decide(request.method, request.url, read_body=lambda: getattr(request, "data", None))
+        grant_id: str | None = None
+        if interrupted is None:
+            decision, grant_id = self._elevated(request, call, decision, mapped)
         if span is not None:
             span.decided(call, decision, mapped)
         if interrupted is not None:  # cancelled or past its deadline: nothing is sent, audited like a denial
@@ -152,6 +188,8 @@ class Guard:
                 span.admitted(outcome, None)
             return None
         intent = self._record(request, call, decision, mapped, outcome, kind="intent")
+        if grant_id is not None:
+            intent["grant"] = grant_id
         own = current_call()  # this thread's call (not a poll attributed to one): its record needs no fsync of its own
         if own is not None:
             own.extra["intents"] = own.extra.get("intents", 0) + 1
@@ -163,6 +201,8 @@ class Guard:
 
     def answered(self, intent: dict[str, Any] | None, request: Any, response: Any) -> None:
         self._remember_pollers(response.headers)
+        if self.grants is not None:
+            self.grants.clock.observe(response.headers.get("Date"))
         if intent is None or self.audit is None:
             return
         self._outcome(intent, status=response.status_code, answered_correlation=response.headers.get(CORRELATION_HEADER))

@@ -10,8 +10,11 @@ copy a custom role they already have:
   and the bookkeeping keys ARM adds (``id``, ``type``, ``createdOn``...), or the REST shape with
   those under ``properties``;
 
-plus the extension keys ``Deny``, ``Confirm`` (operation patterns) and ``ExpectedPrincipal`` (the
-app id or object id the server must be running as). Keys are matched case-insensitively, as
+plus the extension keys ``Deny``, ``Confirm`` (operation patterns), ``ExpectedPrincipal`` (the
+app id or object id the server must be running as), ``Elevation`` (what may be requested for a
+while, with approval: ``policy.elevation``) and ``Profile`` (a built-in profile the file starts
+from, e.g. ``read-only`` plus an Elevation block; its permissions and Deny list are then the
+profile's own). Keys are matched case-insensitively, as
 ARM does. Anything unexpected is an error naming the file and the key: a policy that is only
 half understood must not be enforced (fail closed).
 """
@@ -23,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from azure_agent_mcp.policy.elevation import Elevation, parse_elevation
 from azure_agent_mcp.policy.errors import PolicyLoadError
 from azure_agent_mcp.policy.patterns import pattern_problem
 from azure_agent_mcp.policy.scopes import ROOT, scope_problem
@@ -36,7 +40,11 @@ _PERMISSION_KEYS = {
     "dataactions": "DataActions",
     "notdataactions": "NotDataActions",
 }
-_EXTENSION_KEYS = {"deny": "Deny", "confirm": "Confirm", "expectedprincipal": "ExpectedPrincipal"}
+_EXTENSION_KEYS = {"deny": "Deny", "confirm": "Confirm", "expectedprincipal": "ExpectedPrincipal",
+                   "elevation": "Elevation"}
+# a file naming a built-in Profile: the profile brings permissions, Deny and Confirm; the file adds these
+_PROFILE_KEYS = {"profile": "Profile", "name": "Name", "id": "Id", "iscustom": "IsCustom", "description": "Description",
+                 "expectedprincipal": "ExpectedPrincipal", "elevation": "Elevation"}
 _CREATE_KEYS = {
     "name": "Name",
     "id": "Id",
@@ -96,6 +104,10 @@ class Policy:
     role_name: str | None = None
     description: str = ""
     read_only: bool = False  # narrowed by --read-only: reads without secrets, whatever the blocks say
+    elevation: Elevation | None = None
+    """What an agent may request for a while with the user's approval; None: nothing (built-in profiles)."""
+    profile: str | None = None
+    """The built-in profile a file started from (``Profile``), which then also decides like it."""
     _compiled: Any = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     @property
@@ -115,6 +127,8 @@ class Policy:
             "Confirm": list(self.confirm),
             "ExpectedPrincipal": self.expected_principal,
             "readOnlyNarrowed": self.read_only,
+            "Profile": self.profile,
+            "Elevation": self.elevation.as_json() if self.elevation is not None else None,
         }
 
 
@@ -172,6 +186,8 @@ def parse_policy(data: Any, *, source: str) -> Policy:
         )
     data = _unwrap_rest_shape(data)
     keys = {k.lower(): k for k in data}
+    if "profile" in keys:
+        return _parse_profile_shape(data, keys, where, source)
     if "permissions" in keys:
         flat = [keys[k] for k in _PERMISSION_KEYS if k in keys]
         if flat:
@@ -209,6 +225,53 @@ def _check_keys(data: dict[str, Any], allowed: dict[str, str], where: str, sourc
                 source=source,
                 key=key,
             )
+
+
+def _parse_profile_shape(data: dict[str, Any], keys: dict[str, str], where: str, source: str) -> Policy:
+    """A built-in profile plus what a file adds to it (an Elevation block, the expected principal)."""
+    from azure_agent_mcp.policy.profiles import PROFILE_NAMES, builtin_profile
+
+    for key in data:
+        if key.lower() not in _PROFILE_KEYS:
+            raise PolicyLoadError(
+                f"{where}: key '{key}': not allowed next to 'Profile' (the profile brings its own permissions, Deny "
+                f"and Confirm; a file naming one may add only: {', '.join(sorted(set(_PROFILE_KEYS.values())))})",
+                source=source,
+                key=key,
+            )
+    name = data[keys["profile"]]
+    if not isinstance(name, str) or name.lower() not in PROFILE_NAMES:
+        raise PolicyLoadError(
+            f"{where}: key '{keys['profile']}': {name!r} is not a built-in profile ({', '.join(PROFILE_NAMES)})",
+            source=source,
+            key=keys["profile"],
+        )
+    base = builtin_profile(name.lower())
+    principal = _string(data, keys, "expectedprincipal", where, source)
+    if principal is not None and not _GUID.fullmatch(principal):
+        key = keys["expectedprincipal"]
+        raise PolicyLoadError(
+            f"{where}: key '{key}': '{principal}' is not an app id or object id (a GUID)", source=source, key=key
+        )
+    return Policy(
+        name=source,
+        source=source,
+        blocks=base.blocks,
+        deny=base.deny,
+        confirm=base.confirm,
+        assignable_scopes=base.assignable_scopes,
+        expected_principal=principal.lower() if principal else None,
+        role_name=_string(data, keys, "name", where, source) or base.role_name,
+        description=_string(data, keys, "description", where, source) or base.description,
+        elevation=_elevation(data, keys, where, source),
+        profile=name.lower(),
+    )
+
+
+def _elevation(data: dict[str, Any], keys: dict[str, str], where: str, source: str) -> Elevation | None:
+    if "elevation" not in keys or data[keys["elevation"]] is None:
+        return None
+    return parse_elevation(data[keys["elevation"]], key=keys["elevation"], where=where, source=source)
 
 
 def _parse_create_shape(data: dict[str, Any], keys: dict[str, str], where: str, source: str) -> Policy:
@@ -317,6 +380,7 @@ def _finish(
         expected_principal=principal.lower() if principal else None,
         role_name=role_name,
         description=_string(data, keys, "description", where, source) or "",
+        elevation=_elevation(data, keys, where, source),
     )
 
 

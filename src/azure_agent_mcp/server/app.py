@@ -65,14 +65,32 @@ INSTRUCTIONS = (
 def allowed_arm_methods(runtime: AgentRuntime) -> list[str]:
     from azure_agent_mcp.policy import tool_visibility
 
+    elevated = _elevation_methods(runtime.policy.elevation)
     return [
         method
         for method in ARM_METHODS
-        if tool_visibility(runtime.policy, [(_METHOD_PROBES[method], False)]).effect.value != "deny"
+        if method in elevated or tool_visibility(runtime.policy, [(_METHOD_PROBES[method], False)]).effect.value != "deny"
     ]
 
 
+def _elevation_methods(elevation: Any) -> set[str]:
+    """The methods a grant under the Elevation block could allow (a role: any; an operation: its verb's)."""
+    if elevation is None:
+        return set()
+    if elevation.roles:
+        return set(ARM_METHODS)
+    methods: set[str] = set()
+    for operation in elevation.operations:
+        verb = operation.lower().rsplit("/", 1)[-1]
+        methods |= {"action": {"POST"}, "write": {"PUT", "PATCH"}, "delete": {"DELETE"}}.get(verb, set())
+        if "*" in verb:
+            methods |= set(ARM_METHODS)
+    return methods
+
+
 def visible(tool: AzureTool, runtime: AgentRuntime) -> bool:
+    if tool.needs_elevation:
+        return runtime.policy.elevation is not None
     if tool.local_only:
         return True
     from azure_agent_mcp.policy import tool_visibility
@@ -350,7 +368,7 @@ def _tool_function(tool: AzureTool, runtime: AgentRuntime) -> Any:
         param.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(name, param.annotation))
         for name, param in list(inspect.signature(tool.run).parameters.items())[1:]
     ]
-    resolver = make_resolver(tool, runtime, parameters)
+    resolver = (tool.resolver or make_resolver)(tool, runtime, parameters)
     confirmation_type = Annotated[ElicitationResult[Approval], Resolve(resolver)]
 
     async def call(ctx: Context, confirmation: Any, **arguments: Any) -> CallToolResult:
@@ -455,6 +473,10 @@ async def _call_in_session(
 
     verdict = _verdict(confirmation)
     if verdict.status == "declined":
+        if tool.resolver is not None:
+            from azure_agent_mcp.server.access_approval import note_declined
+
+            note_declined(runtime, tool, session.id, arguments, verdict.hint or "declined")
         result = failure(
             "ConfirmationDeclined", "The user declined the operation; nothing was sent to Azure.", hint=verdict.hint
         )
@@ -492,7 +514,8 @@ async def _call_in_session(
     def _work() -> CallToolResult:
         # One scope for the whole call, the token request included: it carries the correlation id
         # and the control (deadline, cancellation) that every request of this call is checked against.
-        extra: dict[str, Any] = {"approved": approved, "principal": {}}
+        # elicited: the user approved this very call's question (what access_request requires)
+        extra: dict[str, Any] = {"approved": approved, "principal": {}, "elicited": verdict.status == "approved"}
         if caller is not None:
             extra["caller"] = record["caller"]
         with call_scope(

@@ -77,7 +77,7 @@ def make_resolver(tool: AzureTool, runtime: AgentRuntime, parameters: list[inspe
             code = (exc.code if isinstance(exc, (ToolInputError, SessionOwnershipError, SessionLimitReached))
                     else "InvalidArgument")
             return Verdict("invalid", message=str(exc), hint=getattr(exc, "hint", ""), code=code)
-        decisions = [runtime.decide_request(p.method, p.url, p.body) for p in planned]
+        decisions = [runtime.decide_request(p.method, p.url, p.body, session_id=session.id) for p in planned]
         for decision in decisions:
             if decision.effect.value == "deny":
                 return Verdict("denied", decision=decision)
@@ -114,10 +114,11 @@ def approved_keys(tool: AzureTool, runtime: AgentRuntime, headers: Any, argument
     """After the user approved: the (operation, scope) pairs of this call that needed confirmation."""
     if tool.plan is None:
         return frozenset()
-    azure = runtime.azure_for(runtime.session_entry(headers, caller))
+    held = runtime.session_entry(headers, caller)
+    azure = runtime.azure_for(held)
     keys = set()
     for planned in tool.plan(azure, **arguments):
-        decision = runtime.decide_request(planned.method, planned.url, planned.body)
+        decision = runtime.decide_request(planned.method, planned.url, planned.body, session_id=held.session.id)
         if decision.effect.value == "confirm":
             keys.add(approval_key(decision.operation, decision.scope))
     return frozenset(keys)

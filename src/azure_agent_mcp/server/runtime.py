@@ -132,6 +132,12 @@ class AgentRuntime:
             on_evict=self._closer.submit,
         )
         self.default_entry = self.sessions.add_pinned(default_session.id, default_session, default_credential)
+        self.grants: Any = None
+        """The agent sessions' time-bound grants (``access.grants.GrantBook``); only with an Elevation block."""
+        if policy.elevation is not None:
+            from azure_agent_mcp.access.grants import GrantBook
+
+            self.grants = GrantBook(audit=audit)
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -304,7 +310,9 @@ class AgentRuntime:
 
     def _new_azure(self, session: AgentSession, credential: Any) -> AzureSession:
         guard, correlation = self._guard_and_correlation()
-        return AzureSession(self.env, session, credential, self.policy, guard, correlation, pool=self.pool)
+        azure = AzureSession(self.env, session, credential, self.policy, guard, correlation, pool=self.pool)
+        azure.grants = self.grants
+        return azure
 
     @property
     def pool(self) -> Any:
@@ -325,7 +333,8 @@ class AgentRuntime:
 
             running = telemetry.active()
             spans = running.request_span if running is not None else None  # None unless traces are exported
-            guard = Guard(self.policy, self.endpoints, confirmer=self._confirm, audit=self.audit, spans=spans)
+            guard = Guard(self.policy, self.endpoints, confirmer=self._confirm, audit=self.audit, spans=spans,
+                          grants=self.grants)
             self._pipeline_policies = (guard, CorrelationPolicy())
         return self._pipeline_policies
 
@@ -378,9 +387,13 @@ class AgentRuntime:
 
     # -- policy -----------------------------------------------------------------------------------
 
-    def decide_request(self, method: str, url: str, body: bytes | None = None) -> Decision:
-        """The guard's decision (remembered per URL, except for operations decided on their body)."""
-        return self._guard_and_correlation()[0].decide(method, url, body)[0]
+    def decide_request(self, method: str, url: str, body: bytes | None = None, session_id: str | None = None) -> Decision:
+        """The guard's decision (remembered per URL, except for operations decided on their body), with the
+        live grants of ``session_id`` applied."""
+        guard = self._guard_and_correlation()[0]
+        if session_id is not None:
+            return guard.decide_in_session(session_id, method, url, body)[0]
+        return guard.decide(method, url, body)[0]
 
     def _confirm(self, decision: Decision) -> bool:
         """The pipeline's confirmer: allow what the user approved for this call (or everything when told to skip)."""

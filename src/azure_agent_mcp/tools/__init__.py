@@ -7,8 +7,8 @@ from azure_agent_mcp.tools.base import AzureTool
 
 def catalog() -> tuple[AzureTool, ...]:
     from azure_agent_mcp.tools import (
-        arm, authorization, deployments, keyvault, local, logs, monitor, resourcegraph, storage,
+        access, arm, authorization, deployments, keyvault, local, logs, monitor, resourcegraph, storage,
     )
 
     return (*local.TOOLS, *arm.TOOLS, *resourcegraph.TOOLS, *keyvault.TOOLS, *storage.TOOLS, *authorization.TOOLS,
-            *deployments.TOOLS, *monitor.TOOLS, *logs.TOOLS)
+            *deployments.TOOLS, *monitor.TOOLS, *logs.TOOLS, *access.TOOLS)

@@ -77,6 +77,10 @@ class AzureTool:
     local_only: bool = False
     output_schema: dict[str, Any] | None = None
     """JSON Schema of ``ToolOutput.data`` (published as the tool's ``outputSchema``; see ``tools.schemas``)."""
+    needs_elevation: bool = False
+    """Listed only when the active policy has an Elevation block (the temporary access tools)."""
+    resolver: Callable[..., Any] | None = None
+    """``(tool, runtime, parameters) -> resolver`` asking the user before the call, instead of the policy's Confirm."""
 
 
 def clamp_top(top: int | None, default: int = 100, maximum: int = 1000) -> int:

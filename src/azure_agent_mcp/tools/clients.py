@@ -216,6 +216,8 @@ class AzureSession:
         """Who this session acts for over authenticated HTTP (tid, oid, upn, azp); None otherwise."""
         self.principal: dict[str, Any] | None = None
         """The claims of the session's ARM token that name its principal, once read (never the token)."""
+        self.grants: Any = None
+        """The server's ``access.grants.GrantBook`` when the policy has an Elevation block (whoami, access_*)."""
 
     # -- client construction -------------------------------------------------------------
 

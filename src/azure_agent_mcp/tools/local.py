@@ -32,6 +32,11 @@ def whoami(azure: AzureSession) -> ToolOutput:
     who = principal.get("upn") or principal.get("appid") or principal.get("oid") or "unknown principal"
     markers = ", ".join(sorted(info.get("agent_markers") or {})) or "no agent markers"
     summary = f"{who} in agent session {azure.session.id} ({markers})."
+    if azure.grants is not None:  # the temporary grants in force for this session (Elevation)
+        now = azure.grants.clock.now()
+        info["grants"] = [grant.as_json(now) for grant in azure.grants.active(azure.session.id)]
+        if info["grants"]:
+            summary += f" Active grants: {', '.join(g['id'] for g in info['grants'])}."
     if azure.caller:  # authenticated HTTP: the signed-in caller this session acts for
         info["caller"] = dict(azure.caller)
         summary += f" Caller: {azure.caller.get('upn') or azure.caller.get('oid')} via client {azure.caller.get('azp')}."
