@@ -302,7 +302,8 @@ class GrantBook:
         with self._lock:
             for permit in self._permits:
                 if (permit.session_id == session_id and permit.tool == tool and permit.method == method.upper()
-                        and permit.url == url and sent is not None and sent == permit.body):
+                        and permit.url == url and sent == permit.body
+                        and (sent is not None or body in (None, b"", ""))):
                     self._permits.remove(permit)
                     return permit
         return None

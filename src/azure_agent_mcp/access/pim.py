@@ -124,24 +124,32 @@ def find_eligibility(azure: Any, scope: str, actions: tuple[str, ...], data_acti
     return None
 
 
+_RULES = (
+    (("roleassignmentexists",), "The role is already active for this identity (an earlier activation is still running); "
+     "it ends by itself at its expiry."),
+    (("activedurationtooshort",), "PIM keeps an activation at least 5 minutes: it cannot be shorter, nor deactivated "
+     "sooner; it ends by itself at its expiry."),
+    (("acrs", "authenticationcontext"), "This role's PIM policy requires a Conditional Access authentication context "
+     "at activation: activate it yourself after that sign-in; an agent cannot satisfy it."),
+    (("mfarule", "multifactor"), "This role's PIM policy requires multifactor authentication at activation: activate "
+     "it yourself in the Azure portal after MFA; an agent cannot satisfy it."),
+    (("approvalrule", "pendingapproval", "approval"), "This role's PIM policy requires an approver's approval, so the "
+     "activation cannot be immediate: the request was withdrawn and nothing was granted. Ask an approver, or use a "
+     "role whose policy needs no approval."),
+    (("expirationrule",), "The requested duration is over the maximum activation duration of this role's PIM policy: "
+     "ask for less."),
+    (("justificationrule",), "This role's PIM policy requires a justification (and may limit its length)."),
+    (("eligibilityrule", "roleassignmentdoesnotexist"), "The identity has no eligible assignment PIM could activate "
+     "for this role at this scope."),
+    (("authorizationfailed", "http403"), "The identity may not create this PIM request at this scope."),
+)
+
+
 def _explain(code: str, message: str) -> str:
-    """What PIM's refusal means for the person asking (PIM names the rule in its message)."""
+    """What PIM's refusal means for the person asking (PIM names the failed rules in its message)."""
     text = f"{code} {message}".lower()
-    if "authenticationcontext" in text or "mfa" in text or "multifactor" in text:
-        return ("This role's PIM policy requires multifactor authentication (an authentication context) at activation: "
-                "activate it yourself in the Azure portal after MFA; an agent cannot satisfy it.")
-    if "approval" in text or "approver" in text:
-        return ("This role's PIM policy requires an approver's approval: the activation cannot be immediate, so no "
-                "grant was made. Ask an approver, or use a role whose policy needs no approval.")
-    if "expirationrule" in text or "maximum" in text or "duration" in text:
-        return "The requested duration is over the maximum activation duration this role's PIM policy allows: ask for less."
-    if "justification" in text:
-        return "This role's PIM policy requires a justification (and may limit its length)."
-    if "roleassignmentdoesnotexist" in text or "eligib" in text:
-        return "The identity has no eligible assignment PIM could activate for this role at this scope."
-    if code in ("AuthorizationFailed", "HTTP403"):
-        return "The identity may not create this PIM request at this scope."
-    return "PIM refused the request; its message above names the rule."
+    found = [why for keys, why in _RULES if any(key in text for key in keys)]
+    return " ".join(found) or "PIM refused the request; its message above names the rule."
 
 
 def _send_schedule_request(azure: Any, book: GrantBook, *, session_id: str, tool: str, grant_id: str, purpose: str,
@@ -179,11 +187,28 @@ def activate(azure: Any, book: GrantBook, eligibility: Eligibility, *, principal
                                     purpose="activation", scope=eligibility.scope, body=body)
     status = str((answer.get("properties") or {}).get("status") or "")
     if status and status.lower() not in ("provisioned", "granted", "accepted", "scheduled", "adminapproved"):
+        _cancel(azure, book, eligibility.scope, str(answer.get("name")), session_id=session_id, grant_id=grant_id)
         raise PimActivationError(
             f"PIM accepted the activation request but its status is {status}, not active: "
             + _explain(status, status), hint="Nothing was granted locally.")
     return PimActivation("SelfActivate", str(answer.get("name")), principal_id, eligibility.role_definition_id,
                          eligibility.role_name, eligibility.scope, eligibility.schedule_id)
+
+
+def _cancel(azure: Any, book: GrantBook, scope: str, name: str, *, session_id: str, grant_id: str) -> None:
+    """Withdraw a request PIM left waiting (PendingApproval): no grant is made, so nothing may stay pending."""
+    from azure_agent_mcp.tools.clients import AzureRequestError
+
+    path = scope.rstrip("/") + SCHEDULE_REQUESTS + name + "/cancel"
+    permit = Permit(grant_id, session_id, "access_request", "POST", azure.arm_url(path, PIM_API_VERSION), None,
+                    "cancellation")
+    book.permit(permit)
+    try:
+        azure.arm("POST", path, PIM_API_VERSION)
+    except AzureRequestError:
+        pass  # the refusal below says what happened; an approver would still see the request
+    finally:
+        book.withdraw(permit)
 
 
 def deactivate(azure: Any, book: GrantBook, activation: PimActivation, *, session_id: str, grant_id: str) -> None:

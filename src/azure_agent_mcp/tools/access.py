@@ -129,14 +129,26 @@ def access_revoke(azure: AzureSession, grant_id: str) -> ToolOutput:
                              hint="access_list shows the active grants (an expired one has ended already).")
     book.remove(azure.session.id, grant.id)  # the local grant ends first, whatever Azure answers
     now = book.clock.now()
-    deactivated = None
+    deactivated, problem = False, None
     if grant.pim is not None and grant.pim.kind == "SelfActivate":
-        pim.deactivate(azure, book, grant.pim, session_id=azure.session.id, grant_id=grant.id)
-        deactivated = grant.pim.role_name
-    book.record("revoked", grant, at=utc_iso(now), pim_deactivated=bool(deactivated))
-    extra = f"; PIM deactivated '{deactivated}'" if deactivated else ""
-    return ToolOutput(f"Grant {grant.id} revoked at {utc_iso(now)}{extra}.",
-                      {"revoked": grant.id, "at": utc_iso(now), "pim_deactivated": bool(deactivated)})
+        try:
+            pim.deactivate(azure, book, grant.pim, session_id=azure.session.id, grant_id=grant.id)
+            deactivated = True
+        except pim.PimActivationError as exc:  # e.g. PIM's 5-minute floor (ActiveDurationTooShort)
+            problem = str(exc)
+    book.record("revoked", grant, at=utc_iso(now), pim_deactivated=deactivated if grant.pim else None,
+                pim_error=problem)
+    data: dict[str, Any] = {"revoked": grant.id, "at": utc_iso(now), "pim_deactivated": deactivated}
+    summary = f"Grant {grant.id} revoked at {utc_iso(now)}: this server no longer uses it"
+    if deactivated:
+        summary += f"; PIM deactivated '{grant.pim.role_name}'."  # type: ignore[union-attr]
+    elif problem:
+        data["pim_error"] = problem
+        summary += (f"; but PIM kept '{grant.pim.role_name}' active in Azure (it ends by itself at "  # type: ignore[union-attr]
+                    f"{utc_iso(grant.end)}): {problem}")
+    else:
+        summary += "."
+    return ToolOutput(summary, data)
 
 
 def _approval_resolver(tool: AzureTool, runtime: Any, parameters: list[Any]) -> Any:
@@ -175,6 +187,6 @@ TOOLS = (
         read_only=False,
         destructive=False,
         needs_elevation=True,
-        output_schema=obj(("revoked",), revoked=STRING, at=STRING),
+        output_schema=obj(("revoked",), revoked=STRING, at=STRING, pim_error=STRING),
     ),
 )
