@@ -39,7 +39,8 @@ async def _granted(client: Any, manifest: dict[str, Any], **overrides: Any) -> s
     return answer.structured_content["grant"]["id"]
 
 
-async def test_an_expired_grant_is_not_used_nothing_is_sent(sandbox, tmp_path):
+async def test_an_expired_grant_is_not_used_nothing_is_sent(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state  # PIM activations are sandbox state: each test starts from the seed
     wall = FakeWall()
     runtime = elevation_runtime(sandbox, tmp_path, wall=wall)
     async with Client(build_server(runtime), elicitation_callback=approver()) as client:
@@ -61,8 +62,9 @@ async def test_an_expired_grant_is_not_used_nothing_is_sent(sandbox, tmp_path):
     assert calls[-1]["decision"] == "deny" and calls[-1]["rule"] == "no Actions pattern matches"
 
 
-async def test_a_grant_for_one_site_or_operation_does_not_open_another(sandbox, tmp_path):
-    runtime = elevation_runtime(sandbox, tmp_path)
+async def test_a_grant_for_one_site_or_operation_does_not_open_another(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state  # PIM activations are sandbox state: each test starts from the seed
+    runtime = elevation_runtime(fresh_sandbox_state, tmp_path)
     async with Client(build_server(runtime), elicitation_callback=approver()) as client:
         await _granted(client, sandbox.manifest)
         since = sandbox.last_seq()
@@ -75,7 +77,8 @@ async def test_a_grant_for_one_site_or_operation_does_not_open_another(sandbox, 
     assert sent == []
 
 
-async def test_a_grant_of_session_one_is_not_used_by_session_two(sandbox, tmp_path):
+async def test_a_grant_of_session_one_is_not_used_by_session_two(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state  # PIM activations are sandbox state: each test starts from the seed
     from azure_agent_mcp.callcontext import call_scope
     from azure_agent_mcp.identity import resolve_session
     from azure_agent_mcp.policy import PolicyDeniedError
@@ -93,8 +96,9 @@ async def test_a_grant_of_session_one_is_not_used_by_session_two(sandbox, tmp_pa
     runtime.close()
 
 
-async def test_a_client_that_cannot_elicit_gets_no_grant(sandbox, tmp_path):
-    runtime = elevation_runtime(sandbox, tmp_path)
+async def test_a_client_that_cannot_elicit_gets_no_grant(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state  # PIM activations are sandbox state: each test starts from the seed
+    runtime = elevation_runtime(fresh_sandbox_state, tmp_path)
     async with Client(build_server(runtime)) as client:  # no elicitation callback: no elicitation capability
         answer = await client.call_tool("access_request", request_args(sandbox.manifest))
         listed = await client.call_tool("access_list", {})
@@ -104,8 +108,9 @@ async def test_a_client_that_cannot_elicit_gets_no_grant(sandbox, tmp_path):
 
 
 @pytest.mark.parametrize("answer", [{"action": "decline"}, {"action": "cancel"}, {"approve": False}])
-async def test_declining_grants_nothing(sandbox, tmp_path, answer):
-    runtime = elevation_runtime(sandbox, tmp_path)
+async def test_declining_grants_nothing(fresh_sandbox_state, tmp_path, answer):
+    sandbox = fresh_sandbox_state  # PIM activations are sandbox state: each test starts from the seed
+    runtime = elevation_runtime(fresh_sandbox_state, tmp_path)
     callback = approver(action=answer.get("action", "accept"), approve=answer.get("approve", True))
     async with Client(build_server(runtime), elicitation_callback=callback) as client:
         result = await client.call_tool("access_request", request_args(sandbox.manifest))
@@ -116,11 +121,12 @@ async def test_declining_grants_nothing(sandbox, tmp_path, answer):
     assert _grant_records(tmp_path, "approved") == [] and len(_grant_records(tmp_path, "declined")) == 1
 
 
-async def test_an_approval_cannot_be_replayed_into_a_second_grant(sandbox, tmp_path):
+async def test_an_approval_cannot_be_replayed_into_a_second_grant(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state  # PIM activations are sandbox state: each test starts from the seed
     from azure_agent_mcp.callcontext import call_scope
     from azure_agent_mcp.tools.access import ApprovalMissing, access_request
 
-    runtime = elevation_runtime(sandbox, tmp_path)
+    runtime = elevation_runtime(fresh_sandbox_state, tmp_path)
     asked: list[str] = []
     async with Client(build_server(runtime), elicitation_callback=approver(asked)) as client:
         grant_id = await _granted(client, sandbox.manifest)
@@ -136,8 +142,9 @@ async def test_an_approval_cannot_be_replayed_into_a_second_grant(sandbox, tmp_p
     runtime.close()
 
 
-async def test_the_question_names_what_where_until_when_and_why(sandbox, tmp_path):
-    runtime = elevation_runtime(sandbox, tmp_path)
+async def test_the_question_names_what_where_until_when_and_why(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state  # PIM activations are sandbox state: each test starts from the seed
+    runtime = elevation_runtime(fresh_sandbox_state, tmp_path)
     asked: list[str] = []
     async with Client(build_server(runtime), elicitation_callback=approver(asked)) as client:
         answer = await client.call_tool("access_request", request_args(sandbox.manifest))
@@ -149,10 +156,11 @@ async def test_the_question_names_what_where_until_when_and_why(sandbox, tmp_pat
     assert "reader@" in question and "justification: restart app-orders-prod" in question
 
 
-async def test_a_pim_request_through_another_tool_is_refused_even_with_a_permit_pending(sandbox, tmp_path):
+async def test_a_pim_request_through_another_tool_is_refused_even_with_a_permit_pending(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state  # PIM activations are sandbox state: each test starts from the seed
     from azure_agent_mcp.access.grants import Permit
 
-    runtime = elevation_runtime(sandbox, tmp_path)
+    runtime = elevation_runtime(fresh_sandbox_state, tmp_path)
     scope = site(sandbox.manifest).rsplit("/providers/", 1)[0]
     path = f"{scope}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{uuid.uuid4()}"
     body = {"properties": {"principalId": sandbox.manifest["users"][1]["oid"] if "oid" in sandbox.manifest["users"][1]
@@ -173,8 +181,9 @@ async def test_a_pim_request_through_another_tool_is_refused_even_with_a_permit_
     assert len(runtime.grants._permits) == 1  # untouched: it was never the permit's request
 
 
-async def test_tokens_and_justification_bytes_stay_out_of_the_audit_secrets(sandbox, tmp_path):
-    runtime = elevation_runtime(sandbox, tmp_path)
+async def test_tokens_and_justification_bytes_stay_out_of_the_audit_secrets(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state  # PIM activations are sandbox state: each test starts from the seed
+    runtime = elevation_runtime(fresh_sandbox_state, tmp_path)
     async with Client(build_server(runtime), elicitation_callback=approver()) as client:
         await _granted(client, sandbox.manifest)
         await client.call_tool("arm_request", restart_args(sandbox.manifest))
@@ -184,7 +193,8 @@ async def test_tokens_and_justification_bytes_stay_out_of_the_audit_secrets(sand
     runtime.close()
 
 
-async def test_the_guard_itself_refuses_an_expired_grant_between_plan_and_send(sandbox, tmp_path):
+async def test_the_guard_itself_refuses_an_expired_grant_between_plan_and_send(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state  # PIM activations are sandbox state: each test starts from the seed
     from azure_agent_mcp.callcontext import call_scope
     from azure_agent_mcp.policy import PolicyDeniedError
 
