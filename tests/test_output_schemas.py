@@ -86,7 +86,14 @@ CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "metrics_list": lambda m: {"resource_id": _vm(m)},
     "metrics_get": lambda m: {"resource_id": _vm(m), "metric_names": ["Percentage CPU"], "timespan": "PT30M",
                               "interval": "PT5M", "aggregation": ["Average", "Maximum"]},
+    # listed only with an Elevation block: run under read-only + Elevation as the reader (ELEVATION_TOOLS)
+    "access_request": lambda m: {"operations": ["Microsoft.Web/sites/restart/action"], "duration": "PT10M",
+                                 "scope": _app(m) + "/providers/Microsoft.Web/sites/app-orders-prod",
+                                 "justification": "output schema check"},
+    "access_list": lambda m: {},
+    "access_revoke": lambda m: {"grant_id": "from access_request"},
 }
+ELEVATION_TOOLS = ("access_request", "access_list", "access_revoke")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -136,6 +143,27 @@ def test_every_catalog_tool_has_a_case():
     assert not stale, f"CASES names tools the catalog does not have: {stale}"
 
 
+async def _elevation_results(sandbox: Any, tmp_path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The temporary access tools, listed only with an Elevation block: read-only + Elevation, as the reader."""
+    policy = tmp_path / "elevation.json"
+    policy.write_text(json.dumps({"Profile": "read-only", "Elevation": {
+        "MaxDuration": "PT1H", "Roles": ["Website Contributor"], "Operations": ["Microsoft.Web/sites/restart/action"],
+        "Scopes": [_app(sandbox.manifest)]}}))
+    params = _serve(sandbox, tmp_path, str(policy))
+    params.env["AZURE_AGENT_MCP_SANDBOX_USER"] = "reader"
+    results: dict[str, dict[str, Any]] = {}
+    async with Client(params, elicitation_callback=_approve) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools if tool.name in ELEVATION_TOOLS}
+        for name in ELEVATION_TOOLS:
+            arguments = CASES[name](sandbox.manifest)
+            if name == "access_revoke":
+                arguments["grant_id"] = results["access_request"]["grant"]["id"]
+            result = await client.call_tool(name, arguments)
+            assert not result.is_error, f"{name}: {result.content[0].text}"
+            results[name] = result.structured_content
+    return listed, results
+
+
 async def test_each_tool_result_through_serve_validates_against_its_schema(fresh_sandbox_state, tmp_path):
     sandbox = fresh_sandbox_state
     sandbox.set_agent_rule(False)  # Azure's own refusal of secrets to agent-tagged tokens (reset restores it)
@@ -144,10 +172,16 @@ async def test_each_tool_result_through_serve_validates_against_its_schema(fresh
     async with Client(_serve(sandbox, tmp_path, "unrestricted"), elicitation_callback=_approve) as client:
         listed = {tool.name: tool for tool in (await client.list_tools()).tools}
         for name, arguments in CASES.items():
+            if name in ELEVATION_TOOLS:
+                continue
             # the official client validates structuredContent against the listed outputSchema itself
             result = await client.call_tool(name, arguments(sandbox.manifest))
             assert not result.is_error, f"{name}: {result.content[0].text}"
             results[name] = result.structured_content
+    assert set(listed) == set(CASES) - set(ELEVATION_TOOLS)  # no Elevation block: the access tools are not listed
+    elevated, elevation_results = await _elevation_results(sandbox, tmp_path)
+    listed.update(elevated)
+    results.update(elevation_results)
     assert set(listed) == set(CASES)
     failures = {}
     for name, content in results.items():
@@ -204,7 +238,8 @@ async def test_tools_list_under_unrestricted_is_under_12_kib(sandbox, tmp_path):
     with StdioServe(sandbox, tmp_path / "audit.jsonl", tmp_path / "state", "--policy", "unrestricted") as serve:
         answer = serve.request("tools/list")
     tools = answer["result"]["tools"]
-    assert {tool["name"] for tool in tools} == {tool.name for tool in catalog()}
+    # every tool but the temporary access ones, which need an Elevation block
+    assert {tool["name"] for tool in tools} == {tool.name for tool in catalog()} - set(ELEVATION_TOOLS)
     assert all("outputSchema" in tool for tool in tools)
     size = len(json.dumps(answer["result"], separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     print(f"\ntools/list under unrestricted: {size} bytes for {len(tools)} tools "
