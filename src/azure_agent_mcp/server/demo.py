@@ -11,6 +11,7 @@ import os
 import ssl
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 import uuid
 from contextlib import ExitStack
@@ -47,6 +48,22 @@ def _admin_get(manifest: dict[str, Any], path: str) -> Any:
     context = ssl.create_default_context(cafile=manifest["ca_bundle"])
     with urllib.request.urlopen(manifest["admin"].rstrip("/") + path, context=context, timeout=10) as response:
         return json.loads(response.read())
+
+
+def _https(manifest: dict[str, Any], method: str, url: str, data: bytes | None = None,
+           headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """One request straight at the sandbox (not through the server), trusting exactly its CA."""
+    context = ssl.create_default_context(cafile=manifest["ca_bundle"])
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body or b"null")
+        except ValueError:
+            return exc.code, None
 
 
 def _vault_requests(manifest: dict[str, Any]) -> int:
@@ -180,9 +197,16 @@ async def _story(manifest_path: Path, manifest: dict[str, Any], workdir: Path, o
         correlation = await _refused_keys_step(client, out)
         await _activity_log_step(client, out, session_id, correlation)
 
+    out.say()
+    out.say("Server 3: serve --sandbox --policy elevation.json (read-only + an Elevation block), as the reader.")
+    out.say()
+    from azure_agent_mcp.server.demo_elevation import elevation_story
+
+    await elevation_story(manifest_path, manifest, workdir, audit_log, session_id, out)
+
     result = verify_audit([audit_log])
     out.step(
-        "audit verify: the hash chain over both servers' records is intact",
+        "audit verify: the hash chain over every server's records is intact",
         bool(result.ok),
         f"{result.records} records in {audit_log}",
     )
