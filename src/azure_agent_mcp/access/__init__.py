@@ -1,0 +1,1 @@
+"""Temporary access: permissions that expire by themselves (issue 14)."""
