@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
 import uuid
-from email.utils import formatdate
 from typing import Any
 
 from azure_agent_mcp.sandbox.principals import ServicePrincipal
@@ -74,9 +74,12 @@ class GraphAgentsPlane:
     def handle(self, request: Request, segments: list[str]) -> Response:
         log: dict[str, Any] = {"graph_operation": None, "caller_appid": None}
         try:
-            return self._route(request, segments, log)
+            response = self._route(request, segments, log)
         except GraphError as exc:
             return self._error(request, exc, log)
+        for key, value in log.items():  # what the request log names: operation, caller, identity (never a token)
+            response.log.setdefault(key, value)
+        return response
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -192,7 +195,7 @@ class GraphAgentsPlane:
         agent = ServicePrincipal(
             name=f"agent-{object_id[:8]}", client_id=object_id, object_id=object_id, client_secret="",
             display_name=display_name, kind="agent_identity", parent_app_id=blueprint.client_id,
-            directory={"tags": tags, "sponsors": sponsors, "createdDateTime": _now_iso(),
+            directory={"tags": tags, "sponsors": sponsors, "createdDateTime": _iso_at(self._now()),
                        "createdByAppId": caller.client_id},
         )
         self.state.world.service_principals.append(agent)
@@ -200,7 +203,7 @@ class GraphAgentsPlane:
         return json_response(201, {
             "@odata.context": f"{GRAPH_AUDIENCE}/{version}/$metadata#servicePrincipals/$entity",
             **self._entity(agent),
-        }, [("location", f"{self.state.origin}/{version}/servicePrincipals/{object_id}"), _date()], **log)
+        }, [("location", f"{self.state.origin}/{version}/servicePrincipals/{object_id}")], **log)
 
     def _list(self, request: Request, version: str, claims: dict[str, Any]) -> Response:
         self._caller_sp(claims)
@@ -217,7 +220,7 @@ class GraphAgentsPlane:
         return json_response(200, {
             "@odata.context": f"{GRAPH_AUDIENCE}/{version}/$metadata#servicePrincipals/microsoft.graph.agentIdentity",
             "value": [self._entity(sp) for sp in found[:limit]],
-        }, [_date()])
+        })
 
     def _get(self, request: Request, version: str, claims: dict[str, Any], object_id: str) -> Response:
         self._caller_sp(claims)
@@ -230,7 +233,7 @@ class GraphAgentsPlane:
                                   for kind, oid in agent.directory.get("sponsors", [])]
         return json_response(200, {
             "@odata.context": f"{GRAPH_AUDIENCE}/{version}/$metadata#servicePrincipals/$entity", **entity,
-        }, [_date()])
+        })
 
     def _update(self, request: Request, claims: dict[str, Any], object_id: str) -> Response:
         self._caller_sp(claims)
@@ -247,7 +250,7 @@ class GraphAgentsPlane:
             agent.display_name = body["displayName"]
         if "tags" in body:
             agent.directory["tags"] = self._tags(body["tags"])
-        return Response(204, b"", [_date()])
+        return Response(204, b"")
 
     def _delete(self, claims: dict[str, Any], object_id: str) -> Response:
         self._caller_sp(claims)
@@ -258,9 +261,14 @@ class GraphAgentsPlane:
         # in place: the authorizer holds this very list
         world.role_assignments[:] = [a for a in world.role_assignments if a.principal_id != agent.object_id]
         self.state.authorizer.invalidate()
-        return Response(204, b"", [_date()], {"deleted_agent_identity": agent.object_id})
+        return Response(204, b"", [], {"deleted_agent_identity": agent.object_id})
 
     # -- helpers ------------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        """The sandbox clock (``state.clock``) where there is one, else real time."""
+        clock = getattr(self.state, "clock", None)
+        return float(clock.now()) if clock is not None else time.time()
 
     def _agents(self) -> list[ServicePrincipal]:
         return [sp for sp in self.state.world.service_principals if sp.kind == "agent_identity"]
@@ -348,9 +356,9 @@ class GraphAgentsPlane:
         return json_response(exc.status, {"error": {
             "code": exc.code,
             "message": exc.message,
-            "innerError": {"date": _now_iso(), "request-id": str(uuid.uuid4()),
+            "innerError": {"date": _iso_at(self._now()), "request-id": str(uuid.uuid4()),
                            "client-request-id": request.headers.get("client-request-id") or str(uuid.uuid4())},
-        }}, [_date()], error_code=exc.code, **log)
+        }}, error_code=exc.code, **log)
 
 
 def _matches(agent: ServicePrincipal, clauses: list[tuple[str, str]]) -> bool:
@@ -364,20 +372,5 @@ def _matches(agent: ServicePrincipal, clauses: list[tuple[str, str]]) -> bool:
     return True
 
 
-def _now() -> float:
-    """The sandbox clock when it has one (``sandbox.clock``), else real time."""
-    try:
-        from azure_agent_mcp.sandbox import clock  # type: ignore[attr-defined]
-    except ImportError:
-        import time
-
-        return time.time()
-    return float(clock.now())  # pragma: no cover - exercised once the clock lands
-
-
-def _now_iso() -> str:
-    return datetime.datetime.fromtimestamp(_now(), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _date() -> tuple[str, str]:
-    return ("date", formatdate(_now(), usegmt=True))
+def _iso_at(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
