@@ -6,40 +6,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import httpx_client
+from ephemeral_helpers import AGENTS, Graph
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-AGENTS = "/beta/servicePrincipals/microsoft.graph.agentIdentity"
-
-
-class Graph:
-    def __init__(self, sandbox) -> None:
-        self.manifest = sandbox.manifest
-        self.client = httpx_client(self.manifest)
-        self.base = self.manifest["graph_endpoint"]
-        self.token_url = f"{self.manifest['authority_host']}/{self.manifest['tenant_id']}/oauth2/v2.0/token"
-        agent = self.manifest["agent_identity"]
-        self.blueprint_id = agent["blueprint_client_id"]
-        self.blueprint_secret = agent["blueprint_client_secret"]
-        self.developer = next(u["object_id"] for u in self.manifest["users"] if u["name"] == "developer")
-
-    def token(self, scope: str = GRAPH_SCOPE, client_id: str | None = None, secret: str | None = None) -> str:
-        response = self.client.post(self.token_url, data={
-            "grant_type": "client_credentials", "client_id": client_id or self.blueprint_id,
-            "client_secret": secret or self.blueprint_secret, "scope": scope})
-        response.raise_for_status()
-        return response.json()["access_token"]
-
-    def send(self, method: str, path: str, token: str | None = None, **kwargs):
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        return self.client.request(method, self.base + path, headers=headers, **kwargs)
-
-    def body(self, **extra):
-        return {"displayName": "test agent", "agentIdentityBlueprintId": self.blueprint_id,
-                "sponsors@odata.bind": [f"https://graph.microsoft.com/v1.0/users/{self.developer}"], **extra}
-
 
 @pytest.fixture
 def graph(fresh_sandbox_state):
