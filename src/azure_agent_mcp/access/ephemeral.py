@@ -187,6 +187,7 @@ class EphemeralAgents:
         self._sweeper: threading.Thread | None = None
         self._graph: Any = None
         self._arm: Any = None
+        self._acting = threading.local()  # the agent session the current management request is for (records)
         self.closed = False
 
     # -- start and stop ---------------------------------------------------------------------------
@@ -273,6 +274,7 @@ class EphemeralAgents:
     def _assign(self, identity: EphemeralIdentity, duration: datetime.timedelta, session_id: str) -> None:
         from azure_agent_mcp.access.pim_assign import TimeBoundAssignmentError, assign_time_bound
 
+        self._acting.session_id = session_id
         for role in self.settings.roles:
             try:
                 assignment = assign_time_bound(
@@ -305,6 +307,7 @@ class EphemeralAgents:
             timer.cancel()
         from azure_agent_mcp.access.pim_assign import remove_time_bound
 
+        self._acting.session_id = identity.session_id
         removed = 0
         for assignment in identity.assignments:
             if assignment.end <= self.now():
@@ -405,14 +408,15 @@ class EphemeralAgents:
     def _credential(self) -> Any:
         return _BlueprintCredential(self.blueprint)
 
-    def _transport(self, session_id: Any = None) -> Any:
+    def _transport(self) -> Any:
         from azure.core.pipeline.transport import RequestsTransport
 
         from azure_agent_mcp.access.management import ManagementTransport, allowlist
 
         rules = allowlist(self.graph_endpoint, self.env.arm_endpoint, tuple(r.scope for r in self.settings.roles))
         return ManagementTransport(RequestsTransport(connection_verify=self.env.connection_verify), rules, self.audit,
-                                   session_id)
+                                   lambda: getattr(self._acting, "session_id", None),
+                                   lambda response: self._saw_date(response.headers.get("date")))
 
     def _graph_send(self, method: str, path: str, body: Any = None, *, session_id: str | None = None) -> Any:
         from azure.core.rest import HttpRequest
@@ -429,19 +433,15 @@ class EphemeralAgents:
 
                 from azure_agent_mcp import USER_AGENT
 
-                self._session_box: list[str | None] = [None]
-                box = self._session_box
                 self._graph = PipelineClient(self.graph_endpoint, policies=[
                     HeadersPolicy({"OData-Version": "4.0"}), UserAgentPolicy(USER_AGENT), RetryPolicy(retry_total=2),
                     BearerTokenCredentialPolicy(self._credential(), GRAPH_SCOPE),
-                ], transport=self._transport(lambda: box[0]))
+                ], transport=self._transport())
             client = self._graph
-            self._session_box[0] = session_id
-            request = HttpRequest(method, self.graph_endpoint + path, json=body) if body is not None else \
-                HttpRequest(method, self.graph_endpoint + path)
-            response = client.send_request(request)
-        self._saw_date(response.headers.get("date"))
-        return response
+        self._acting.session_id = session_id
+        request = HttpRequest(method, self.graph_endpoint + path, json=body) if body is not None else \
+            HttpRequest(method, self.graph_endpoint + path)
+        return client.send_request(request)
 
     def _authorization(self, scope: str) -> Any:
         with self._lock:
@@ -449,8 +449,7 @@ class EphemeralAgents:
                 from azure_agent_mcp import USER_AGENT
                 from azure_agent_mcp.access.pim_assign import authorization_client
 
-                parts = [p for p in scope.split("/") if p]
-                self._arm = authorization_client(self._credential(), self.env, parts[1], transport=self._transport(),
+                self._arm = authorization_client(self._credential(), self.env, transport=self._transport(),
                                                  user_agent=USER_AGENT, connection_verify=self.env.connection_verify)
             return self._arm
 

@@ -72,12 +72,14 @@ class ManagementTransport(HttpTransport):  # type: ignore[type-arg]
     """An HttpTransport that sends only what the allowlist names, each attempt audited first."""
 
     def __init__(self, inner: HttpTransport, rules: tuple[Allowed, ...], audit: Any,  # type: ignore[type-arg]
-                 session_id: Any = None) -> None:
+                 session_id: Any = None, on_response: Any = None) -> None:
         self.inner = inner
         self.rules = rules
         self.audit = audit
         self.session_id = session_id
         """A callable naming the agent session the request is made for (or None): it is in the records."""
+        self.on_response = on_response
+        """Told every response (the manager reads Azure's clock from its ``Date``)."""
 
     def _match(self, request: Any) -> tuple[Allowed | None, str]:
         parts = urlsplit(request.url)
@@ -118,6 +120,8 @@ class ManagementTransport(HttpTransport):  # type: ignore[type-arg]
             self._outcome(request_id, stored, started, status="error", error=type(exc).__name__)
             raise
         self._outcome(request_id, stored, started, status=response.status_code)
+        if self.on_response is not None:
+            self.on_response(response)
         return response
 
     def _outcome(self, request_id: str, stored: dict[str, Any], started: float, **fields: Any) -> None:

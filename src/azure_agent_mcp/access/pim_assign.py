@@ -139,12 +139,14 @@ def remove_time_bound(client: Any, assignment: TimeBoundAssignment) -> None:
         raise
 
 
-def authorization_client(credential: Any, env: Any, subscription_id: str, **client_kwargs: Any) -> Any:
-    """azure-mgmt-authorization's 2020-10-01 client for ``env``'s ARM (``client_kwargs``: transport, policies)."""
+def authorization_client(credential: Any, env: Any, **client_kwargs: Any) -> Any:
+    """azure-mgmt-authorization's 2020-10-01 client for ``env``'s ARM (``client_kwargs``: transport, policies).
+
+    Schedule requests are addressed by scope, so the client needs no subscription."""
     from azure.mgmt.authorization.v2020_10_01 import AuthorizationManagementClient
 
-    return AuthorizationManagementClient(credential, subscription_id, base_url=env.arm_endpoint,
-                                         credential_scopes=[env.arm_scope], **client_kwargs)
+    return AuthorizationManagementClient(credential, base_url=env.arm_endpoint, credential_scopes=[env.arm_scope],
+                                         **client_kwargs)
 
 
 def _send(client: Any, scope: str, name: str, request: Any) -> Any:
