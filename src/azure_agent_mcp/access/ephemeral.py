@@ -286,10 +286,10 @@ class EphemeralAgents:
                 self._record("assign-failed", agent_identity_id=identity.object_id, session_id=session_id,
                              role=role.role_definition, scope=role.scope, code=exc.code)
                 raise EphemeralAgentError(
-                    f"PIM refused the time-bound assignment of {role.label or role.role_definition} at {role.scope} "
-                    f"to the ephemeral agent identity ({exc.code}): {exc.message}. The blueprint needs "
-                    "Microsoft.Authorization/roleAssignmentScheduleRequests/write at that scope, and the session's "
-                    "TTL must fit the role's PIM policy (maximum active assignment duration).") from None
+                    f"PIM refused to give the ephemeral agent identity {role.label or role.role_definition} at "
+                    f"{role.scope} ({exc.code}): the blueprint needs Microsoft.Authorization/roleAssignments/write "
+                    "there (e.g. Role Based Access Control Administrator), and the session's TTL must fit the role's "
+                    f"PIM policy (maximum active assignment duration). PIM said: {exc.message}") from None
             identity.assignments.append(assignment)
             self._record("assigned", agent_identity_id=identity.object_id, session_id=session_id,
                          role=role.role_definition, scope=role.scope, request=assignment.request_name,
@@ -522,7 +522,7 @@ class EphemeralProvider:
         return info
 
     def close(self) -> None:
-        self._release("the session's credential was closed")
+        self._release("the session ended")
 
 
 class _BlueprintCredential:

@@ -158,7 +158,7 @@ def _send(client: Any, scope: str, name: str, request: Any) -> Any:
         error = getattr(exc, "error", None)
         code = getattr(error, "code", None) or "HttpResponseError"
         message = getattr(error, "message", None) or str(exc).splitlines()[0]
-        raise TimeBoundAssignmentError(f"PIM refused the {request.request_type} request ({code}): {message}",
+        raise TimeBoundAssignmentError(f"{request.request_type} refused ({code}): {message}",
                                        code=code, status=exc.status_code) from None
 
 
