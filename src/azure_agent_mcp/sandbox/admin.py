@@ -1,6 +1,6 @@
 """The admin API under ``/_sandbox`` (loopback clients only): read the log, steer the sandbox.
 
-GET  requests?kind=token|arm|vault|entra|sidecar&since=SEQ   log entries with seq > since -> {"value": [...]}
+GET  requests?kind=token|arm|vault|entra|sidecar|graph&since=SEQ   log entries with seq > since -> {"value": [...]}
 GET  stats                                          counters
 GET|POST|DELETE faults                              {path, count, status, retry_after, latency_ms, drop}
 POST reset                                          seed world, switches, faults, log restored
@@ -32,7 +32,7 @@ from azure_agent_mcp.sandbox.mcp_world import consent_resource, consents_listing
 from azure_agent_mcp.sandbox.principals import MCP_SERVER_CLIENT_ID, Consent
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
 
-KINDS = ("token", "arm", "vault", "logs", "entra", "sidecar")
+KINDS = ("token", "arm", "vault", "logs", "entra", "sidecar", "graph")
 
 
 class AdminError(Exception):

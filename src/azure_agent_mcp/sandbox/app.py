@@ -1,7 +1,8 @@
 """The ASGI application that puts the planes behind one origin, with faults, limits and the log.
 
 Dispatch by first path segment: ``/_sandbox`` admin, ``/_sidecar`` the Entra SDK auth sidecar,
-``/vaults`` Key Vault, ``/loganalytics`` Log Analytics' query API, Entra's tenant paths, everything
+``/vaults`` Key Vault, ``/loganalytics`` Log Analytics' query API, ``/v1.0|beta/servicePrincipals`` Microsoft Graph's agent
+identities (``graph_agents``), Entra's tenant paths, everything
 else ARM. Faults apply to every plane
 but the admin API before normal handling. Bodies over 4 MB get 413; an unexpected failure
 becomes a 500 in ARM's shape. The server keeps serving whatever it is sent. Handlers are synchronous: the state is in memory and cheap to touch.
@@ -21,6 +22,8 @@ from azure_agent_mcp.sandbox.admin import AdminPlane
 from azure_agent_mcp.sandbox.arm import ArmPlane
 from azure_agent_mcp.sandbox.deployments import DeploymentsRoom
 from azure_agent_mcp.sandbox.entra import EntraPlane
+from azure_agent_mcp.sandbox.graph_agents import GraphAgentsPlane
+from azure_agent_mcp.sandbox.graph_agents import handles as graph_handles
 from azure_agent_mcp.sandbox.journal import redact_query
 from azure_agent_mcp.sandbox.keyvault import VaultPlane
 from azure_agent_mcp.sandbox.loganalytics import LogAnalyticsPlane
@@ -54,6 +57,7 @@ class SandboxApp:
         self.logs = LogAnalyticsPlane(state)
         self.admin = AdminPlane(state)
         self.sidecar = SidecarPlane(state, self.entra)
+        self.graph = GraphAgentsPlane(state)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -90,6 +94,8 @@ class SandboxApp:
             kind = "vault"
         elif first == "loganalytics":
             kind = "logs"
+        elif graph_handles(lowered):
+            kind = "graph"
         elif self.entra.handles(lowered):
             kind = "token" if lowered[-3:] == ["oauth2", "v2.0", "token"] else "entra"
         else:
@@ -131,6 +137,8 @@ class SandboxApp:
                 response = self.logs.handle(request, parts)
             elif kind == "sidecar":
                 response = self.sidecar.handle(request, parts)
+            elif kind == "graph":
+                response = self.graph.handle(request, lowered)
             elif kind in ("token", "entra"):
                 response = self.entra.handle(request, lowered)
             else:

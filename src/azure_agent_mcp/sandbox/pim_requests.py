@@ -175,9 +175,7 @@ class RequestProcessor:
             raise PimRequestError(400, "RoleAssignmentExists", "The Role assignment already exists.")
         seconds = schedule.seconds if schedule else None
         if seconds is not None and seconds < MIN_ACTIVE_SECONDS:
-            raise PimRequestError(400, "ActiveDurationTooShort",
-                                  f"The role assignment request duration is too short: PIM's minimum is "
-                                  f"{MIN_ACTIVE_SECONDS // 60} minutes.")
+            raise _too_short()
         policy = self.store.policy_for(eligibility.scope, request.role_definition_id)
         failed = activation_failures(policy, seconds, request.justification, principal.claims)
         if failed:
@@ -195,13 +193,9 @@ class RequestProcessor:
         self._require_self(principal, request)
         active = self._active(request.principal_id, request.role_definition_id, request.scope, now)
         if active is None or active.assignment_type != "Activated":
-            raise PimRequestError(400, "RoleAssignmentDoesNotExist",
-                                  "The Role assignment does not exist: there is no active activation of this role "
-                                  "for this principal at this scope.")
+            raise _does_not_exist()
         if now - active.start < MIN_ACTIVE_SECONDS:
-            raise PimRequestError(400, "ActiveDurationTooShort",
-                                  f"The role assignment has been active for less than {MIN_ACTIVE_SECONDS // 60} "
-                                  f"minutes and cannot be deactivated yet (active since {iso(active.start)}).")
+            raise _too_short()  # PIM keeps an activation for its first five minutes
         request.linked_eligibility = active.linked_eligibility
         self._end(active, request, now)
 
@@ -216,9 +210,7 @@ class RequestProcessor:
             raise PimRequestError(400, "RoleAssignmentExists", "The Role assignment already exists.")
         seconds = schedule.seconds if schedule else None
         if seconds is not None and seconds < MIN_ACTIVE_SECONDS:
-            raise PimRequestError(400, "ActiveDurationTooShort",
-                                  f"The role assignment request duration is too short: PIM's minimum is "
-                                  f"{MIN_ACTIVE_SECONDS // 60} minutes.")
+            raise _too_short()
         policy = self.store.policy_for(request.scope, request.role_definition_id)
         failed = admin_assignment_failures(policy, seconds, request.justification)
         if failed:
@@ -239,9 +231,7 @@ class RequestProcessor:
                          and a.role_definition_id == request.role_definition_id
                          and a.scope.lower() == request.scope.lower()), None)
         if standing is None:
-            raise PimRequestError(400, "RoleAssignmentDoesNotExist",
-                                  "The Role assignment does not exist: nothing assigns this role to this principal "
-                                  "at this scope.")
+            raise _does_not_exist()
         world.role_assignments.remove(standing)
         self.state.authorizer.invalidate()
         request.status = "Revoked"
@@ -303,6 +293,16 @@ class RequestProcessor:
         self.state.authorizer.invalidate()
         request.status = "Revoked"
         request.target_schedule = schedule_id(active.assignment.scope, active.name)
+
+
+def _too_short() -> PimRequestError:
+    # Azure's message, spelling included: clients match on the code
+    return PimRequestError(400, "ActiveDurationTooShort",
+                           f"The Active duration is too short. Miniumum Required is {MIN_ACTIVE_SECONDS // 60} minutes.")
+
+
+def _does_not_exist() -> PimRequestError:
+    return PimRequestError(400, "RoleAssignmentDoesNotExist", "The Role assignment does not exist.")
 
 
 def _is_app(principal: Any) -> bool:
