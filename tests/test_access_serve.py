@@ -155,3 +155,31 @@ async def test_a_pim_refusal_leaves_no_grant_and_says_what_the_pim_policy_requir
     assert listed.structured_content["items"] == []
     assert [e for e, _ in _grants(tmp_path)] == ["requested"]
     assert all(r["properties"]["status"] != "PendingApproval" for r in sandbox.pim()["requests"])
+
+
+async def test_an_agent_identity_gets_a_time_bound_assignment_from_its_blueprint(fresh_sandbox_state, tmp_path):
+    """Service principals cannot self-activate (Microsoft: eligible assignments are for users only): the
+    ephemeral identity's blueprint gives it a time-bound active assignment (AdminAssign) for the grant's period."""
+    sandbox = fresh_sandbox_state
+    policy = elevation_policy(tmp_path, sandbox.manifest)
+    params = _serve(sandbox, tmp_path, policy, "--credential", "agent-identity", "--ephemeral-agent",
+                    "--session-ttl", "30m")
+    async with Client(params, elicitation_callback=approver()) as client:
+        granted = await client.call_tool("access_request", request_args(sandbox.manifest))
+        assert not granted.is_error, granted.content[0].text
+        grant = granted.structured_content["grant"]
+        who = (await client.call_tool("whoami", {})).structured_content
+        agent = who["credential"]["agent_identity_id"]
+        since = sandbox.last_seq()
+        restarted = await client.call_tool("arm_request", restart_args(sandbox.manifest))
+        assert not restarted.is_error, restarted.content[0].text
+        assert [e["status"] for e in restarts_sent(sandbox, since)] == [200]
+        sandbox.advance_clock("PT6M")
+        revoked = await client.call_tool("access_revoke", {"grant_id": grant["id"]})
+        assert revoked.structured_content["pim_deactivated"] is True, revoked.content[0].text
+    assert grant["pim"]["kind"] == "AdminAssign" and grant["pim"]["role"] == "Website Contributor"
+    kinds = [(r["properties"]["requestType"], r["properties"]["principalId"]) for r in sandbox.pim()["requests"]]
+    assert ("AdminAssign", agent) in kinds and ("AdminRemove", agent) in kinds
+    permitted = [r for r in audit_records(tmp_path / "audit.jsonl", "intent") if r.get("grant") == grant["id"]
+                 and r["operation"] == "Microsoft.Authorization/roleAssignmentScheduleRequests/write"]
+    assert [r["rule"].split(" of grant")[0] for r in permitted] == ["Elevation PIM assignment", "Elevation PIM removal"]

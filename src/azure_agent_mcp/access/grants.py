@@ -133,13 +133,42 @@ class PendingApproval:
 
 @dataclass(frozen=True)
 class Permit:
+    """One PIM request an approved grant needs. Exact (``url`` and ``body`` as sent) unless ``named_by_sdk``:
+    then the SDK names the request (a GUID after ``url``, then the api-version query) and serialises the body,
+    so the request must carry every field of ``body["properties"]`` with the same value."""
+
     grant_id: str
     session_id: str
     tool: str
     method: str
     url: str
     body: Any
-    purpose: str  # "activate" | "deactivate"
+    purpose: str  # "activation" | "deactivation" | "cancellation" | "assignment" | "removal"
+    named_by_sdk: bool = False
+
+    def matches(self, session_id: str, tool: str, method: str, url: str, sent: Any, raw: Any) -> bool:
+        if self.session_id != session_id or self.tool != tool or self.method != method.upper():
+            return False
+        if not self.named_by_sdk:
+            return url == self.url and sent == self.body and (sent is not None or raw in (None, b"", ""))
+        import re
+
+        base, _, query = self.url.partition("?")
+        rest = url[len(base):] if url.startswith(base) else None
+        if rest is None or not re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\?" + re.escape(query),
+                                            rest):
+            return False
+        want = (self.body or {}).get("properties") or {}
+        got = (sent or {}).get("properties") if isinstance(sent, dict) else None
+        return isinstance(got, dict) and all(_field(got, key) == value for key, value in want.items())
+
+
+def _field(properties: dict[str, Any], key: str) -> Any:
+    """A dotted key of the request's properties (``scheduleInfo.expiration.duration``)."""
+    value: Any = properties
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 @dataclass
@@ -301,9 +330,7 @@ class GrantBook:
         sent = _json_of(body)
         with self._lock:
             for permit in self._permits:
-                if (permit.session_id == session_id and permit.tool == tool and permit.method == method.upper()
-                        and permit.url == url and sent == permit.body
-                        and (sent is not None or body in (None, b"", ""))):
+                if permit.matches(session_id, tool, method, url, sent, body):
                     self._permits.remove(permit)
                     return permit
         return None

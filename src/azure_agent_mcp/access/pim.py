@@ -226,29 +226,151 @@ def active_instances(azure: Any, scope: str) -> list[dict[str, Any]]:
     return [i for i in (azure.arm("GET", path, PIM_API_VERSION).body or {}).get("value") or [] if isinstance(i, dict)]
 
 
-def assign_service_principal(azure: Any, *, principal_id: str, role_definition_id: str, role_name: str, scope: str,
-                             seconds: int, justification: str) -> PimActivation:
-    """An agent identity (a service principal) cannot self-activate: a time-bound active assignment instead."""
-    try:
-        from azure_agent_mcp.access import pim_assign  # type: ignore[attr-defined]
-    except ImportError:
+def blueprint_assigner(azure: Any) -> Any:
+    """The ephemeral agent identities' manager behind this session's credential, or None.
+
+    Who assigns an agent identity its time-bound role: the blueprint that made it (``--ephemeral-agent``),
+    which holds the right to (``Microsoft.Authorization/roleAssignmentScheduleRequests/write`` at the scope).
+    A fixed agent identity has no such assigner in this server: its elevation is refused."""
+    credential = getattr(azure.credential, "inner", azure.credential)  # a pinned credential wraps the agent's
+    provider = getattr(credential, "provider", None)
+    return getattr(provider, "manager", None)
+
+
+def _guarded_transport(azure: Any) -> Any:
+    return (azure.guard.transport(azure.pool.transport(azure.env.connection_verify)) if azure.pool is not None
+            else azure.guard.transport(connection_verify=azure.env.connection_verify))
+
+
+def _blueprint_get(azure: Any, manager: Any, path: str, api_version: str) -> Any:
+    """A read made with the blueprint's credential (the agent identity itself may read nothing yet), through the
+    session's guard like every other request."""
+    from azure.core import PipelineClient
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolicy, UserAgentPolicy
+    from azure.core.rest import HttpRequest
+
+    from azure_agent_mcp import USER_AGENT
+    from azure_agent_mcp.tools.clients import azure_error_from
+
+    client = PipelineClient(azure.env.arm_endpoint, policies=[
+        UserAgentPolicy(USER_AGENT), RetryPolicy(retry_total=2),
+        BearerTokenCredentialPolicy(manager._credential(), azure.env.arm_scope)], transport=_guarded_transport(azure))
+    with client:
+        response = client.send_request(HttpRequest("GET", azure.arm_url(path, api_version)))
+        payload = response.json() if response.content else None
+    if response.status_code >= 400:
+        raise azure_error_from(response.status_code, payload, response.headers)
+    return payload
+
+
+def role_definition_by_name(azure: Any, manager: Any, scope: str, role: str) -> dict[str, Any] | None:
+    """A role definition named ``role`` (a name, or a GUID / definition id), read at the grant's scope."""
+    from urllib.parse import quote
+
+    from azure_agent_mcp.policy.elevation import is_guid
+
+    key = role_key(role)
+    base = scope.rstrip("/")
+    if is_guid(key):
+        return _blueprint_get(azure, manager, f"{base}/providers/Microsoft.Authorization/roleDefinitions/{key}",
+                              ROLE_DEFINITIONS_API_VERSION) or None
+    expression = quote("roleName eq '" + role.replace("'", "''") + "'", safe="'")
+    body = _blueprint_get(azure, manager, f"{base}/providers/Microsoft.Authorization/roleDefinitions?$filter={expression}",
+                          ROLE_DEFINITIONS_API_VERSION) or {}
+    found = [d for d in body.get("value") or [] if role_key(str((d.get("properties") or {}).get("roleName"))) == key]
+    return found[0] if found else None
+
+
+def _assignment_client(azure: Any, manager: Any) -> Any:
+    """azure-mgmt-authorization with the blueprint's credential, sending through this session's guard."""
+    from azure_agent_mcp import USER_AGENT
+    from azure_agent_mcp.access.pim_assign import authorization_client
+
+    transport = _guarded_transport(azure)
+    # the blueprint's own credential (the manager keeps it; it makes and assigns the session's identity)
+    return authorization_client(manager._credential(), azure.env, transport=transport, user_agent=USER_AGENT,
+                                connection_verify=azure.env.connection_verify)
+
+
+def _roles_for(azure: Any, manager: Any, scope: str, actions: tuple[str, ...], data_actions: tuple[str, ...], role: str | None,
+               allowed_roles: tuple[str, ...]) -> Eligibility:
+    """The role to assign: the one asked for, or the first of the policy's Elevation Roles covering the request."""
+    for name in ([role] if role else list(allowed_roles)):
+        definition = role_definition_by_name(azure, manager, scope, name)
+        if not definition:
+            continue
+        props = definition.get("properties") or {}
+        first = (props.get("permissions") or [{}])[0] or {}
+        candidate = Eligibility(scope, str(definition.get("id")), str(props.get("roleName") or name), "", "",
+                                tuple(first.get("actions") or ()), tuple(first.get("notActions") or ()),
+                                tuple(first.get("dataActions") or ()), tuple(first.get("notDataActions") or ()))
+        if role or candidate.covers(actions, data_actions):
+            return candidate
+    raise PimActivationError(
+        "No role of the policy's Elevation Roles covers this request for the agent identity, so nothing was granted.",
+        hint="An agent identity is given a role (a time-bound assignment), so Elevation Roles must name one that "
+             "covers the operations.")
+
+
+def assign_agent_identity(azure: Any, book: GrantBook, *, principal_id: str, session_id: str, grant_id: str,
+                          scope: str, actions: tuple[str, ...], data_actions: tuple[str, ...], role: str | None,
+                          allowed_roles: tuple[str, ...], start: float, seconds: int,
+                          justification: str) -> tuple[PimActivation, Eligibility]:
+    """An agent identity (a service principal) cannot self-activate: its blueprint gives it a time-bound
+    *active* assignment (``AdminAssign`` with ``scheduleInfo.expiration``) for the grant's period."""
+    manager = blueprint_assigner(azure)
+    if manager is None:
         raise PimActivationError(
-            "This identity is a service principal (an agent identity), which PIM cannot self-activate, and this "
-            "build has no time-bound assignment support (access/pim_assign.py), so nothing was granted.",
-            hint="Run as a user with an eligible assignment, or use a build with agent-identity elevation.") from None
+            "This identity is a service principal (an agent identity), which PIM cannot self-activate; its path is a "
+            "time-bound active assignment made by a principal holding roleAssignmentScheduleRequests/write, and this "
+            "server has none for a fixed agent identity (only --ephemeral-agent's blueprint assigns). Nothing was "
+            "granted.", hint="Give the identity the role out of band, or run with --ephemeral-agent.")
     import datetime as dt
 
-    from azure_agent_mcp.tools.clients import AzureRequestError
+    from azure_agent_mcp.access import pim_assign
 
+    chosen = _roles_for(azure, manager, scope, actions, data_actions, role, allowed_roles)
+    definition_id = pim_assign.full_role_definition_id(chosen.role_definition_id, scope)
+    permit = Permit(grant_id, session_id, "access_request", "PUT",
+                    azure.arm_url(scope.rstrip("/") + SCHEDULE_REQUESTS, PIM_API_VERSION),
+                    {"properties": {"principalId": principal_id, "roleDefinitionId": definition_id,
+                                    "requestType": "AdminAssign",
+                                    "scheduleInfo.expiration.duration": iso_duration(seconds)}},
+                    "assignment", named_by_sdk=True)
+    book.permit(permit)
     try:
-        made = pim_assign.assign_time_bound(azure, principal_id=principal_id, role_definition_id=role_definition_id,
-                                            scope=scope, duration=dt.timedelta(seconds=seconds),
-                                            justification=justification)
-    except AzureRequestError as exc:
+        made = pim_assign.assign_time_bound(
+            _assignment_client(azure, manager), principal_id=principal_id, role_definition_id=definition_id,
+            scope=scope, duration=dt.timedelta(seconds=seconds), justification=justification,
+            start=dt.datetime.fromtimestamp(start, tz=dt.timezone.utc))
+    except pim_assign.TimeBoundAssignmentError as exc:
         raise PimActivationError(
-            f"The time-bound assignment for the agent identity was refused ({exc.code}): {exc.message} "
-            "The assigning credential needs Microsoft.Authorization/roleAssignmentScheduleRequests/write at the scope "
-            "(e.g. the blueprint holding Role Based Access Control Administrator there).",
-            hint="Nothing was granted.") from None
-    return PimActivation("AdminAssign", str(made.request_name), principal_id, role_definition_id, role_name, scope,
-                         None, made)
+            f"PIM refused the agent identity's time-bound assignment ({exc.code}): {exc.message} "
+            f"{_explain(exc.code, exc.message)} The blueprint needs Microsoft.Authorization/roleAssignmentScheduleRequests"
+            "/write at the scope.", hint="Nothing was granted.") from None
+    finally:
+        book.withdraw(permit)
+    return PimActivation("AdminAssign", made.request_name, principal_id, definition_id, chosen.role_name, scope, None,
+                         made), chosen
+
+
+def remove_agent_identity_assignment(azure: Any, book: GrantBook, activation: PimActivation, *, session_id: str,
+                                     grant_id: str) -> None:
+    from azure_agent_mcp.access import pim_assign
+
+    manager = blueprint_assigner(azure)
+    if manager is None or activation.assignment is None:
+        raise PimActivationError("The assignment's blueprint is gone; it ends by itself at its expiry.")
+    permit = Permit(grant_id, session_id, "access_revoke", "PUT",
+                    azure.arm_url(activation.scope.rstrip("/") + SCHEDULE_REQUESTS, PIM_API_VERSION),
+                    {"properties": {"principalId": activation.principal_id,
+                                    "roleDefinitionId": activation.role_definition_id, "requestType": "AdminRemove"}},
+                    "removal", named_by_sdk=True)
+    book.permit(permit)
+    try:
+        pim_assign.remove_time_bound(_assignment_client(azure, manager), activation.assignment)
+    except pim_assign.TimeBoundAssignmentError as exc:
+        raise PimActivationError(f"PIM refused the removal ({exc.code}): {exc.message} {_explain(exc.code, exc.message)}"
+                                 ) from None
+    finally:
+        book.withdraw(permit)

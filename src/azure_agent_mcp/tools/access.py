@@ -38,7 +38,7 @@ def access_request(
     role: str | None = None,
 ) -> ToolOutput:
     from azure_agent_mcp.access import pim
-    from azure_agent_mcp.access.grants import Grant, utc_iso
+    from azure_agent_mcp.access.grants import utc_iso
     from azure_agent_mcp.access.requests import check_request
     from azure_agent_mcp.callcontext import current_call
 
@@ -61,30 +61,39 @@ def access_request(
                               hint="Call access_request again.")
     principal = azure.principal or {}
     activation = None
-    if principal.get("idtyp") == "app":
-        raise pim.PimActivationError(
-            "This identity is a service principal (an agent identity); PIM cannot self-activate it. Its path is a "
-            "time-bound active assignment (access/pim_assign.py), which this build does not make yet: nothing "
-            "was granted.", hint="Run as a user with an eligible assignment (README: temporary access).")
+    if principal.get("idtyp") == "app":  # a service principal (an agent identity): a time-bound assignment
+        activation, eligibility = pim.assign_agent_identity(
+            azure, book, principal_id=str(principal.get("oid")), session_id=azure.session.id,
+            grant_id=pending.grant_id, scope=plan.scope, actions=plan.actions, data_actions=plan.data_actions,
+            role=plan.role, allowed_roles=azure.policy.elevation.roles, start=pending.start, seconds=plan.seconds,
+            justification=plan.justification)
+        return _granted(book, plan, pending, now, activation, eligibility)
     eligibility = pim.find_eligibility(azure, plan.scope, plan.actions, plan.data_actions, plan.role,
                                        azure.policy.elevation.roles)
     if plan.role and eligibility is None:
         raise pim.PimActivationError(
             f"The identity has no eligible PIM assignment of role '{plan.role}' at or above {plan.scope}, so nothing "
             "was granted.", hint="Ask for single operations instead, or ask an administrator for the eligibility.")
-    actions, data_actions, not_actions, not_data_actions = plan.actions, plan.data_actions, (), ()
     if eligibility is not None:
         activation = pim.activate(azure, book, eligibility, principal_id=str(principal.get("oid") or
                                   eligibility.principal_id), session_id=azure.session.id, grant_id=pending.grant_id,
                                   start=pending.start, seconds=plan.seconds, justification=plan.justification)
-        if plan.role:  # a role's grant covers what the role does
-            actions, data_actions = eligibility.actions, eligibility.data_actions
-            not_actions, not_data_actions = eligibility.not_actions, eligibility.not_data_actions
-    grant = Grant(pending.grant_id, azure.session.id, plan.scope, pending.start, pending.end, plan.justification,
+    return _granted(book, plan, pending, now, activation, eligibility)
+
+
+def _granted(book: Any, plan: Any, pending: Any, now: float, activation: Any, eligibility: Any) -> ToolOutput:
+    from azure_agent_mcp.access.grants import Grant, utc_iso
+
+    actions, data_actions, not_actions, not_data_actions = plan.actions, plan.data_actions, (), ()
+    if plan.role and eligibility is not None:  # a role's grant covers what the role does
+        actions, data_actions = eligibility.actions, eligibility.data_actions
+        not_actions, not_data_actions = eligibility.not_actions, eligibility.not_data_actions
+    grant = Grant(pending.grant_id, pending.session_id, plan.scope, pending.start, pending.end, plan.justification,
                   actions, data_actions, plan.role, activation, not_actions, not_data_actions)
     book.add(grant)
     book.record("approved", grant, justification=plan.justification, approved_at=utc_iso(now))
-    where = (f"; PIM activated '{activation.role_name}' at {activation.scope} for the same period" if activation
+    verb = "assigned the agent identity" if activation is not None and activation.kind == "AdminAssign" else "activated"
+    where = (f"; PIM {verb} '{activation.role_name}' at {activation.scope} for the same period" if activation
              else "; no eligible PIM assignment covers it, so Azure's own RBAC still decides")
     return ToolOutput(f"Grant {grant.id}: {plan.describe()}, until {utc_iso(grant.end)}{where}.",
                       {"grant": grant.as_json(now)})
@@ -130,9 +139,13 @@ def access_revoke(azure: AzureSession, grant_id: str) -> ToolOutput:
     book.remove(azure.session.id, grant.id)  # the local grant ends first, whatever Azure answers
     now = book.clock.now()
     deactivated, problem = False, None
-    if grant.pim is not None and grant.pim.kind == "SelfActivate":
+    if grant.pim is not None:
         try:
-            pim.deactivate(azure, book, grant.pim, session_id=azure.session.id, grant_id=grant.id)
+            if grant.pim.kind == "SelfActivate":
+                pim.deactivate(azure, book, grant.pim, session_id=azure.session.id, grant_id=grant.id)
+            else:
+                pim.remove_agent_identity_assignment(azure, book, grant.pim, session_id=azure.session.id,
+                                                     grant_id=grant.id)
             deactivated = True
         except pim.PimActivationError as exc:  # e.g. PIM's 5-minute floor (ActiveDurationTooShort)
             problem = str(exc)
