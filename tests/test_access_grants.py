@@ -225,3 +225,21 @@ def test_overlapping_requests_are_refused():
     with pytest.raises(AccessRequestError, match="overlaps"):
         _check(book=book, scope=RG)  # a scope above it, the same operation
     assert _check(book=book, scope=OTHER).scope == OTHER  # a sibling does not overlap
+
+
+def test_closing_the_book_ends_every_grant_and_audits_it():
+    wall = Tick()
+    records: list[dict] = []
+
+    class Audit:
+        def append(self, record: dict, durable: bool = True) -> dict:
+            records.append(record)
+            return record
+
+    book = GrantBook(GrantClock(wall=wall, monotonic=Tick(0.0)), Audit())
+    short = _grant(book, seconds=60)
+    long = _grant(book, session="s2", seconds=600)
+    wall.now += 120
+    book.close()
+    assert sorted((r["event"], r["grant_id"]) for r in records) == sorted([("expired", short.id), ("ended", long.id)])
+    assert book.widen("s2", _denied())[1] is None

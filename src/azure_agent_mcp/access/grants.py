@@ -237,6 +237,25 @@ class GrantBook:
         self._report_expired(ended, now)
         return live
 
+    def close(self) -> None:
+        """The server stops: every grant ends with it (audited); an ended one is audited as expired.
+
+        A PIM activation or time-bound assignment is not undone here: it ends by itself at its end,
+        which is the grant's end (and PIM refuses deactivation in an activation's first five minutes)."""
+        now = self.clock.now()
+        with self._lock:
+            held = [g for session in self._sessions.values() for g in session.grants.values()]
+            self._sessions.clear()
+            self._pending.clear()
+            self._permits.clear()
+        self._report_expired([g for g in held if g.end <= now], now)
+        for grant in (g for g in held if g.end > now):
+            try:
+                self.record("ended", grant, durable=False, at=utc_iso(now), reason="the server stopped",
+                            azure_until=utc_iso(grant.end) if grant.pim is not None else None)
+            except Exception:
+                _LOG.warning("the audit record of grant %s's end could not be written", grant.id, exc_info=True)
+
     def get(self, session_id: str, grant_id: str) -> Grant | None:
         return next((g for g in self.active(session_id) if g.id == grant_id), None)
 

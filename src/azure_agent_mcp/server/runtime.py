@@ -380,6 +380,8 @@ class AgentRuntime:
     def close(self) -> None:
         self.sessions.close()
         self._closer.close()
+        if self.grants is not None:  # the grants end with the server (audited)
+            self.grants.close()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
