@@ -18,6 +18,7 @@ The book also holds two kinds of one-shot tickets:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -56,10 +57,16 @@ def scope_covers(outer: str, inner: str) -> bool:
     return o == "/" or i == o or i.startswith(o + "/")
 
 
-def _matches(patterns: Sequence[str], operation: str) -> str | None:
+@functools.lru_cache(maxsize=1024)
+def _pattern_set(patterns: tuple[str, ...]) -> Any:
     from azure_agent_mcp.policy.patterns import PatternSet
 
-    return PatternSet(tuple(patterns)).first_match(operation.lower())
+    return PatternSet(patterns)
+
+
+def _matches(patterns: Sequence[str], operation: str) -> str | None:
+    """The first of ``patterns`` matching ``operation`` (compiled once per pattern list: checked on every request)."""
+    return _pattern_set(tuple(patterns)).first_match(operation.lower())
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,7 @@ class GrantBook:
         self._sessions: dict[str, _SessionGrants] = {}
         self._pending: dict[tuple[str, str], PendingApproval] = {}
         self._permits: list[Permit] = []
+        self._widened: dict[tuple[str, Decision], Decision] = {}
 
     # -- audit ----------------------------------------------------------------------------------
 
@@ -294,6 +302,17 @@ class GrantBook:
         grant = self.covering(session_id, decision.operation, decision.scope, decision.data_action)
         if grant is None:
             return decision, None
+        key = (grant.id, decision)
+        widened = self._widened.get(key)
+        if widened is None:  # the same request under the same grant reads the same: made once
+            widened = self._widen(grant, decision)
+            if len(self._widened) >= 4096:
+                self._widened.clear()
+            self._widened[key] = widened
+        return widened, grant
+
+    @staticmethod
+    def _widen(grant: Grant, decision: Decision) -> Decision:
         return replace(
             decision,
             effect=Effect.ALLOW,
@@ -302,7 +321,7 @@ class GrantBook:
                    f"{grant.id}, which the user approved for agent session {grant.session_id} "
                    f"(policy '{decision.policy}' alone: {decision.rule}).",
             hint="",
-        ), grant
+        )
 
     # -- approvals --------------------------------------------------------------------------------
 
