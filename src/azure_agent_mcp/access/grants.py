@@ -338,6 +338,10 @@ class GrantBook:
                 self._pending[(session_id, digest)] = held
             return held
 
+    def is_pending(self, session_id: str, digest: str) -> bool:
+        with self._lock:
+            return (session_id, digest) in self._pending
+
     def take_pending(self, session_id: str, digest: str) -> PendingApproval | None:
         """The approved question, consumed: a second answer to it (a replay) finds nothing."""
         with self._lock:

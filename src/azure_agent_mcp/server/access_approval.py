@@ -60,7 +60,7 @@ def make_access_resolver(tool: AzureTool, runtime: Any, parameters: list[inspect
                         "elicitation capability), so nothing was granted.",
                 hint="Use a client that supports elicitation.",
             )
-        fresh = (held.session.id, plan.digest) not in getattr(runtime.grants, "_pending", {})
+        fresh = not runtime.grants.is_pending(held.session.id, plan.digest)
         pending = runtime.grants.pending(held.session.id, plan.digest, plan.seconds)
         try:
             principal = runtime.principal_for(runtime.azure_for(held))
