@@ -212,3 +212,31 @@ async def test_the_guard_itself_refuses_an_expired_grant_between_plan_and_send(f
     assert refused[-1]["decision"] == "deny" and "grant" not in refused[-1]
     assert [r["grant_id"] for r in _grant_records(tmp_path, "expired")] == [grant_id]
     runtime.close()
+
+
+async def test_a_replayed_2026_07_28_answer_is_asked_anew_not_granted(fresh_sandbox_state, tmp_path):
+    """On 2026-07-28 the answer rides the client's retry (input responses + request state): sending the same
+    retry again, after its grant ended, meets a new question (a new grant id), never a second grant."""
+    from mcp_types import ElicitResult, InputRequiredResult
+
+    sandbox = fresh_sandbox_state
+    runtime = elevation_runtime(sandbox, tmp_path)
+    args = request_args(sandbox.manifest)
+    async with Client(build_server(runtime), mode="2026-07-28", elicitation_callback=approver()) as client:
+        asked = await client.session.call_tool("access_request", args, allow_input_required=True)
+        assert isinstance(asked, InputRequiredResult)
+        (key, question), = asked.input_requests.items()
+        answer = {key: ElicitResult(action="accept", content={"approve": True})}
+        granted = await client.session.call_tool("access_request", args, allow_input_required=True,
+                                                 input_responses=answer, request_state=asked.request_state)
+        assert not granted.is_error, granted.content[0].text
+        grant_id = granted.structured_content["grant"]["id"]
+        assert f"grant {grant_id}" in question.params.message
+        await client.call_tool("access_revoke", {"grant_id": grant_id})
+        replayed = await client.session.call_tool("access_request", args, allow_input_required=True,
+                                                  input_responses=answer, request_state=asked.request_state)
+    assert isinstance(replayed, InputRequiredResult)  # asked again: the old answer answers nothing
+    (_, again), = replayed.input_requests.items()
+    assert f"grant {grant_id}" not in again.params.message and "grant g-" in again.params.message
+    assert runtime.grants.active(runtime.default_session.id) == []
+    assert [r["grant_id"] for r in _grant_records(tmp_path, "approved")] == [grant_id]
