@@ -240,3 +240,20 @@ async def test_a_replayed_2026_07_28_answer_is_asked_anew_not_granted(fresh_sand
     assert f"grant {grant_id}" not in again.params.message and "grant g-" in again.params.message
     assert runtime.grants.active(runtime.default_session.id) == []
     assert [r["grant_id"] for r in _grant_records(tmp_path, "approved")] == [grant_id]
+
+
+async def test_policy_explain_and_whoami_tell_what_the_session_grant_allows(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state
+    runtime = elevation_runtime(sandbox, tmp_path)
+    async with Client(build_server(runtime), elicitation_callback=approver()) as client:
+        before = await client.call_tool("policy_explain", {"operation": RESTART, "scope": site(sandbox.manifest)})
+        grant_id = await _granted(client, sandbox.manifest)
+        after = await client.call_tool("policy_explain", {"operation": RESTART, "scope": site(sandbox.manifest)})
+        elsewhere = await client.call_tool("policy_explain", {"operation": RESTART,
+                                                              "scope": site(sandbox.manifest, "app-orders-canary")})
+        who = await client.call_tool("whoami", {})
+    assert before.structured_content["effect"] == "deny"
+    assert after.structured_content["effect"] == "allow" and grant_id in after.structured_content["rule"]
+    assert elsewhere.structured_content["effect"] == "deny"
+    assert [g["id"] for g in who.structured_content["grants"]] == [grant_id]
+    assert 0 < who.structured_content["grants"][0]["remaining_seconds"] <= 600

@@ -62,6 +62,8 @@ def policy_explain(
         return ToolOutput(f"Active policy: {policy.name}. Pass operation (and scope) to see a decision.", summary)
     data_action = is_data_action(operation)
     decision = decide(policy, operation, scope or "/", data_action=data_action)
+    if azure.grants is not None:  # what this session's live grants make of it (the guard decides the same)
+        decision = azure.grants.widen(azure.session.id, decision)[0]
     data = {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(decision).items()}
     return ToolOutput(f"{data['effect']}: {operation} at {scope or '/'} ({decision.rule}).", data)
 
