@@ -56,6 +56,11 @@ async def test_an_expired_grant_is_not_used_nothing_is_sent(fresh_sandbox_state,
     assert error_of(used).get("code") != "PolicyDenied"
     intents = [r for r in audit_records(tmp_path / "audit.jsonl", "intent") if r.get("operation") == RESTART]
     assert [r["grant"] for r in intents] == [grant_id] and grant_id in intents[0]["rule"]
+    # every record of that request names the grant: its intent, its outcome, and its tool call's record
+    outcomes = [r for r in audit_records(tmp_path / "audit.jsonl", "outcome") if r["request_id"] == intents[0]["request_id"]]
+    assert [r["grant"] for r in outcomes] == [grant_id]
+    calls = [r for r in audit_records(tmp_path / "audit.jsonl", "tool") if r.get("tool") == "arm_request"]
+    assert calls[0]["grants"] == [grant_id] and "grants" not in calls[-1]
     assert [r["grant_id"] for r in _grant_records(tmp_path, "expired")] == [grant_id]
     # refused before the call ran (its plan was decided with the session's grants, none left): its record says why
     calls = [r for r in audit_records(tmp_path / "audit.jsonl", "tool") if r.get("tool") == "arm_request"]

@@ -193,11 +193,14 @@ class Guard:
         own = current_call()  # this thread's call (not a poll attributed to one): its record needs no fsync of its own
         if own is not None:
             own.extra["intents"] = own.extra.get("intents", 0) + 1
+            if grant_id is not None:  # the call's own record names the grants its requests went out under
+                own.extra.setdefault("grants", set()).add(grant_id)
         intent["request_id"] = uuid.uuid4().hex
         if span is not None:
             span.admitted(outcome, intent["request_id"])
         stored = self.audit.append(intent, durable=True)  # fsynced before anything is sent, or AuditUnavailable
-        return {"request_id": intent["request_id"], "intent_seq": stored.get("seq"), "started": started}
+        return {"request_id": intent["request_id"], "intent_seq": stored.get("seq"), "started": started,
+                "grant": grant_id}
 
     def answered(self, intent: dict[str, Any] | None, request: Any, response: Any) -> None:
         self._remember_pollers(response.headers)
@@ -221,6 +224,7 @@ class Guard:
             "intent_seq": intent["intent_seq"],
             "status": status,
             "duration_ms": round((time.perf_counter() - intent["started"]) * 1000, 3),
+            **({"grant": intent["grant"]} if intent.get("grant") else {}),
             **{k: v for k, v in fields.items() if v is not None},
         }
         assert self.audit is not None

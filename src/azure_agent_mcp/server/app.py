@@ -543,6 +543,8 @@ async def _call_in_session(
                 return error_payload(exc)
             finally:
                 record["intents"] = extra.get("intents")
+                if extra.get("grants"):  # sent under temporary grants: the call's record names them
+                    record["grants"] = sorted(extra["grants"])
             return success(output, runtime.policy)
 
     control.start()
