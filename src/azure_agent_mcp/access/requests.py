@@ -117,6 +117,9 @@ def check_request(elevation: Elevation | None, session: Any, book: GrantBook | N
                          (", or for one of its Roles." if elevation.roles else "."))
             (data_actions if is_data_action(operation) else actions).append(operation)
     remaining = session.remaining() if session is not None else None
+    if remaining is not None and getattr(session, "expires_at", None) is not None:
+        # grants run on the grants' clock (never earlier than Azure's): the session's end is measured on it too
+        remaining = min(remaining, session.expires_at - book.clock.now())
     if remaining is not None and remaining - SESSION_MARGIN_SECONDS < seconds:
         most = int(remaining) - SESSION_MARGIN_SECONDS
         raise AccessRequestError(
