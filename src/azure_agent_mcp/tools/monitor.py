@@ -99,7 +99,8 @@ def _page_link(azure: AzureSession, continuation: str | None, sub: str, **window
                                                           session_id=azure.session.id, scope=_listing_path(sub))
     parts = urlsplit(link)
     arm = urlsplit(azure.env.arm_endpoint)
-    if (parts.scheme, parts.netloc.lower()) != (arm.scheme, arm.netloc.lower()) or parts.path.lower() != listing.lower():
+    moved = (parts.scheme, parts.netloc.lower()) != (arm.scheme, arm.netloc.lower()) or parts.path.lower() != listing.lower()
+    if moved or "#" in link:  # urlsplit drops a fragment ('...values#' reads as the listing); ARM never sends one
         raise ToolInputError("The continuation's link does not continue the activity log listing; nothing was sent.",
                              hint="List again without continuation.")
     return link, offset
