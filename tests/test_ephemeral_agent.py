@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from ephemeral_helpers import EPHEMERAL_TAG, Graph
-from serve_helpers import SERVE, StdioServe, serve_env, text_of
+from serve_helpers import SERVE, StdioServe, serve_env, text_of, verify
 from server_helpers import audit_records
 
 EPHEMERAL = ("--credential", "agent-identity", "--ephemeral-agent")
@@ -80,6 +80,25 @@ def test_create_use_delete(fresh_sandbox_state, tmp_path):
     assert [(r["method"], r["status"]) for r in graph_requests] == [("GET", 200), ("POST", 201), ("DELETE", 204)]
     assert all(r["caller_appid"] == graph.blueprint_id for r in graph_requests)
     _no_secret_bytes(sandbox, audit.read_bytes() + server.stderr_path.read_bytes(), since)
+    code, report = verify(audit)
+    assert code == 0, report  # the management and lifecycle records are links of the same hash chain
+
+
+def test_an_expired_session_loses_its_identity(fresh_sandbox_state, tmp_path):
+    """No roles, a 10 s session: at its end the timer deletes the identity, and the session gets no more tokens."""
+    sandbox = fresh_sandbox_state
+    graph = Graph(sandbox)
+    audit = tmp_path / "audit.jsonl"
+    with StdioServe(sandbox, audit, tmp_path / "state", *EPHEMERAL, "--session-ttl", "10s") as server:
+        agent_id = server.call("whoami", {})["structuredContent"]["credential"]["agent_identity_id"]
+        assert [a["id"] for a in graph.ephemeral()] == [agent_id]
+        wait_until(lambda: not graph.ephemeral(), "the expired session's identity to be deleted", timeout=30)
+        deleted = next(e for e in ephemeral_events(audit) if e["event"] == "deleted")
+        assert deleted["reason"] == "its session expired" and deleted["agent_identity_id"] == agent_id
+        after = server.call("group_list", {})
+        assert after.get("isError") and "expired" in text_of(after)
+        assert server.close() == 0
+    assert [e["event"] for e in ephemeral_events(audit)].count("created") == 1  # no second identity was made
 
 
 def test_crash_clean_up(fresh_sandbox_state, tmp_path):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 import re
 import socket
@@ -237,7 +238,9 @@ class EphemeralAgents:
         if remaining is None:
             raise EphemeralAgentError("--ephemeral-agent needs a session that ends (--session-ttl other than 0): "
                                       "its identity's role assignments end with the session")
-        expires = (now + datetime.timedelta(seconds=remaining)).replace(microsecond=0)
+        # the session's end in whole seconds, rounded up: the identity goes at (never before) that end, so no
+        # request of the session can meet a deleted identity while the session still hands out its tokens
+        expires = datetime.datetime.fromtimestamp(math.ceil(session.expires_at), datetime.timezone.utc)
         duration = expires - now
         from azure_agent_mcp.access.pim_assign import MIN_DURATION
 
@@ -332,7 +335,7 @@ class EphemeralAgents:
         return response.status_code in (204, 404)
 
     def _schedule_release(self, identity: EphemeralIdentity) -> None:
-        delay = max((identity.expires - self.now()).total_seconds(), 0.0)
+        delay = max(identity.expires.timestamp() - time.time(), 0.0)  # the session's clock is the local one
         timer = threading.Timer(delay, self.release, (identity, "its session expired"))
         timer.daemon = True
         with self._lock:
