@@ -174,3 +174,32 @@ def _no_secret_bytes(sandbox, captured: bytes, since: int) -> None:
     issued = [r for r in sandbox.requests(kind="token", since=since) if r.get("issued_uti")]
     assert issued
     assert b"eyJ" not in captured  # no JWT (its base64url header) in any captured byte
+
+
+def test_over_http_each_agent_session_has_its_own_identity_and_eviction_deletes_it(fresh_sandbox_state, tmp_path):
+    import httpx
+    from http_raw import call, result_of
+    from serve_helpers import HttpServe
+
+    sandbox = fresh_sandbox_state
+    graph = Graph(sandbox)
+    audit = tmp_path / "audit.jsonl"
+    server = HttpServe(sandbox, audit, tmp_path / "state", *EPHEMERAL, "--max-sessions", "1")
+    try:
+        with httpx.Client(timeout=60, trust_env=False) as http:
+            first = result_of(call(http, server.url, "whoami", session="chat-a"))["structuredContent"]
+            first_id = first["credential"]["agent_identity_id"]
+            assert [a["id"] for a in graph.ephemeral()] == [first_id]
+            second = result_of(call(http, server.url, "whoami", session="chat-b"))["structuredContent"]
+            second_id = second["credential"]["agent_identity_id"]
+            assert second_id != first_id and second["principal"]["appid"] == second_id
+            # the cap evicted chat-a (idle): its identity goes with it
+            wait_until(lambda: [a["id"] for a in graph.ephemeral()] == [second_id], "chat-a's identity to go")
+            tags = next(a for a in graph.ephemeral())["tags"]
+            assert "azure-agent-mcp:session=chat-b" in tags
+        assert server.terminate() == 0
+    finally:
+        server.kill()
+    assert graph.ephemeral() == []
+    deleted = {e["agent_identity_id"]: e["reason"] for e in ephemeral_events(audit) if e["event"] == "deleted"}
+    assert set(deleted) == {first_id, second_id}
