@@ -203,3 +203,32 @@ def test_over_http_each_agent_session_has_its_own_identity_and_eviction_deletes_
     assert graph.ephemeral() == []
     deleted = {e["agent_identity_id"]: e["reason"] for e in ephemeral_events(audit) if e["event"] == "deleted"}
     assert set(deleted) == {first_id, second_id}
+
+
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/beta/servicePrincipals/microsoft.graph.agentIdentity"),
+    ("DELETE", "/beta/servicePrincipals/{agent}/microsoft.graph.agentIdentity"),
+    ("PUT", "{group}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/3c78cddc-f099-4309-aadb-6fe90b113980"),
+])
+def test_the_agent_cannot_use_the_servers_door(fresh_sandbox_state, tmp_path, method, path):
+    """What the server may do for its identities, the agent may not: its requests pass its own guard and its own
+    token, so making identities, deleting its identity or assigning itself roles goes nowhere."""
+    sandbox = fresh_sandbox_state
+    graph = Graph(sandbox)
+    group = f"/subscriptions/{sandbox.manifest['subscriptions'][0]['id']}/resourceGroups/rg-prod-app"
+    audit = tmp_path / "audit.jsonl"
+    with StdioServe(sandbox, audit, tmp_path / "state", *EPHEMERAL, "--policy", "unrestricted",
+                    "--dangerously-skip-confirmation") as server:
+        agent_id = server.call("whoami", {})["structuredContent"]["credential"]["agent_identity_id"]
+        since = sandbox.last_seq()
+        body = {"properties": {"principalId": agent_id, "requestType": "AdminAssign",
+                               "roleDefinitionId": "/providers/Microsoft.Authorization/roleDefinitions/"
+                                                   "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"}}
+        answer = server.call("arm_request", {"method": method, "path": path.format(agent=agent_id, group=group),
+                                             "api_version": "2020-10-01", "body": body if method == "PUT" else None})
+        assert answer.get("isError"), text_of(answer)
+        assert [a["id"] for a in graph.ephemeral()] == [agent_id]  # nothing made, nothing deleted
+        assert not [a for a in sandbox.state.world.role_assignments if a.principal_id == agent_id]
+        created = [r for r in sandbox.requests(kind="graph", since=since) if r["method"] == "POST" and r["status"] == 201]
+        assert created == []
+        assert server.close() == 0
