@@ -514,3 +514,61 @@ def _device_code_token(manifest, user):
     upn = next(u for u in manifest["users"] if u["name"] == user)["upn"]
     result = app.acquire_token_by_device_flow(flow, data={"login_hint": upn})
     return result["access_token"]
+
+
+# -- validate, extend, approval decisions ------------------------------------------------------------
+
+
+def test_validate_gives_the_verdict_and_changes_nothing(pim, sandbox, reader_token):
+    verdict = pim.role_assignment_schedule_requests.validate(APP_GROUP, str(uuid.uuid4()), activation())
+    assert verdict.status == "Provisioned"
+    with pytest.raises(HttpResponseError) as refused:
+        pim.role_assignment_schedule_requests.validate(APP_GROUP, str(uuid.uuid4()), activation(duration="PT3H"))
+    assert refused.value.error.message.endswith('["ExpirationRule"]')
+    assert restart(sandbox, reader_token).status_code == 403
+    assert sandbox.pim()["requests"] == [] and sandbox.pim()["schedules"] == []
+
+
+def test_admin_extend_moves_the_end_of_a_time_bound_assignment(fresh_sandbox_state, developer_credential,
+                                                               sandbox_tokens):
+    sandbox = fresh_sandbox_state
+    admin = client(sandbox, developer_credential)
+    agent = dict(principal_id=AGENT_IDENTITY_ID, role=WEBSITE_CONTRIBUTOR)
+    with pytest.raises(HttpResponseError) as nothing:
+        create(admin, activation(request_type="AdminExtend", duration="PT20M", **agent))
+    assert nothing.value.error.code == "RoleAssignmentDoesNotExist"
+    create(admin, activation(request_type="AdminAssign", **agent))
+    extended = create(admin, activation(request_type="AdminExtend", duration="PT20M", **agent))
+    assert extended.status == "Provisioned"
+    instance = next(i for i in admin.role_assignment_schedule_instances.list_for_scope(
+        APP_GROUP, filter=f"principalId eq '{AGENT_IDENTITY_ID}'") if i.end_date_time is not None)
+    # the new end is the extension's own schedule (20 minutes from the AdminExtend), past the first one's 10
+    assert datetime.timedelta(minutes=20) <= instance.end_date_time - instance.start_date_time < \
+        datetime.timedelta(minutes=21)
+    assert instance.start_date_time == extended.schedule_info.start_date_time or \
+        instance.start_date_time <= extended.schedule_info.start_date_time
+    allowed = sandbox.state.authorizer.allowed
+    sandbox.advance_clock("PT15M")
+    assert allowed(AGENT_IDENTITY_ID, RESTART, SITE)
+    sandbox.advance_clock("PT6M")
+    assert not allowed(AGENT_IDENTITY_ID, RESTART, SITE)
+
+
+def test_an_approved_request_grants_from_the_approval_and_a_denied_one_never(pim, sandbox, reader_token):
+    waiting = create(pim, activation(role=CONTRIBUTOR, duration="PT1H"))
+    sandbox.advance_clock("PT30M")
+    assert restart(sandbox, reader_token).status_code == 403
+    decided = sandbox.decide_pim_approval(waiting.name)
+    assert decided["properties"]["status"] == "Provisioned"
+    assert restart(sandbox, reader_token).status_code == 200  # Contributor includes the restart
+    sandbox.advance_clock("PT59M")
+    assert restart(sandbox, reader_token).status_code == 200  # an hour from the approval, not from the request
+    sandbox.advance_clock("PT1M")
+    assert restart(sandbox, reader_token).status_code == 403
+    from azure_agent_mcp.sandbox import SandboxError
+
+    with pytest.raises(SandboxError, match="waiting for approval"):
+        sandbox.decide_pim_approval(waiting.name)
+    denied = create(pim, activation(role=CONTRIBUTOR, duration="PT1H"))
+    assert sandbox.decide_pim_approval(denied.name, approve=False)["properties"]["status"] == "Denied"
+    assert restart(sandbox, reader_token).status_code == 403
