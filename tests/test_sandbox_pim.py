@@ -290,6 +290,10 @@ def test_approval_required_waits_grants_nothing_and_can_be_canceled(pim, sandbox
                for i in pim.role_assignment_schedule_instances.list_for_scope(APP_GROUP, filter="asTarget()"))
     mine = list(pim.role_assignment_schedule_requests.list_for_scope(APP_GROUP, filter="asRequestor()"))
     assert [r.name for r in mine] == [created.name]
+    with pytest.raises(HttpResponseError) as pending:
+        create(pim, body)
+    assert error_of(pending) == ("PendingRoleAssignmentRequest",
+                                 "There is already an existing pending Role assignment request.")
     pim.role_assignment_schedule_requests.cancel(APP_GROUP, created.name)
     assert pim.role_assignment_schedule_requests.get(APP_GROUP, created.name).status == "Canceled"
     with pytest.raises(HttpResponseError) as twice:
@@ -572,3 +576,101 @@ def test_an_approved_request_grants_from_the_approval_and_a_denied_one_never(pim
     denied = create(pim, activation(role=CONTRIBUTOR, duration="PT1H"))
     assert sandbox.decide_pim_approval(denied.name, approve=False)["properties"]["status"] == "Denied"
     assert restart(sandbox, reader_token).status_code == 403
+
+
+def test_a_user_access_administrator_service_principal_makes_time_bound_assignments(fresh_sandbox_state,
+                                                                                      developer_credential,
+                                                                                      sandbox_tokens):
+    """Who ephemeral agent identities depend on: a non-Owner principal with roleAssignments/write at a scope."""
+    sandbox = fresh_sandbox_state
+    uaa = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"
+    admin = client(sandbox, developer_credential)
+    admin.role_assignments.create(DATA_GROUP, str(uuid.uuid4()), {"properties": {
+        "roleDefinitionId": role_ref(uaa), "principalId": SP_OBJECT_ID, "principalType": "ServicePrincipal"}})
+    automation = client(sandbox, _Credential(sandbox_tokens.app_token()))
+    made = create(automation, activation(principal_id=AGENT_IDENTITY_ID, role=CONTRIBUTOR, request_type="AdminAssign",
+                                         justification="agent session"), scope=DATA_GROUP)
+    assert made.status == "Provisioned" and made.requestor_id == SP_OBJECT_ID
+    assert sandbox.state.authorizer.allowed(AGENT_IDENTITY_ID, "Microsoft.Sql/servers/write", f"{DATA_GROUP}/x")
+    with pytest.raises(HttpResponseError) as elsewhere:  # its write stops at its scope
+        create(automation, activation(principal_id=AGENT_IDENTITY_ID, role=CONTRIBUTOR, request_type="AdminAssign",
+                                      justification="agent session"), scope=f"/subscriptions/{SUB_A}")
+    assert elsewhere.value.status_code == 403
+
+
+_SCOPES = (APP_GROUP, DATA_GROUP, VAULT, SITE, f"/subscriptions/{SUB_A}")
+_ROLES = (WEBSITE_CONTRIBUTOR, CONTRIBUTOR, SECRETS_USER, "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+          "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9", "acdd72a7-3385-48ef-bd42-f606fba81ae7")
+_ELIGIBLE = {(WEBSITE_CONTRIBUTOR, APP_GROUP): 3600, (CONTRIBUTOR, APP_GROUP): 7200, (CONTRIBUTOR, DATA_GROUP): 3600,
+             (SECRETS_USER, VAULT): 1800}
+
+
+def _within(role, scope):
+    for (eligible_role, eligible_scope), limit in _ELIGIBLE.items():
+        if eligible_role == role and (scope == eligible_scope or scope.startswith(eligible_scope + "/")):
+            return limit
+    return None
+
+
+def test_no_request_of_the_reader_grants_more_than_an_eligibility_allows(fresh_sandbox_state, reader_token):
+    """Adversarial: whatever the reader sends (types, principals, roles, scopes, schedules, links), anything
+    granted is the reader's own, for a role and scope they are eligible for, no longer than the role setting allows,
+    and nothing waits for approval yet grants."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    sandbox = fresh_sandbox_state
+    http = httpx_client(sandbox.manifest)
+    durations = st.one_of(st.none(), st.sampled_from(["PT1M", "PT5M", "PT10M", "PT59M", "PT1H", "PT61M", "PT2H",
+                                                      "P1D", "PT0S", "-PT5M", "PT1H0M1S", "P"]))
+
+    # a request that would be granted, then up to three fields changed to anything: grants happen (and are
+    # checked) and so does every way of getting a field wrong
+    alternatives = {
+        "requestType": st.sampled_from(["SelfDeactivate", "AdminAssign", "AdminRemove", "AdminExtend",
+                                        "selfactivate", ""]),
+        "principalId": st.sampled_from([DEVELOPER_OID, SP_OBJECT_ID, AGENT_IDENTITY_ID, str(uuid.uuid4())]),
+        "justification": st.sampled_from([None, "", "   ", "x" * 600]),
+        "scheduleInfo": st.one_of(st.none(), st.builds(
+            lambda d, start: {"startDateTime": start, "expiration": {"type": "AfterDuration", "duration": d}},
+            durations, st.sampled_from([None, "2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z", "yesterday"]))),
+        "linkedRoleEligibilityScheduleId": st.uuids().map(str),
+        "roleDefinitionId": st.sampled_from(_ROLES).map(role_ref),
+        "scope": st.sampled_from(_SCOPES),
+    }
+    bodies = st.lists(st.sampled_from(sorted(alternatives)), max_size=3, unique=True).flatmap(
+        lambda keys: st.fixed_dictionaries({k: alternatives[k] for k in keys}))
+    targets = st.sampled_from(sorted(_ELIGIBLE)).map(lambda pair: (pair[1], pair[0]))
+    outcomes = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+              database=None)
+    @given(targets, bodies)
+    def probe(target, changes):
+        scope, role = target
+        props = {**activation(role=role)["properties"], **changes}
+        scope = props.pop("scope", scope)
+        props = {k: v for k, v in props.items() if v is not None}
+        sandbox.reset()
+        answer = http.put(f"{sandbox.manifest['arm_endpoint']}{scope}/providers/Microsoft.Authorization/"
+                          f"roleAssignmentScheduleRequests/{uuid.uuid4()}", params={"api-version": "2020-10-01"},
+                          json={"properties": props}, headers={"Authorization": f"Bearer {reader_token}"})
+        assert answer.status_code in (201, 400, 403, 404, 409), answer.text
+        state = sandbox.pim()
+        outcomes.append(answer.status_code)
+        for schedule in state["schedules"]:
+            p = schedule["properties"]
+            role = p["roleDefinitionId"].rsplit("/", 1)[-1]
+            limit = _within(role, p["scope"])
+            assert p["principalId"] == READER_OID and limit is not None, p
+            start = datetime.datetime.fromisoformat(p["startDateTime"][:26] + "+00:00")
+            end = datetime.datetime.fromisoformat(p["endDateTime"][:26] + "+00:00")
+            assert datetime.timedelta(minutes=5) <= end - start <= datetime.timedelta(seconds=limit)
+        for request in state["requests"]:
+            if request["properties"]["status"] == "PendingApproval":
+                assert state["schedules"] == []
+        if answer.status_code != 201:
+            assert state["requests"] == [] and state["schedules"] == []
+
+    probe()
+    assert outcomes.count(201) >= 3 and len(set(outcomes)) >= 2, outcomes

@@ -66,7 +66,8 @@ def parse_schedule(info: Any, now: float) -> Schedule | None:
     raw_start = info.get("startDateTime")
     if raw_start is not None:
         try:
-            start = parse_instant(str(raw_start)).timestamp()
+            # a start in the past means now: an activation never covers time already gone
+            start = max(now, parse_instant(str(raw_start)).timestamp())
         except TimespanError as exc:
             raise invalid(f"'properties.scheduleInfo.startDateTime': {exc}.") from None
     expiration = info.get("expiration") or {}
@@ -178,6 +179,11 @@ class RequestProcessor:
         request.linked_eligibility = eligibility_id(eligibility)
         if self._active(request.principal_id, request.role_definition_id, request.scope, now) is not None:
             raise PimRequestError(400, "RoleAssignmentExists", "The Role assignment already exists.")
+        if any(r.status == "PendingApproval" and r.principal_id.lower() == request.principal_id.lower()
+               and r.role_definition_id == request.role_definition_id and r.scope.lower() == request.scope.lower()
+               for r in self.store.requests.values()):
+            raise PimRequestError(400, "PendingRoleAssignmentRequest",
+                                  "There is already an existing pending Role assignment request.")
         seconds = schedule.seconds if schedule else None
         if seconds is not None and seconds < MIN_ACTIVE_SECONDS:
             raise _too_short()
