@@ -674,3 +674,42 @@ def test_no_request_of_the_reader_grants_more_than_an_eligibility_allows(fresh_s
 
     probe()
     assert outcomes.count(201) >= 3 and len(set(outcomes)) >= 2, outcomes
+
+
+def test_the_documented_url_forms_and_the_site_scope(fresh_sandbox_state, reader_token):
+    """Learn's examples put a subscription under ``/providers/Microsoft.Subscription``; activating at the site,
+    below the eligibility's group, is allowed and uses the group's role setting (PT1H)."""
+    sandbox = fresh_sandbox_state
+    http = httpx_client(sandbox.manifest)
+    headers = {"Authorization": f"Bearer {reader_token}"}
+    listed = http.get(f"{sandbox.manifest['arm_endpoint']}/providers/Microsoft.Subscription/subscriptions/{SUB_A}/"
+                      "providers/Microsoft.Authorization/roleEligibilityScheduleInstances",
+                      params={"api-version": "2020-10-01", "$filter": "asTarget()"}, headers=headers)
+    assert listed.status_code == 200 and len(listed.json()["value"]) == 4
+    url = (f"{sandbox.manifest['arm_endpoint']}{SITE}/providers/Microsoft.Authorization/"
+           f"roleAssignmentScheduleRequests/{uuid.uuid4()}")
+    over = http.put(url, params={"api-version": "2020-10-01"}, json=activation(duration="PT90M"), headers=headers)
+    assert over.json()["error"]["message"].endswith('["ExpirationRule"]')
+    made = http.put(url, params={"api-version": "2020-10-01"}, json=activation(), headers=headers)
+    assert made.status_code == 201 and made.json()["properties"]["scope"] == SITE
+    assert restart(sandbox, reader_token).status_code == 200
+    other_site = f"{APP_GROUP}/providers/Microsoft.Storage/storageAccounts/stprodapp01"
+    assert not sandbox.state.authorizer.allowed(READER_OID, "Microsoft.Web/sites/write", other_site)
+
+
+def test_unknown_site_and_unsupported_methods(fresh_sandbox_state, sandbox_tokens):
+    sandbox = fresh_sandbox_state
+    http = httpx_client(sandbox.manifest)
+    token = sandbox_tokens.user_token("developer")
+    headers = {"Authorization": f"Bearer {token}"}
+    gone = http.post(f"{sandbox.manifest['arm_endpoint']}{APP_GROUP}/providers/Microsoft.Web/sites/nope/restart",
+                     params={"api-version": "2023-12-01"}, headers=headers)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "ResourceNotFound"
+    stopped = http.post(f"{sandbox.manifest['arm_endpoint']}{SITE}/stop", params={"api-version": "2023-12-01"},
+                        headers=headers)
+    assert stopped.status_code == 200
+    assert sandbox.state.world.resources[SITE.lower()]["properties"]["state"] == "Stopped"
+    deleted = http.delete(f"{sandbox.manifest['arm_endpoint']}{APP_GROUP}/providers/Microsoft.Authorization/"
+                          f"roleEligibilitySchedules/{uuid.uuid4()}", params={"api-version": "2020-10-01"},
+                          headers=headers)
+    assert deleted.status_code == 405 and "GET" in deleted.json()["error"]["message"]
