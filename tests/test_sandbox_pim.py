@@ -398,6 +398,14 @@ def test_a_service_principal_cannot_self_activate(fresh_sandbox_state, sandbox_t
     ({"properties": {"principalId": READER_OID, "roleDefinitionId": role_ref(str(uuid.uuid4())),
                      "requestType": "SelfActivate"}}, "RoleDefinitionDoesNotExist"),
     (activation(duration="ten minutes"), "InvalidRequestContent"),
+    (activation(duration="P99999999999D"), "InvalidRequestContent"),
+    (activation(duration="-PT10M"), "InvalidRequestContent"),
+    ({"properties": {**activation()["properties"], "scheduleInfo": {"startDateTime": "soon",
+                                                                    "expiration": {"duration": "PT10M"}}}},
+     "InvalidRequestContent"),
+    ({"properties": {**activation()["properties"], "scheduleInfo": {"expiration": {"type": "Whenever"}}}},
+     "InvalidRequestContent"),
+    ({"properties": {**activation()["properties"], "justification": 7}}, "InvalidRequestContent"),
     (activation(justification="x" * 501), "InvalidRequestContent"),
 ])
 def test_malformed_requests_say_what_is_wrong(fresh_sandbox_state, reader_token, body, code):
@@ -713,3 +721,16 @@ def test_unknown_site_and_unsupported_methods(fresh_sandbox_state, sandbox_token
                           f"roleEligibilitySchedules/{uuid.uuid4()}", params={"api-version": "2020-10-01"},
                           headers=headers)
     assert deleted.status_code == 405 and "GET" in deleted.json()["error"]["message"]
+
+
+def test_after_date_time_expiration(pim, sandbox, reader_token):
+    end = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=20)
+    body = activation(duration=None)
+    body["properties"]["scheduleInfo"] = {"expiration": {"type": "AfterDateTime",
+                                                         "endDateTime": end.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+    made = create(pim, body)
+    assert made.schedule_info.expiration.type == "AfterDateTime"
+    assert made.schedule_info.expiration.end_date_time.replace(microsecond=0) == end.replace(microsecond=0)
+    assert restart(sandbox, reader_token).status_code == 200
+    sandbox.advance_clock(end.timestamp() - sandbox.clock()["epoch"] + 0.5)
+    assert restart(sandbox, reader_token).status_code == 403

@@ -68,7 +68,7 @@ def parse_schedule(info: Any, now: float) -> Schedule | None:
         try:
             # a start in the past means now: an activation never covers time already gone
             start = max(now, parse_instant(str(raw_start)).timestamp())
-        except TimespanError as exc:
+        except (TimespanError, OverflowError, ValueError) as exc:
             raise invalid(f"'properties.scheduleInfo.startDateTime': {exc}.") from None
     expiration = info.get("expiration") or {}
     if not isinstance(expiration, dict):
@@ -87,11 +87,14 @@ def parse_schedule(info: Any, now: float) -> Schedule | None:
             seconds = parse_duration(duration).total_seconds()
         except TimespanError as exc:
             raise invalid(f"'properties.scheduleInfo.expiration.duration': {exc}.") from None
+        except OverflowError:
+            raise invalid(f"'properties.scheduleInfo.expiration.duration' '{duration[:40]}' is too long to be a "
+                          "date.") from None
         return Schedule(start, start + seconds, kind, duration)
     if kind == "AfterDateTime":
         try:
             end = parse_instant(str(end_raw)).timestamp()
-        except TimespanError as exc:
+        except (TimespanError, OverflowError, ValueError) as exc:
             raise invalid(f"'properties.scheduleInfo.expiration.endDateTime': {exc}.") from None
         return Schedule(start, end, kind, None)
     if kind == "NoExpiration":
@@ -165,7 +168,7 @@ class RequestProcessor:
             self.store.requests[request.name] = request
         return request
 
-    # -- the four request types -------------------------------------------------------------------
+    # -- the request types ------------------------------------------------------------------------
 
     def _self_activate(self, principal: Any, request: ScheduleRequest, schedule: Schedule | None,
                        props: dict[str, Any], now: float) -> None:
