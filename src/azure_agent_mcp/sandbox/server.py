@@ -406,6 +406,11 @@ class Sandbox:
         """PIM's state: requests, schedules (with ``active``), active instances, eligibilities."""
         return self._admin("GET", "/pim")
 
+    def decide_pim_approval(self, request_name: str, approve: bool = True) -> dict[str, Any]:
+        """The approver's decision on a PendingApproval schedule request; returns the request document."""
+        return self._admin("POST", "/pim/approvals", {"request": request_name,
+                                                     "decision": "Approve" if approve else "Deny"})
+
     def add_client_certificate(self, client_id: str, certificate_pem: str | bytes) -> str:
         """Register a certificate for a service principal's client assertions; returns its SHA-1 thumbprint."""
         pem = certificate_pem.decode() if isinstance(certificate_pem, bytes) else certificate_pem
