@@ -299,3 +299,27 @@ def test_service_principal_devops_token(sandbox):
     claims = decode_claims(tokens.pop())
     assert claims["aud"] == DEVOPS_APP and claims["appid"] == sp["client_id"] and claims["idtyp"] == "app"
     assert not credential.tagged and "xms_cli_sid" not in claims
+
+
+def test_no_devops_token_reaches_logs_output_descriptions_or_the_journal(sandbox, caplog, capsys):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    env = sandbox.environment()
+    agent = ids(sandbox)
+    since = sandbox.last_seq()
+    kinds = [("sandbox", {}), ("agent-identity", {}), ("agent-identity", {"agent_user": agent["agent_user_upn"]}),
+             ("sidecar", {}), ("sidecar", {"agent_user": agent["agent_user_object_id"]})]
+    tokens, described = [], []
+    for kind, options in kinds:
+        credential = build_credential(kind, env, new_session("devops-secret"), **options)
+        tokens.append(credential.get_token(DEVOPS).token)
+        described.append(json.dumps(credential.describe()) + repr(credential.provider))
+        credential.close()
+    captured = capsys.readouterr()
+    journal = json.dumps(sandbox.requests(since=since))
+    for token in tokens:
+        signature = token.rsplit(".", 1)[-1]
+        for place, text in (("log", caplog.text), ("stdout", captured.out), ("stderr", captured.err),
+                            ("journal", journal), ("describe", "".join(described))):
+            assert token not in text and signature not in text, f"a DevOps token in the {place}"
