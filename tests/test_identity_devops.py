@@ -101,6 +101,25 @@ def test_arm_and_devops_tokens_never_mix_in_either_cache(sandbox):
     assert token not in seen[DEVOPS] and decode_claims(token)["xms_cli_sid"] == other.id
 
 
+def test_a_devops_claims_challenge_keeps_the_session_tag(sandbox):
+    """A challenge (conditional access, say) for Azure DevOps is merged with the agent claims, never replacing them."""
+    env = sandbox.environment()
+    session = new_session("devops-challenge")
+    credential = build_credential("sandbox", env, session)
+    plain = credential.get_token(DEVOPS).token
+    challenge = json.dumps({"access_token": {"acrs": {"essential": True, "value": "c1"}}})
+    since = sandbox.last_seq()
+    answered = credential.get_token_info(DEVOPS, options={"claims": challenge}).token
+    (request,) = sandbox.requests(kind="token", since=since)
+    asked = json.loads(request["claims"])["access_token"]
+    assert asked["xms_cli_sid"]["values"] == [session.id] and asked["acrs"]["value"] == "c1"
+    claims = decode_claims(answered)
+    assert answered != plain and claims["aud"] == DEVOPS_APP
+    assert claims["acrs"] == ["c1"] and claims["xms_cli_sid"] == session.id
+    assert credential.get_token(DEVOPS).token == answered  # the answer replaced the plain entry
+    assert decode_claims(credential.get_token(ARM).token)["aud"] == "https://management.azure.com/"
+
+
 def test_cached_msal_user_from_the_servers_own_sign_in(sandbox, tmp_path, monkeypatch):
     """``--credential msal``: the account `azure-agent-mcp login` left in the persisted cache."""
     from azure_agent_mcp.identity.msal_provider import device_code_login, persisted_apps
