@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import decode_claims
 
 from azure_agent_mcp.identity import IdentityMismatchError, build_credential, resolve_session, whoami
@@ -229,3 +231,45 @@ def test_cli_whoami_devops_as_the_agent_user_through_the_sidecar(sandbox, tmp_pa
     assert info["devops"]["principal"]["upn"] == agent["agent_user_upn"]
     assert info["devops"]["audience"] == DEVOPS_APP and info["devops"]["pinning"] == {"match": True}
     assert "eyJ" not in done.stdout + done.stderr
+
+
+# -- the sidecar's audience rule, adversarially --------------------------------------------------------------
+
+RESOURCES = ("https://management.azure.com", "https://vault.azure.net", "https://api.loganalytics.io", DEVOPS_APP,
+             "api://5a1db0c5-3c90-4000-a000-000000000e01")
+_guids = st.uuids().map(str)
+_audiences = st.one_of(st.sampled_from(RESOURCES), _guids, st.text(min_size=1, max_size=40),
+                       st.sampled_from(RESOURCES).map(lambda r: r + ".evil.example"),
+                       st.sampled_from(RESOURCES).map(lambda r: "https://" + r.split("://")[-1] + "/x"))
+
+
+def _spellings(resource: str) -> list[str]:
+    return [resource, resource + "/", resource.upper(), resource.upper() + "/"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(resource=st.sampled_from(RESOURCES), audience=_audiences)
+def test_only_the_requested_resource_is_an_accepted_audience(resource, audience):
+    from azure_agent_mcp.identity.sidecar import audience_matches
+
+    scope = resource + "/.default"
+    same = {resource.lower().rstrip("/")}
+    if resource.startswith("api://"):
+        same.add(resource[len("api://"):].lower())
+    if resource == "https://management.azure.com":
+        same.add("https://management.core.windows.net")  # ARM's other identifier
+    if audience.lower().rstrip("/") in same:
+        assert audience_matches(audience, scope)
+    else:
+        assert not audience_matches(audience, scope), (audience, scope)
+
+
+@given(resource=st.sampled_from(RESOURCES))
+def test_every_spelling_of_the_resource_is_accepted(resource):
+    from azure_agent_mcp.identity.sidecar import audience_matches
+
+    for spelling in _spellings(resource):
+        assert audience_matches(spelling, resource + "/.default")
+    assert audience_matches("https://management.core.windows.net/", "https://management.azure.com/.default")
+    assert not audience_matches("https://management.azure.com/", DEVOPS)
+    assert not audience_matches(DEVOPS_APP, "https://management.azure.com/.default")
