@@ -77,6 +77,7 @@ WRONG_IDENTITY_CASES = {
     "agent identity": ("agent-identity", {}),
     "agent user": ("agent-identity", {"agent_user": "upn"}),
     "sidecar agent user": ("sidecar", {"agent_user": "upn"}),
+    "sidecar autonomous": ("sidecar", {}),
 }
 
 
@@ -169,6 +170,22 @@ def test_a_tagged_user_pinned_to_another_user_sends_nothing(sandbox):
     right = build_credential("sandbox", env, new_session("devops-pin-user-ok"),
                              expect_principal=users["developer"]["object_id"])
     assert decode_claims(right.get_token(DEVOPS).token)["oid"] == users["developer"]["object_id"]
+
+
+def test_a_service_principal_pinned_to_another_app_sends_nothing(sandbox):
+    env = sandbox.environment()
+    sp = sandbox.manifest["service_principals"][0]
+    options = {"client_id": sp["client_id"], "client_secret": sp["client_secret"]}
+    since = sandbox.last_seq()
+    wrong = build_credential("service-principal", env, new_session("devops-pin-sp"),
+                             expect_principal=ids(sandbox)["agent_identity_id"], **options)
+    with pytest.raises(IdentityMismatchError) as caught:
+        devops_get(wrong, env)
+    assert caught.value.presented["appid"] == sp["client_id"]
+    assert devops_requests(sandbox, since) == []
+    right = build_credential("service-principal", env, new_session("devops-pin-sp-ok"),
+                             expect_principal=sp["client_id"], **options)
+    assert decode_claims(right.get_token(DEVOPS).token)["appid"] == sp["client_id"]
 
 
 def test_a_sidecar_api_for_another_resource_is_refused_by_audience(sandbox):
