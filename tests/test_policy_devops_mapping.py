@@ -594,3 +594,55 @@ def test_the_guard_refuses_a_method_override_header(sandbox, sandbox_endpoints, 
     assert caught.value.decision.rule == "method override header"
     assert [r["rule"] for r in _audit_lines(audit_path)] == ["method override header"]
     assert not [e for e in sandbox.requests(since=mark) if "wiql" in e["raw_path"].lower()]
+
+
+# -- policy explain --url ------------------------------------------------------------------------
+
+
+def _explain(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    from azure_agent_mcp.cli import main
+
+    try:
+        code = main(["policy", "explain", "--policy", "read-only", "--json", *argv])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, _ = capsys.readouterr()
+    return code, json.loads(out)
+
+
+@pytest.mark.parametrize("argv, code, operation, scope", [
+    (["--method", "GET", "--url", f"{PUBLIC_DEVOPS}/Storefront/_apis/wit/workitems/12?api-version=7.1"], 0,
+     "AzureDevOps/wit/workItems/read", STOREFRONT),
+    (["--method", "POST", "--url", f"{PUBLIC_DEVOPS}/Storefront/_apis/wit/workitems/$Bug"], 3,
+     "AzureDevOps/wit/workItems/write", STOREFRONT),
+    (["--method", "POST", "--url", f"{PUBLIC_VSSPS}/_apis/tokens/pats"], 3, "AzureDevOps/tokens/pats/write", ORG_SCOPE),
+    (["--method", "GET", "--url", "https://127.0.0.1:8443/devops/contoso/_apis/projects",
+      "--arm-endpoint", "https://127.0.0.1:8443", "--keyvault-endpoint", "https://127.0.0.1:8443/vaults/{vault}",
+      "--devops-endpoint", "https://127.0.0.1:8443/devops", "--devops-vssps-endpoint", "https://127.0.0.1:8443/vssps"],
+     0, "AzureDevOps/core/projects/read", ORG_SCOPE),
+])
+def test_policy_explain_decides_azure_devops_urls(capsys, argv, code, operation, scope):
+    got, data = _explain(capsys, *argv)
+    assert (got, data["operation"], data["scope"], data["plane"]) == (code, operation, scope, "devops")
+
+
+def test_policy_explain_with_another_organization_refuses_the_url(capsys):
+    got, data = _explain(capsys, "--method", "GET", "--url", f"{PUBLIC_DEVOPS}/_apis/projects",
+                         "--devops-organization", "fabrikam")
+    assert got == 3 and data["rule"] == "unmappable request" and "'fabrikam'" in data["reason"]
+
+
+@pytest.mark.parametrize("rest, problem", [
+    ("contoso/Storefront/_apis/git/repositories/", "trailing"),  # the sandbox's vault plane admits one; this is not it
+    ("fabrikam/_apis/projects", "not the configured Azure DevOps organization"),
+    ("contoso/_apis/_apis/projects", "not an Azure DevOps route"),
+    ("contoso/_apis/_apis/git/repositories", "'_apis' is not an Azure DevOps project name"),
+    (f"contoso/{GUID}/_apis/git/repositories", "GUID"),
+    ("contoso/Storefront/_apis/git/repositories/storefront-web/items/..", "dot segment"),
+])
+def test_the_sandbox_paths_are_refused_like_the_public_ones(sandbox_endpoints, rest, problem):
+    endpoints, devops, _ = sandbox_endpoints
+    base = devops.rsplit("/", 1)[0]
+    with pytest.raises(UnmappableRequestError) as caught:
+        map_request("GET", f"{base}/{rest}", endpoints)
+    assert problem in caught.value.problem
