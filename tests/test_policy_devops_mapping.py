@@ -67,13 +67,14 @@ CONTRACT = [
     ("devops", "POST", f"{REPO}/pullRequests/7/threads/3/comments",
      "AzureDevOps/git/repositories/pullRequests/threads/comments/write", WEB),
     ("devops", "POST", f"{REPO}/pullRequests/7/threads", "AzureDevOps/git/repositories/pullRequests/threads/write", WEB),
-    ("devops", "GET", "Storefront/_apis/wit/workitems/12", "AzureDevOps/wit/workItems/read", STOREFRONT),
-    ("devops", "GET", "Storefront/_apis/wit/workitems?ids=12,13", "AzureDevOps/wit/workItems/read", STOREFRONT),
+    # work items addressed by id: organization-wide ids, decided at the organization (see the test below)
+    ("devops", "GET", "Storefront/_apis/wit/workitems/12", "AzureDevOps/wit/workItems/read", ORG_SCOPE),
+    ("devops", "GET", "Storefront/_apis/wit/workitems?ids=12,13", "AzureDevOps/wit/workItems/read", ORG_SCOPE),
     ("devops", "POST", "Storefront/_apis/wit/wiql", "AzureDevOps/wit/wiql/read", STOREFRONT),
     ("devops", "POST", "Storefront/_apis/wit/workitems/$Bug", "AzureDevOps/wit/workItems/write", STOREFRONT),
-    ("devops", "PATCH", "Storefront/_apis/wit/workitems/12", "AzureDevOps/wit/workItems/write", STOREFRONT),
+    ("devops", "PATCH", "Storefront/_apis/wit/workitems/12", "AzureDevOps/wit/workItems/write", ORG_SCOPE),
     ("devops", "POST", "Storefront/_apis/wit/workItems/12/comments", "AzureDevOps/wit/workItems/comments/write",
-     STOREFRONT),
+     ORG_SCOPE),
     ("vssps", "GET", "_apis/identities?searchFilter=General&filterValue=dev@contoso.example",
      "AzureDevOps/identities/read", ORG_SCOPE),
     ("vssps", "GET", "_apis/tokens/pats", "AzureDevOps/tokens/pats/read", ORG_SCOPE),
@@ -106,7 +107,7 @@ def test_routes_match_in_any_case_and_decide_on_the_documented_names():
     assert mapped.operation == "AzureDevOps/git/repositories/pullRequests/threads/read"
     # the organization as configured; project and repository as written (AssignableScopes compare case-insensitively)
     assert mapped.scope == "/organizations/contoso/projects/storefront/repositories/Storefront-Web"
-    decision, _ = decide_request(STOREFRONT_FENCE, PUBLIC, "GET", PUBLIC_DEVOPS + "/STOREFRONT/_apis/wit/workItems/1")
+    decision, _ = decide_request(STOREFRONT_FENCE, PUBLIC, "GET", PUBLIC_DEVOPS + "/STOREFRONT/_APIS/git/Repositories")
     assert decision.effect.value == "allow"
 
 
@@ -228,6 +229,15 @@ def test_everyday_reads_are_not_secret_bearing():
     ("GET", "Platform/_apis/git/repositories", "deny", "deny"),
     ("GET", "Platform/_apis/git/repositories/platform-infra/items", "deny", "deny"),
     ("GET", "Platform/_apis/wit/workitems/40", "deny", "deny"),
+    # a work item id is organization-wide: Storefront's path would answer Platform's item 40
+    ("GET", "Storefront/_apis/wit/workitems/40", "deny", "deny"),
+    ("PATCH", "Storefront/_apis/wit/workitems/40", "deny", "deny"),
+    ("POST", "Storefront/_apis/wit/workItems/40/comments", "deny", "deny"),
+    ("GET", "Storefront/_apis/wit/workitems?ids=12,40", "deny", "deny"),
+    ("POST", "Storefront/_apis/wit/workitemsbatch", "deny", "deny"),
+    ("GET", "Storefront/_apis/git/pullrequests/7", "deny", "deny"),
+    ("GET", "Storefront/_apis/git/pullrequests", "allow", "deny"),
+    ("GET", "Storefront/_apis/wit/workitemtypes", "allow", "deny"),
     ("POST", "Platform/_apis/wit/workitems/$Task", "deny", "deny"),
     ("GET", "Storefront-Old/_apis/git/repositories", "deny", "deny"),  # a prefix is not containment
     # organization-level routes reach every project's data: scoped to the organization, outside both fences
@@ -244,6 +254,28 @@ def test_assignable_scopes_fence_an_agent_to_a_project_or_a_repository(method, r
     url = f"{PUBLIC_DEVOPS}/{rest}"
     assert decide_request(STOREFRONT_FENCE, PUBLIC, method, url)[0].effect.value == storefront
     assert decide_request(REPO_FENCE, PUBLIC, method, url)[0].effect.value == web
+
+
+def test_work_items_addressed_by_id_are_decided_at_the_organization_whatever_project_the_path_names():
+    """The contract scoped ``{p}/_apis/wit/workitems/{id}`` to the project; the service does not confine an id to it.
+
+    Azure DevOps' own reference (wit/work-items/get-work-item, api-version 7.1) asks project
+    Fabrikam-Fiber-Git for item 12 and answers an item whose System.TeamProject is MyAgilePrj2. A
+    project fence on such a route would let a Storefront agent read and update Platform's items by id.
+    """
+    for method, rest in [("GET", "wit/workitems/40"), ("PATCH", "wit/workitems/40"), ("DELETE", "wit/workitems/40"),
+                         ("GET", "wit/workitems?ids=40"), ("POST", "wit/workitemsbatch"),
+                         ("GET", "wit/workItems/40/comments"), ("POST", "wit/workItems/40/comments"),
+                         ("GET", "wit/workItems/40/updates"), ("GET", "wit/workItems/40/revisions")]:
+        mapped = map_request(method, f"{PUBLIC_DEVOPS}/Storefront/_apis/{rest}", PUBLIC)
+        assert mapped.scope == ORG_SCOPE, rest
+        assert mapped.path.startswith("/contoso/Storefront/")  # the audit still shows the path as sent
+    # creating a work item, a WIQL query and the project's metadata stay in the project the path names
+    for method, rest in [("POST", "wit/workitems/$Bug"), ("POST", "wit/wiql"), ("GET", "wit/workitemtypes"),
+                         ("GET", "wit/fields"), ("GET", "wit/classificationNodes"), ("GET", "wit/queries")]:
+        assert map_request(method, f"{PUBLIC_DEVOPS}/Storefront/_apis/{rest}", PUBLIC).scope == STOREFRONT, rest
+    reasons = {r.reaches_organization for r in devops_routes() if r.reaches_organization}
+    assert reasons and all("organization-wide" in reason for reason in reasons)
 
 
 def test_identities_and_pats_are_organization_wide_and_outside_a_project_fence():
@@ -432,6 +464,10 @@ def _service_reading(path: str) -> dict[str, Any] | None:
     names: set[int] = set()  # positions (below _apis) that hold a project's or repository's name
     if at == 2:
         reading["project"] = decoded[1]
+        # the service's own knowledge: work item and pull request ids are organization-wide
+        reading["org_wide"] = (after[:2] == ["wit", "workitems"] and (len(after) == 2 or bool(_NUM.fullmatch(after[2])))
+                               or after[:2] == ["wit", "workitemsbatch"]
+                               or (after[:2] == ["git", "pullrequests"] and len(after) > 2))
         if after[:2] == ["git", "repositories"] and len(after) > 2:
             reading["repository"] = after_decoded[2]
             names.add(2)
@@ -455,7 +491,7 @@ def _check_reading(method: str, path: str, query: str, url: str) -> bool:
     assert reading is not None and reading["apis"] in (1, 2), path  # nothing the service would normalise is decided
     assert reading["org"] == ORG and not path.endswith("/")
     expected = ORG_SCOPE
-    if reading["project"] is not None:
+    if reading["project"] is not None and not reading.get("org_wide"):
         assert not looks_like_guid(reading["project"]) and not reading["project"].startswith("_")
         expected += "/projects/" + reading["project"]
         if reading["apis"] == 2:
@@ -474,8 +510,8 @@ def _check_reading(method: str, path: str, query: str, url: str) -> bool:
     assert verb != "read" or method in ("GET", "HEAD", "POST")
     # the fence: allowed only where the path names Storefront
     decision, _ = decide_request(STOREFRONT_FENCE, PUBLIC, method, url)
-    names_storefront = reading["project"] is not None and reading["project"].lower() == "storefront"
-    assert (decision.effect.value == "allow") == names_storefront, (path, decision.reason)
+    in_storefront = expected.lower() == STOREFRONT.lower() or expected.lower().startswith(STOREFRONT.lower() + "/")
+    assert (decision.effect.value == "allow") == in_storefront, (path, decision.reason)
     return True
 
 
@@ -612,7 +648,9 @@ def _explain(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[
 
 @pytest.mark.parametrize("argv, code, operation, scope", [
     (["--method", "GET", "--url", f"{PUBLIC_DEVOPS}/Storefront/_apis/wit/workitems/12?api-version=7.1"], 0,
-     "AzureDevOps/wit/workItems/read", STOREFRONT),
+     "AzureDevOps/wit/workItems/read", ORG_SCOPE),
+    (["--method", "POST", "--url", f"{PUBLIC_DEVOPS}/Storefront/_apis/wit/wiql?api-version=7.1"], 0,
+     "AzureDevOps/wit/wiql/read", STOREFRONT),
     (["--method", "POST", "--url", f"{PUBLIC_DEVOPS}/Storefront/_apis/wit/workitems/$Bug"], 3,
      "AzureDevOps/wit/workItems/write", STOREFRONT),
     (["--method", "POST", "--url", f"{PUBLIC_VSSPS}/_apis/tokens/pats"], 3, "AzureDevOps/tokens/pats/write", ORG_SCOPE),
