@@ -15,6 +15,12 @@ GET|POST logs-record-limit                          {"limit": int}: Log Analytic
                                                     (a bigger result is cut and marked PartialError)
 GET|POST|DELETE consents                            {user, resource, client_id?}: delegated consents
                                                     (on-behalf-of needs one per user, client, resource)
+GET|POST clock                                      {"advance": "PT11M" | seconds} moves the sandbox clock
+                                                    forward -> {"now", "epoch", "offset_seconds"}
+GET  pim                                            PIM's requests, schedules, active instances and
+                                                    eligibilities (test assertions)
+POST pim/approvals                                  {"request": name, "decision": "Approve" | "Deny"}: the
+                                                    approver's decision on a PendingApproval request
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ from __future__ import annotations
 from typing import Any
 
 from azure_agent_mcp.netaddr import is_loopback
+from azure_agent_mcp.sandbox import pim, pim_docs
+from azure_agent_mcp.sandbox.clock import ClockAdvanceError, parse_advance
 from azure_agent_mcp.sandbox.entra import certificate_entry
 from azure_agent_mcp.sandbox.faults import FaultSpecError, parse_claims_challenge, parse_fault
 from azure_agent_mcp.sandbox.mcp_world import consent_resource, consents_listing
+from azure_agent_mcp.sandbox.pim_requests import approve
 from azure_agent_mcp.sandbox.principals import MCP_SERVER_CLIENT_ID, Consent
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
 
@@ -122,6 +131,31 @@ class AdminPlane:
                 return json_response(200, {"value": []})
             if method == "GET":
                 return json_response(200, {"value": [c.describe() for c in state.challenges]})
+        if name == "clock":
+            if method == "POST":
+                body = self._json(request)
+                if not isinstance(body, dict) or "advance" not in body:
+                    raise AdminError(400, "The body must be {\"advance\": \"PT11M\"} (an ISO 8601 duration) or "
+                                          "{\"advance\": 660} (seconds).")
+                try:
+                    state.clock.advance(parse_advance(body["advance"]))
+                except ClockAdvanceError as exc:
+                    raise AdminError(400, str(exc)) from exc
+            if method in ("GET", "POST"):
+                return json_response(200, state.clock.describe())
+        if name == "pim" and method == "GET":
+            return json_response(200, pim.snapshot(state))
+        if name == "pim/approvals" and method == "POST":
+            body = self._json(request)
+            if not isinstance(body, dict) or not isinstance(body.get("request"), str) or body.get("decision") not in (
+                    "Approve", "Deny"):
+                raise AdminError(400, "The body must be {\"request\": \"<schedule request name>\", \"decision\": "
+                                      "\"Approve\" | \"Deny\"}.")
+            try:
+                decided = approve(state, body["request"], body["decision"] == "Approve")
+            except LookupError as exc:
+                raise AdminError(404, str(exc)) from exc
+            return json_response(200, pim_docs.schedule_request(state.world, decided))
         if name == "certificates" and method == "POST":
             return self._register_certificate(request)
         if name == "consents":

@@ -25,9 +25,11 @@ from azure_agent_mcp.sandbox.journal import redact_query
 from azure_agent_mcp.sandbox.keyvault import VaultPlane
 from azure_agent_mcp.sandbox.loganalytics import LogAnalyticsPlane
 from azure_agent_mcp.sandbox.metrics import MetricsRoom
+from azure_agent_mcp.sandbox.pim import PimRoom
 from azure_agent_mcp.sandbox.protocol import Request, Response, arm_error, json_response
 from azure_agent_mcp.sandbox.resourcegraph import ResourceGraphRoom
 from azure_agent_mcp.sandbox.sidecar import SidecarPlane, problem
+from azure_agent_mcp.sandbox.web_actions import WebActionsRoom
 
 MAX_BODY = 4 * 1024 * 1024
 TRANSPORT_KEY = "azure_agent_mcp.sandbox.transport"
@@ -47,6 +49,7 @@ class SandboxApp:
         self.arm.rooms.extend([ActivityLogRoom(self.arm), MetricsRoom(self.arm)])
         self.arm.rooms.append(DeploymentsRoom(self.arm))
         self.arm.rooms.append(ResourceGraphRoom(state))
+        self.arm.rooms.extend([PimRoom(self.arm), WebActionsRoom(self.arm)])
         self.vault = VaultPlane(state)
         self.logs = LogAnalyticsPlane(state)
         self.admin = AdminPlane(state)
@@ -197,6 +200,7 @@ class SandboxApp:
         if correlation:
             headers.append((b"x-ms-correlation-request-id", correlation.encode("latin-1")))
         headers.append((b"x-ms-request-id", uuid.uuid4().hex.encode()))
+        headers.append((b"date", self.state.clock.http_date().encode()))  # the sandbox clock's time, not uvicorn's
         headers.append((b"content-length", str(len(response.body)).encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})

@@ -782,7 +782,7 @@ class ArmPlane:
                                      f"The $filter '{raw}' is not supported. Supported: atScope(), "
                                      "principalId eq '{id}', assignedTo('{id}'), joined with 'and'.")
         result = []
-        for a in self.state.world.role_assignments:
+        for a in self.state.authorizer.active():  # time-bound (PIM) assignments only while they grant
             above_or_at = scope_contains(a.scope, scope)
             below = scope_contains(scope, a.scope)
             if not (above_or_at or (below and not at_scope)):

@@ -10,16 +10,20 @@ and none of its NotActions (NotDataActions); ``*`` matches any run of characters
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
+WEBSITE_CONTRIBUTOR = "de139f84-1756-47ae-9be6-808fbbe84772"
+USER_ACCESS_ADMINISTRATOR = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,35 @@ BUILTIN_ROLES: dict[str, RoleDefinition] = {
                 ),
             ),
         ),
+        RoleDefinition(
+            USER_ACCESS_ADMINISTRATOR,
+            "User Access Administrator",
+            "Lets you manage user access to Azure resources.",
+            (Permission(actions=("*/read", "Microsoft.Authorization/*", "Microsoft.Support/*")),),
+        ),
+        RoleDefinition(
+            WEBSITE_CONTRIBUTOR,
+            "Website Contributor",
+            "Lets you manage websites (not web plans), but not access to them.",
+            (
+                Permission(
+                    actions=(
+                        "Microsoft.Authorization/*/read",
+                        "Microsoft.Insights/alertRules/*",
+                        "Microsoft.Insights/components/*",
+                        "Microsoft.ResourceHealth/availabilityStatuses/read",
+                        "Microsoft.Resources/deployments/*",
+                        "Microsoft.Resources/subscriptions/resourceGroups/read",
+                        "Microsoft.Support/*",
+                        "Microsoft.Web/certificates/*",
+                        "Microsoft.Web/listSitesAssignedToHostName/read",
+                        "Microsoft.Web/serverFarms/join/action",
+                        "Microsoft.Web/serverFarms/read",
+                        "Microsoft.Web/sites/*",
+                    ),
+                ),
+            ),
+        ),
     )
 }
 
@@ -181,6 +214,17 @@ class RoleAssignment:
     role_definition_id: str  # the role GUID
     scope: str
     created_on: str = "2024-01-15T09:30:00.0000000Z"
+    # A time-bound assignment (a PIM activation or an AdminAssign with an expiration) grants from
+    # ``start`` (inclusive) to ``end`` (exclusive), in seconds on the sandbox clock; None = unbounded.
+    start: float | None = None
+    end: float | None = None
+
+    @property
+    def time_bound(self) -> bool:
+        return self.start is not None or self.end is not None
+
+    def active_at(self, now: float) -> bool:
+        return (self.start is None or now >= self.start) and (self.end is None or now < self.end)
 
     def to_arm(self) -> dict[str, Any]:
         subscription = self.scope.split("/")[2] if self.scope.lower().startswith("/subscriptions/") else None
@@ -209,36 +253,59 @@ class RoleAssignment:
 
 @dataclass
 class Authorizer:
-    """Answers "may principal P perform operation O at scope S?" from the role assignments."""
+    """Answers "may principal P perform operation O at scope S?" from the role assignments.
+
+    Time-bound assignments are judged against the sandbox clock on every call: a remembered answer
+    carries the moment it stops being true (the next start or end of a time-bound assignment it
+    depended on), so an activation stops granting exactly at its end time, cache or not.
+    """
 
     assignments: list[RoleAssignment]
     roles: dict[str, RoleDefinition] = field(default_factory=lambda: dict(BUILTIN_ROLES))
-    _cache: dict[tuple[str, str, str, bool], bool] = field(default_factory=dict, repr=False)
+    clock: Callable[[], float] = time.time
+    _cache: dict[tuple[str, str, str, bool], tuple[bool, float]] = field(default_factory=dict, repr=False)
 
     def invalidate(self) -> None:
         self._cache.clear()
 
     def allowed(self, principal_id: str, operation: str, scope: str, data_action: bool = False) -> bool:
+        now = self.clock()
         key = (principal_id, operation.lower(), scope.lower(), data_action)
         hit = self._cache.get(key)
-        if hit is not None:
-            return hit
+        if hit is not None and now < hit[1]:
+            return hit[0]
         result = False
+        valid_until = math.inf
         for assignment in self.assignments:
             if assignment.principal_id != principal_id or not scope_contains(assignment.scope, scope):
                 continue
+            if assignment.time_bound:
+                if assignment.start is not None and now < assignment.start:
+                    valid_until = min(valid_until, assignment.start)
+                    continue
+                if assignment.end is not None and now >= assignment.end:
+                    continue
             role = self.roles.get(assignment.role_definition_id)
             if role is not None and role.grants(operation, data_action):
                 result = True
+                if assignment.end is not None:
+                    valid_until = min(valid_until, assignment.end)
                 break
         if len(self._cache) > 50_000:
             self._cache.clear()
-        self._cache[key] = result
+        self._cache[key] = (result, valid_until)
         return result
+
+    def active(self) -> list[RoleAssignment]:
+        """The assignments granting now (time-bound ones between their start and end)."""
+        now = self.clock()
+        return [a for a in self.assignments if a.active_at(now)]
 
     def has_any_access_within(self, principal_id: str, scope: str) -> bool:
         """ARM shows a subscription to anyone with an assignment at, above or below it."""
+        now = self.clock()
         return any(
-            a.principal_id == principal_id and (scope_contains(a.scope, scope) or scope_contains(scope, a.scope))
+            a.principal_id == principal_id and a.active_at(now)
+            and (scope_contains(a.scope, scope) or scope_contains(scope, a.scope))
             for a in self.assignments
         )

@@ -148,6 +148,7 @@ class Sandbox:
             log_level="warning",
             access_log=False,
             timeout_keep_alive=30,
+            date_header=False,  # the app sends Date from the sandbox clock (clock.py)
             timeout_graceful_shutdown=2,
             h11_max_incomplete_event_size=64 * 1024,
         )
@@ -394,6 +395,23 @@ class Sandbox:
 
     def consents(self) -> list[dict[str, str]]:
         return self._admin("GET", "/consents")["value"]
+
+    def advance_clock(self, advance: str | float) -> dict[str, Any]:
+        """Move the sandbox clock forward (``"PT11M"`` or seconds): PIM expiry without sleeping."""
+        return self._admin("POST", "/clock", {"advance": advance})
+
+    def clock(self) -> dict[str, Any]:
+        """The sandbox clock: ``now`` (ISO), ``epoch`` and ``offset_seconds`` (``reset()`` sets it back to 0)."""
+        return self._admin("GET", "/clock")
+
+    def pim(self) -> dict[str, Any]:
+        """PIM's state: requests, schedules (with ``active``), active instances, eligibilities."""
+        return self._admin("GET", "/pim")
+
+    def decide_pim_approval(self, request_name: str, approve: bool = True) -> dict[str, Any]:
+        """The approver's decision on a PendingApproval schedule request; returns the request document."""
+        return self._admin("POST", "/pim/approvals", {"request": request_name,
+                                                     "decision": "Approve" if approve else "Deny"})
 
     def add_client_certificate(self, client_id: str, certificate_pem: str | bytes) -> str:
         """Register a certificate for a service principal's client assertions; returns its SHA-1 thumbprint."""

@@ -10,9 +10,11 @@ from typing import Any
 
 from azure_agent_mcp.sandbox.access import Principal
 from azure_agent_mcp.sandbox.activitylog import ActivityLog
+from azure_agent_mcp.sandbox.clock import SandboxClock
 from azure_agent_mcp.sandbox.faults import ClaimsChallenge, Fault
 from azure_agent_mcp.sandbox.journal import Journal
 from azure_agent_mcp.sandbox.loganalytics import RECORD_LIMIT
+from azure_agent_mcp.sandbox.pim_world import PimStore, seed_pim
 from azure_agent_mcp.sandbox.rbac import Authorizer
 from azure_agent_mcp.sandbox.tokens import TokenService
 from azure_agent_mcp.sandbox.world import TENANT_ID, SeedCredentials, World, build_world
@@ -28,10 +30,14 @@ class SandboxState:
         self.creds = creds or SeedCredentials.generate()
         self.tokens = TokenService(self.issuer)
         self.journal = Journal()
+        # Real time plus an offset the admin API advances: PIM schedules, RBAC expiry, the activity log
+        # and every response's Date header read it; tokens stay on real time (see clock.py).
+        self.clock = SandboxClock()
         # What ARM changed, as Azure's activity log shows it (fed by the ARM plane's listener).
-        self.activity = ActivityLog(self.tenant_id)
+        self.activity = ActivityLog(self.tenant_id, clock=self.clock.now)
         self.world: World
         self.authorizer: Authorizer
+        self.pim: PimStore
         self.faults: list[Fault] = []
         self.challenges: list[ClaimsChallenge] = []
         self.agent_rule = True
@@ -42,14 +48,17 @@ class SandboxState:
         self.reset()
 
     def reset(self) -> None:
-        """Seed world, switches, faults, challenges, logs and the sidecar's cache restored; certificates kept."""
+        """Seed world, PIM, the clock, switches, faults, challenges, logs and the sidecar's cache restored;
+        certificates kept."""
         certificates = {}
         if getattr(self, "world", None) is not None:
             certificates = {sp.client_id: list(sp.certificates) for sp in self.world.service_principals}
         self.world = build_world(self.origin, self.creds)
         for sp in self.world.service_principals:
             sp.certificates = certificates.get(sp.client_id, [])
-        self.authorizer = Authorizer(self.world.role_assignments)
+        self.clock.reset()
+        self.authorizer = Authorizer(self.world.role_assignments, clock=self.clock.now)
+        self.pim = seed_pim()
         self.faults = []
         self.challenges = []
         self.agent_rule = True
