@@ -12,7 +12,7 @@ from typing import Any
 
 from azure_agent_mcp.sandbox.devops_errors import DevOpsFailure, bad_request
 from azure_agent_mcp.sandbox.devops_git import branch_name, repo_json, repo_url
-from azure_agent_mcp.sandbox.devops_routes import Call, Route, integer, listing, now_iso
+from azure_agent_mcp.sandbox.devops_routes import Call, Route, integer, is_digits, listing, now_iso
 from azure_agent_mcp.sandbox.devops_world import Comment, PullRequest, Repository, Reviewer, Thread
 from azure_agent_mcp.sandbox.protocol import Response, json_response
 
@@ -117,7 +117,7 @@ def _work_item_ids(call: Call, raw: Any) -> list[int]:
     ids: list[int] = []
     for entry in raw:
         value = entry.get("id") if isinstance(entry, dict) else None
-        wid = int(value) if isinstance(value, (int, str)) and str(value).isdigit() and len(str(value)) < 10 else None
+        wid = int(value) if isinstance(value, (int, str)) and is_digits(str(value)) else None
         item = call.org.work_items.get(wid) if wid is not None else None
         if item is None or call.org.project_by_id(item.project_id).name.lower() not in call.member.roles:
             raise bad_request(f"TF401232: Work item {str(value)[:20]} does not exist, or you do not have permissions "

@@ -12,7 +12,7 @@ from typing import Any
 from azure_agent_mcp.sandbox.devops_errors import DevOpsFailure, bad_request
 from azure_agent_mcp.sandbox.devops_fields import FIELDS, field_named
 from azure_agent_mcp.sandbox.devops_patch import apply_patch
-from azure_agent_mcp.sandbox.devops_routes import Call, Route, integer, listing, now_iso
+from azure_agent_mcp.sandbox.devops_routes import Call, Route, integer, is_digits, listing, now_iso
 from azure_agent_mcp.sandbox.devops_wiql import parse, sort_key
 from azure_agent_mcp.sandbox.devops_world import WORK_ITEM_TYPES, WorkItem, WorkItemComment
 from azure_agent_mcp.sandbox.protocol import Response, json_response
@@ -130,7 +130,7 @@ def _ids(raw: Any) -> list[int]:
     ids = []
     for part in parts:
         text = str(part).strip()
-        if not text.isdigit() or len(text) > 9:
+        if not is_digits(text):
             raise bad_request(f"The work item id '{text[:20]}' is not valid: ids are positive integers.")
         ids.append(int(text))
     return ids
