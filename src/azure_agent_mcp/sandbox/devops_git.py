@@ -353,10 +353,16 @@ def _push(call: Call) -> Response:
 
 def push_json(call: Call, repo: Repository, push: Push) -> dict[str, Any]:
     commits = [repo.objects.commits[sha] for sha in push.commits]
-    return {"commits": [{"commitId": c.sha, "author": _signature(c.author), "committer": _signature(c.committer),
-                         "comment": c.comment, "url": f"{repo_url(call, repo)}/commits/{c.sha}"} for c in commits],
-            "refUpdates": push.ref_updates, "repository": repo_json(call, repo), "pushedBy": call.ref(push.pushed_by),
-            "pushId": push.push_id, "date": push.date, "url": f"{repo_url(call, repo)}/pushes/{push.push_id}"}
+    url = f"{repo_url(call, repo)}/pushes/{push.push_id}"
+    pusher = call.ref(push.pushed_by)
+    return {"commits": [{"treeId": c.tree, "commitId": c.sha, "author": _signature(c.author),
+                         "committer": _signature(c.committer), "comment": c.comment, "parents": list(c.parents),
+                         "url": f"{repo_url(call, repo)}/commits/{c.sha}"} for c in commits],
+            "refUpdates": push.ref_updates, "repository": repo_json(call, repo), "pushedBy": pusher,
+            "pushId": push.push_id, "date": push.date, "url": url,
+            "_links": {"self": {"href": url}, "repository": {"href": repo_url(call, repo)},
+                       "commits": {"href": f"{url}/commits"}, "pusher": {"href": pusher.get("url", "")},
+                       "refs": {"href": f"{repo_url(call, repo)}/refs/{push.ref_updates[0]['name']}"}}}
 
 
 def _pushes(call: Call) -> Response:

@@ -14,6 +14,7 @@ from azure_agent_mcp.sandbox.devops_errors import DevOpsFailure, bad_request
 from azure_agent_mcp.sandbox.devops_git import branch_name, repo_json, repo_url
 from azure_agent_mcp.sandbox.devops_routes import Call, Route, integer, is_digits, listing, now_iso
 from azure_agent_mcp.sandbox.devops_world import Comment, PullRequest, Repository, Reviewer, Thread
+from azure_agent_mcp.sandbox.principals import stable_guid
 from azure_agent_mcp.sandbox.protocol import Response, json_response
 
 THREAD_STATUS = ("unknown", "active", "fixed", "wontFix", "closed", "byDesign", "pending")
@@ -70,7 +71,7 @@ def pr_json(call: Call, repo: Repository, pr: PullRequest) -> dict[str, Any]:
         "repository": repo_json(call, repo), "pullRequestId": pr.pull_request_id, "codeReviewId": pr.pull_request_id,
         "status": pr.status, "createdBy": call.ref(pr.created_by), "creationDate": pr.creation_date,
         "title": pr.title, "description": pr.description, "sourceRefName": pr.source, "targetRefName": pr.target,
-        "mergeStatus": "succeeded", "isDraft": pr.is_draft, "mergeId": pr.source_commit[::-1],
+        "mergeStatus": "succeeded", "isDraft": pr.is_draft, "mergeId": stable_guid("devops-merge", repo.repo_id, str(pr.pull_request_id)),
         "lastMergeSourceCommit": {"commitId": pr.source_commit, "url": f"{repo_url(call, repo)}/commits/"
                                                                         f"{pr.source_commit}"},
         "lastMergeTargetCommit": {"commitId": pr.target_commit, "url": f"{repo_url(call, repo)}/commits/"
