@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
+from devops_helpers import DEVOPS_SCOPE, DevOps, agent_user_token
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from devops_helpers import DevOps, DEVOPS_SCOPE, agent_user_token
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -16,10 +16,12 @@ REPO = "Storefront/_apis/git/repositories/storefront-web"
 WORDS = ["_apis", "git", "repositories", "storefront-web", "pullrequests", "threads", "comments", "wit",
          "workitems", "$Bug", "wiql", "projects", "Storefront", "Platform", "items", "pushes", "refs", "1", "0",
          "-1", "..", "%2F", "$", "", "99999999999999999999", "serviceendpoint", "endpoints", "identities", "tokens",
-         "pats", "reviewers", "workitemsbatch", "distributedtask", "variablegroups", "²", "١٢٣", "$²"]
+         "pats", "reviewers", "workitemsbatch", "distributedtask", "variablegroups",
+         "²", "١٢٣", "$²"]
 segment = st.one_of(st.sampled_from(WORDS), st.text(min_size=0, max_size=12))
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=20)
 

@@ -293,7 +293,8 @@ def _push(call: Call) -> Response:
         raise bad_request("A push needs exactly one refUpdates entry: [{\"name\": \"refs/heads/<branch>\", "
                           "\"oldObjectId\": \"<the branch's tip, or the base commit for a new branch>\"}].")
     if not isinstance(commits, list) or not commits:
-        raise bad_request("A push needs at least one commit: \"commits\": [{\"comment\": \"...\", \"changes\": [...]}].")
+        raise bad_request("A push needs at least one commit: \"commits\": [{\"comment\": \"...\", \"changes\": "
+                          "[...]}].")
     name, old = updates[0].get("name"), updates[0].get("oldObjectId")
     if not isinstance(name, str) or not valid_ref_name(name):
         raise bad_request(f"TF401025: '{str(name)[:100]}' is not a valid name for a Git branch: use "

@@ -67,15 +67,15 @@ def _reviewer_json(call: Call, repo: Repository, pr: PullRequest, reviewer: Revi
 
 def pr_json(call: Call, repo: Repository, pr: PullRequest) -> dict[str, Any]:
     url = _pr_url(call, repo, pr)
+    commits = f"{repo_url(call, repo)}/commits"
     body: dict[str, Any] = {
         "repository": repo_json(call, repo), "pullRequestId": pr.pull_request_id, "codeReviewId": pr.pull_request_id,
         "status": pr.status, "createdBy": call.ref(pr.created_by), "creationDate": pr.creation_date,
         "title": pr.title, "description": pr.description, "sourceRefName": pr.source, "targetRefName": pr.target,
-        "mergeStatus": "succeeded", "isDraft": pr.is_draft, "mergeId": stable_guid("devops-merge", repo.repo_id, str(pr.pull_request_id)),
-        "lastMergeSourceCommit": {"commitId": pr.source_commit, "url": f"{repo_url(call, repo)}/commits/"
-                                                                        f"{pr.source_commit}"},
-        "lastMergeTargetCommit": {"commitId": pr.target_commit, "url": f"{repo_url(call, repo)}/commits/"
-                                                                        f"{pr.target_commit}"},
+        "mergeStatus": "succeeded", "isDraft": pr.is_draft,
+        "mergeId": stable_guid("devops-merge", repo.repo_id, str(pr.pull_request_id)),
+        "lastMergeSourceCommit": {"commitId": pr.source_commit, "url": f"{commits}/{pr.source_commit}"},
+        "lastMergeTargetCommit": {"commitId": pr.target_commit, "url": f"{commits}/{pr.target_commit}"},
         "reviewers": [_reviewer_json(call, repo, pr, r) for r in pr.reviewers],
         "url": url, "supportsIterations": True,
         "artifactId": f"vstfs:///Git/PullRequestId/{repo.project_id}%2f{repo.repo_id}%2f{pr.pull_request_id}",
