@@ -11,6 +11,7 @@ from typing import Any
 from azure_agent_mcp.sandbox.access import Principal
 from azure_agent_mcp.sandbox.activitylog import ActivityLog
 from azure_agent_mcp.sandbox.clock import SandboxClock
+from azure_agent_mcp.sandbox.devops_world import Organization, build_organization
 from azure_agent_mcp.sandbox.faults import ClaimsChallenge, Fault
 from azure_agent_mcp.sandbox.journal import Journal
 from azure_agent_mcp.sandbox.loganalytics import RECORD_LIMIT
@@ -36,6 +37,7 @@ class SandboxState:
         # What ARM changed, as Azure's activity log shows it (fed by the ARM plane's listener).
         self.activity = ActivityLog(self.tenant_id, clock=self.clock.now)
         self.world: World
+        self.devops: Organization  # the Azure DevOps organization (devops_world)
         self.authorizer: Authorizer
         self.pim: PimStore
         self.faults: list[Fault] = []
@@ -59,6 +61,7 @@ class SandboxState:
         self.clock.reset()
         self.authorizer = Authorizer(self.world.role_assignments, clock=self.clock.now)
         self.pim = seed_pim()
+        self.devops = build_organization(self.creds.key_salt)
         self.faults = []
         self.challenges = []
         self.agent_rule = True
