@@ -85,19 +85,29 @@ def test_create_use_delete(fresh_sandbox_state, tmp_path):
 
 
 def test_an_expired_session_loses_its_identity(fresh_sandbox_state, tmp_path):
-    """No roles, a 10 s session: at its end the timer deletes the identity, and the session gets no more tokens."""
+    """No roles, an 8 s session (over HTTP a session starts with its first request, not with the process): at
+    its end the timer deletes the identity, and the session gets no more tokens."""
+    import httpx
+    from http_raw import call, result_of
+    from serve_helpers import HttpServe
+
     sandbox = fresh_sandbox_state
     graph = Graph(sandbox)
     audit = tmp_path / "audit.jsonl"
-    with StdioServe(sandbox, audit, tmp_path / "state", *EPHEMERAL, "--session-ttl", "10s") as server:
-        agent_id = server.call("whoami", {})["structuredContent"]["credential"]["agent_identity_id"]
-        assert [a["id"] for a in graph.ephemeral()] == [agent_id]
-        wait_until(lambda: not graph.ephemeral(), "the expired session's identity to be deleted", timeout=30)
-        deleted = next(e for e in ephemeral_events(audit) if e["event"] == "deleted")
-        assert deleted["reason"] == "its session expired" and deleted["agent_identity_id"] == agent_id
-        after = server.call("group_list", {})
-        assert after.get("isError") and "expired" in text_of(after)
-        assert server.close() == 0
+    server = HttpServe(sandbox, audit, tmp_path / "state", *EPHEMERAL, "--session-ttl", "8s")
+    try:
+        with httpx.Client(timeout=60, trust_env=False) as http:
+            who = result_of(call(http, server.url, "whoami", session="short"))["structuredContent"]
+            agent_id = who["credential"]["agent_identity_id"]
+            assert [a["id"] for a in graph.ephemeral()] == [agent_id]
+            wait_until(lambda: not graph.ephemeral(), "the expired session's identity to be deleted", timeout=60)
+            deleted = next(e for e in ephemeral_events(audit) if e["event"] == "deleted")
+            assert deleted["reason"] == "its session expired" and deleted["agent_identity_id"] == agent_id
+            after = result_of(call(http, server.url, "group_list", session="short"))
+            assert after.get("isError") and "expired" in text_of(after)
+        assert server.terminate() == 0
+    finally:
+        server.kill()
     assert [e["event"] for e in ephemeral_events(audit)].count("created") == 1  # no second identity was made
 
 
