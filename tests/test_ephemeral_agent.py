@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from ephemeral_helpers import EPHEMERAL_TAG, Graph
-from serve_helpers import SERVE, StdioServe, serve_env, text_of
+from serve_helpers import SERVE, StdioServe, serve_env, text_of, verify
 from server_helpers import audit_records
 
 EPHEMERAL = ("--credential", "agent-identity", "--ephemeral-agent")
@@ -80,6 +80,35 @@ def test_create_use_delete(fresh_sandbox_state, tmp_path):
     assert [(r["method"], r["status"]) for r in graph_requests] == [("GET", 200), ("POST", 201), ("DELETE", 204)]
     assert all(r["caller_appid"] == graph.blueprint_id for r in graph_requests)
     _no_secret_bytes(sandbox, audit.read_bytes() + server.stderr_path.read_bytes(), since)
+    code, report = verify(audit)
+    assert code == 0, report  # the management and lifecycle records are links of the same hash chain
+
+
+def test_an_expired_session_loses_its_identity(fresh_sandbox_state, tmp_path):
+    """No roles, an 8 s session (over HTTP a session starts with its first request, not with the process): at
+    its end the timer deletes the identity, and the session gets no more tokens."""
+    import httpx
+    from http_raw import call, result_of
+    from serve_helpers import HttpServe
+
+    sandbox = fresh_sandbox_state
+    graph = Graph(sandbox)
+    audit = tmp_path / "audit.jsonl"
+    server = HttpServe(sandbox, audit, tmp_path / "state", *EPHEMERAL, "--session-ttl", "8s")
+    try:
+        with httpx.Client(timeout=60, trust_env=False) as http:
+            who = result_of(call(http, server.url, "whoami", session="short"))["structuredContent"]
+            agent_id = who["credential"]["agent_identity_id"]
+            assert [a["id"] for a in graph.ephemeral()] == [agent_id]
+            wait_until(lambda: not graph.ephemeral(), "the expired session's identity to be deleted", timeout=60)
+            deleted = next(e for e in ephemeral_events(audit) if e["event"] == "deleted")
+            assert deleted["reason"] == "its session expired" and deleted["agent_identity_id"] == agent_id
+            after = result_of(call(http, server.url, "group_list", session="short"))
+            assert after.get("isError") and "expired" in text_of(after)
+        assert server.terminate() == 0
+    finally:
+        server.kill()
+    assert [e["event"] for e in ephemeral_events(audit)].count("created") == 1  # no second identity was made
 
 
 def test_crash_clean_up(fresh_sandbox_state, tmp_path):
@@ -155,3 +184,61 @@ def _no_secret_bytes(sandbox, captured: bytes, since: int) -> None:
     issued = [r for r in sandbox.requests(kind="token", since=since) if r.get("issued_uti")]
     assert issued
     assert b"eyJ" not in captured  # no JWT (its base64url header) in any captured byte
+
+
+def test_over_http_each_agent_session_has_its_own_identity_and_eviction_deletes_it(fresh_sandbox_state, tmp_path):
+    import httpx
+    from http_raw import call, result_of
+    from serve_helpers import HttpServe
+
+    sandbox = fresh_sandbox_state
+    graph = Graph(sandbox)
+    audit = tmp_path / "audit.jsonl"
+    server = HttpServe(sandbox, audit, tmp_path / "state", *EPHEMERAL, "--max-sessions", "1")
+    try:
+        with httpx.Client(timeout=60, trust_env=False) as http:
+            first = result_of(call(http, server.url, "whoami", session="chat-a"))["structuredContent"]
+            first_id = first["credential"]["agent_identity_id"]
+            assert [a["id"] for a in graph.ephemeral()] == [first_id]
+            second = result_of(call(http, server.url, "whoami", session="chat-b"))["structuredContent"]
+            second_id = second["credential"]["agent_identity_id"]
+            assert second_id != first_id and second["principal"]["appid"] == second_id
+            # the cap evicted chat-a (idle): its identity goes with it
+            wait_until(lambda: [a["id"] for a in graph.ephemeral()] == [second_id], "chat-a's identity to go")
+            tags = next(a for a in graph.ephemeral())["tags"]
+            assert "azure-agent-mcp:session=chat-b" in tags
+        assert server.terminate() == 0
+    finally:
+        server.kill()
+    assert graph.ephemeral() == []
+    deleted = {e["agent_identity_id"]: e["reason"] for e in ephemeral_events(audit) if e["event"] == "deleted"}
+    assert set(deleted) == {first_id, second_id}
+
+
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/beta/servicePrincipals/microsoft.graph.agentIdentity"),
+    ("DELETE", "/beta/servicePrincipals/{agent}/microsoft.graph.agentIdentity"),
+    ("PUT", "{group}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/3c78cddc-f099-4309-aadb-6fe90b113980"),
+])
+def test_the_agent_cannot_use_the_servers_door(fresh_sandbox_state, tmp_path, method, path):
+    """What the server may do for its identities, the agent may not: its requests pass its own guard and its own
+    token, so making identities, deleting its identity or assigning itself roles goes nowhere."""
+    sandbox = fresh_sandbox_state
+    graph = Graph(sandbox)
+    group = f"/subscriptions/{sandbox.manifest['subscriptions'][0]['id']}/resourceGroups/rg-prod-app"
+    audit = tmp_path / "audit.jsonl"
+    with StdioServe(sandbox, audit, tmp_path / "state", *EPHEMERAL, "--policy", "unrestricted",
+                    "--dangerously-skip-confirmation") as server:
+        agent_id = server.call("whoami", {})["structuredContent"]["credential"]["agent_identity_id"]
+        since = sandbox.last_seq()
+        body = {"properties": {"principalId": agent_id, "requestType": "AdminAssign",
+                               "roleDefinitionId": "/providers/Microsoft.Authorization/roleDefinitions/"
+                                                   "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"}}
+        answer = server.call("arm_request", {"method": method, "path": path.format(agent=agent_id, group=group),
+                                             "api_version": "2020-10-01", "body": body if method == "PUT" else None})
+        assert answer.get("isError"), text_of(answer)
+        assert [a["id"] for a in graph.ephemeral()] == [agent_id]  # nothing made, nothing deleted
+        assert not [a for a in sandbox.state.world.role_assignments if a.principal_id == agent_id]
+        created = [r for r in sandbox.requests(kind="graph", since=since) if r["method"] == "POST" and r["status"] == 201]
+        assert created == []
+        assert server.close() == 0

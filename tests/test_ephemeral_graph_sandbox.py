@@ -140,3 +140,19 @@ def test_tag_filters_find_exactly_the_tagged(graph, tag):
     finally:
         for each in (agent_id, other):
             graph.send("DELETE", f"/beta/servicePrincipals/{each}", token)
+
+
+def test_an_agent_identity_cannot_make_agent_identities(graph, fresh_sandbox_state):
+    """Even its own Graph token gets Error_AgentIdentitiesCreatingAgentIdentitiesNotAllowed: an agent cannot multiply."""
+    seeded = fresh_sandbox_state.manifest["agent_identity"]["agent_identity_id"]
+    exchange = graph.client.post(graph.token_url, data={
+        "grant_type": "client_credentials", "client_id": graph.blueprint_id, "client_secret": graph.blueprint_secret,
+        "scope": "api://AzureADTokenExchange/.default", "fmi_path": seeded}).json()["access_token"]
+    answer = graph.client.post(graph.token_url, data={
+        "grant_type": "client_credentials", "client_id": seeded, "scope": "https://graph.microsoft.com/.default",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "client_assertion": exchange})
+    agent_token = answer.json()["access_token"]
+    refused = graph.send("POST", AGENTS, agent_token, json=graph.body())
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "Error_AgentIdentitiesCreatingAgentIdentitiesNotAllowed"
+    assert graph.send("DELETE", f"/beta/servicePrincipals/{seeded}", agent_token).status_code == 403

@@ -88,7 +88,7 @@ def test_assign_grants_until_the_end_then_nothing(fresh_sandbox_state, pim, agen
     assert assignment.role_definition_id.endswith(f"/roleDefinitions/{WEBSITE_CONTRIBUTOR}")
     assert assignment.end - assignment.start == datetime.timedelta(minutes=10)
     held = [a for a in sandbox.state.world.role_assignments if a.principal_id == agent_id]
-    assert len(held) == 1 and held[0].end == assignment.end.timestamp()  # the sandbox's RBAC holds it, time-bound
+    assert len(held) == 1 and abs(held[0].end - assignment.end.timestamp()) < 0.001  # RBAC holds it, time-bound
     assert _restart(sandbox, client, token) == 200  # during
     sandbox.advance_clock("PT9M")
     assert _restart(sandbox, client, token) == 200
@@ -164,3 +164,42 @@ def test_role_ids_and_durations():
     assert iso_duration(datetime.timedelta(minutes=10)) == "PT10M"
     assert iso_duration(datetime.timedelta(hours=1, minutes=30, seconds=5)) == "PT1H30M5S"
     assert iso_duration(datetime.timedelta(days=2)) == "PT48H"
+
+
+def test_through_the_agents_guard_with_an_azure_session(fresh_sandbox_state, agent, tmp_path):
+    """The tools' AzureSession as the client: the same PUT, decided and audited by the guard (what elevation does)."""
+    from server_helpers import audit_records, make_runtime
+
+    from azure_agent_mcp.policy.errors import PolicyDeniedError
+
+    sandbox = fresh_sandbox_state
+    agent_id, token, client = agent
+    runtime = make_runtime(sandbox, tmp_path / "audit.jsonl", "unrestricted", skip_confirmation=True)
+    try:
+        azure = runtime.azure_for(runtime.default_session)
+        made = assign_time_bound(azure, principal_id=agent_id, role_definition_id=WEBSITE_CONTRIBUTOR,
+                                 scope=_scope(sandbox), duration=datetime.timedelta(minutes=15), justification="demo")
+        assert made.end - made.start == datetime.timedelta(minutes=15)
+        assert _restart(sandbox, client, token) == 200
+        remove_time_bound(azure, made)
+        assert _restart(sandbox, client, token) == 403
+        with pytest.raises(TimeBoundAssignmentError) as refused:  # Azure's refusal, as the same error type
+            assign_time_bound(azure, principal_id=agent_id, role_definition_id=READER,
+                              scope=_scope(sandbox), duration=datetime.timedelta(days=200), justification="x")
+        assert refused.value.code == "RoleAssignmentRequestPolicyValidationFailed"
+    finally:
+        runtime.close()
+    intents = [r for r in audit_records(tmp_path / "audit.jsonl", "intent")
+               if r.get("operation") == "Microsoft.Authorization/roleAssignmentScheduleRequests/write"]
+    assert len(intents) == 3 and all(r["decision"] in ("allow", "confirmed") for r in intents)
+
+    read_only = make_runtime(sandbox, tmp_path / "ro.jsonl", "read-only")
+    try:
+        since = sandbox.last_seq()
+        with pytest.raises(PolicyDeniedError):  # the agent's policy decides: nothing is sent
+            assign_time_bound(read_only.azure_for(read_only.default_session), principal_id=agent_id,
+                              role_definition_id=READER, scope=_scope(sandbox), duration=datetime.timedelta(minutes=10),
+                              justification="x")
+        assert not [e for e in sandbox.requests(kind="arm", since=since) if "roleAssignmentSchedule" in e["path"]]
+    finally:
+        read_only.close()

@@ -177,7 +177,7 @@ def test_role_assignments_and_definitions(sandbox, sandbox_tokens):
                  "2022-04-01").json()["value"]
     by_name = {r["properties"]["roleName"]: r for r in roles}
     assert set(by_name) == {"Owner", "Contributor", "Reader", "Key Vault Secrets User", "Key Vault Secrets Officer",
-                            "Website Contributor"}
+                            "Website Contributor", "User Access Administrator"}
     assert by_name["Reader"]["properties"]["permissions"][0]["actions"] == ["*/read"]
     assert "Microsoft.Authorization/*/Write" in by_name["Contributor"]["properties"]["permissions"][0]["notActions"]
     one = _arm(sandbox, "GET", by_name["Owner"]["id"], token, "2022-04-01").json()

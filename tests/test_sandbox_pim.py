@@ -290,6 +290,10 @@ def test_approval_required_waits_grants_nothing_and_can_be_canceled(pim, sandbox
                for i in pim.role_assignment_schedule_instances.list_for_scope(APP_GROUP, filter="asTarget()"))
     mine = list(pim.role_assignment_schedule_requests.list_for_scope(APP_GROUP, filter="asRequestor()"))
     assert [r.name for r in mine] == [created.name]
+    with pytest.raises(HttpResponseError) as pending:
+        create(pim, body)
+    assert error_of(pending) == ("PendingRoleAssignmentRequest",
+                                 "There is already an existing pending Role assignment request.")
     pim.role_assignment_schedule_requests.cancel(APP_GROUP, created.name)
     assert pim.role_assignment_schedule_requests.get(APP_GROUP, created.name).status == "Canceled"
     with pytest.raises(HttpResponseError) as twice:
@@ -394,6 +398,14 @@ def test_a_service_principal_cannot_self_activate(fresh_sandbox_state, sandbox_t
     ({"properties": {"principalId": READER_OID, "roleDefinitionId": role_ref(str(uuid.uuid4())),
                      "requestType": "SelfActivate"}}, "RoleDefinitionDoesNotExist"),
     (activation(duration="ten minutes"), "InvalidRequestContent"),
+    (activation(duration="P99999999999D"), "InvalidRequestContent"),
+    (activation(duration="-PT10M"), "InvalidRequestContent"),
+    ({"properties": {**activation()["properties"], "scheduleInfo": {"startDateTime": "soon",
+                                                                    "expiration": {"duration": "PT10M"}}}},
+     "InvalidRequestContent"),
+    ({"properties": {**activation()["properties"], "scheduleInfo": {"expiration": {"type": "Whenever"}}}},
+     "InvalidRequestContent"),
+    ({"properties": {**activation()["properties"], "justification": 7}}, "InvalidRequestContent"),
     (activation(justification="x" * 501), "InvalidRequestContent"),
 ])
 def test_malformed_requests_say_what_is_wrong(fresh_sandbox_state, reader_token, body, code):
@@ -514,3 +526,211 @@ def _device_code_token(manifest, user):
     upn = next(u for u in manifest["users"] if u["name"] == user)["upn"]
     result = app.acquire_token_by_device_flow(flow, data={"login_hint": upn})
     return result["access_token"]
+
+
+# -- validate, extend, approval decisions ------------------------------------------------------------
+
+
+def test_validate_gives_the_verdict_and_changes_nothing(pim, sandbox, reader_token):
+    verdict = pim.role_assignment_schedule_requests.validate(APP_GROUP, str(uuid.uuid4()), activation())
+    assert verdict.status == "Provisioned"
+    with pytest.raises(HttpResponseError) as refused:
+        pim.role_assignment_schedule_requests.validate(APP_GROUP, str(uuid.uuid4()), activation(duration="PT3H"))
+    assert refused.value.error.message.endswith('["ExpirationRule"]')
+    assert restart(sandbox, reader_token).status_code == 403
+    assert sandbox.pim()["requests"] == [] and sandbox.pim()["schedules"] == []
+
+
+def test_admin_extend_moves_the_end_of_a_time_bound_assignment(fresh_sandbox_state, developer_credential,
+                                                               sandbox_tokens):
+    sandbox = fresh_sandbox_state
+    admin = client(sandbox, developer_credential)
+    agent = dict(principal_id=AGENT_IDENTITY_ID, role=WEBSITE_CONTRIBUTOR)
+    with pytest.raises(HttpResponseError) as nothing:
+        create(admin, activation(request_type="AdminExtend", duration="PT20M", **agent))
+    assert nothing.value.error.code == "RoleAssignmentDoesNotExist"
+    create(admin, activation(request_type="AdminAssign", **agent))
+    extended = create(admin, activation(request_type="AdminExtend", duration="PT20M", **agent))
+    assert extended.status == "Provisioned"
+    instance = next(i for i in admin.role_assignment_schedule_instances.list_for_scope(
+        APP_GROUP, filter=f"principalId eq '{AGENT_IDENTITY_ID}'") if i.end_date_time is not None)
+    # the new end is the extension's own schedule (20 minutes from the AdminExtend), past the first one's 10
+    assert datetime.timedelta(minutes=20) <= instance.end_date_time - instance.start_date_time < \
+        datetime.timedelta(minutes=21)
+    assert instance.start_date_time == extended.schedule_info.start_date_time or \
+        instance.start_date_time <= extended.schedule_info.start_date_time
+    allowed = sandbox.state.authorizer.allowed
+    sandbox.advance_clock("PT15M")
+    assert allowed(AGENT_IDENTITY_ID, RESTART, SITE)
+    sandbox.advance_clock("PT6M")
+    assert not allowed(AGENT_IDENTITY_ID, RESTART, SITE)
+
+
+def test_an_approved_request_grants_from_the_approval_and_a_denied_one_never(pim, sandbox, reader_token):
+    waiting = create(pim, activation(role=CONTRIBUTOR, duration="PT1H"))
+    sandbox.advance_clock("PT30M")
+    assert restart(sandbox, reader_token).status_code == 403
+    decided = sandbox.decide_pim_approval(waiting.name)
+    assert decided["properties"]["status"] == "Provisioned"
+    assert restart(sandbox, reader_token).status_code == 200  # Contributor includes the restart
+    sandbox.advance_clock("PT59M")
+    assert restart(sandbox, reader_token).status_code == 200  # an hour from the approval, not from the request
+    sandbox.advance_clock("PT1M")
+    assert restart(sandbox, reader_token).status_code == 403
+    from azure_agent_mcp.sandbox import SandboxError
+
+    with pytest.raises(SandboxError, match="waiting for approval"):
+        sandbox.decide_pim_approval(waiting.name)
+    denied = create(pim, activation(role=CONTRIBUTOR, duration="PT1H"))
+    assert sandbox.decide_pim_approval(denied.name, approve=False)["properties"]["status"] == "Denied"
+    assert restart(sandbox, reader_token).status_code == 403
+
+
+def test_a_user_access_administrator_service_principal_makes_time_bound_assignments(fresh_sandbox_state,
+                                                                                      developer_credential,
+                                                                                      sandbox_tokens):
+    """Who ephemeral agent identities depend on: a non-Owner principal with roleAssignments/write at a scope."""
+    sandbox = fresh_sandbox_state
+    uaa = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"
+    admin = client(sandbox, developer_credential)
+    admin.role_assignments.create(DATA_GROUP, str(uuid.uuid4()), {"properties": {
+        "roleDefinitionId": role_ref(uaa), "principalId": SP_OBJECT_ID, "principalType": "ServicePrincipal"}})
+    automation = client(sandbox, _Credential(sandbox_tokens.app_token()))
+    made = create(automation, activation(principal_id=AGENT_IDENTITY_ID, role=CONTRIBUTOR, request_type="AdminAssign",
+                                         justification="agent session"), scope=DATA_GROUP)
+    assert made.status == "Provisioned" and made.requestor_id == SP_OBJECT_ID
+    assert sandbox.state.authorizer.allowed(AGENT_IDENTITY_ID, "Microsoft.Sql/servers/write", f"{DATA_GROUP}/x")
+    with pytest.raises(HttpResponseError) as elsewhere:  # its write stops at its scope
+        create(automation, activation(principal_id=AGENT_IDENTITY_ID, role=CONTRIBUTOR, request_type="AdminAssign",
+                                      justification="agent session"), scope=f"/subscriptions/{SUB_A}")
+    assert elsewhere.value.status_code == 403
+
+
+_SCOPES = (APP_GROUP, DATA_GROUP, VAULT, SITE, f"/subscriptions/{SUB_A}")
+_ROLES = (WEBSITE_CONTRIBUTOR, CONTRIBUTOR, SECRETS_USER, "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+          "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9", "acdd72a7-3385-48ef-bd42-f606fba81ae7")
+_ELIGIBLE = {(WEBSITE_CONTRIBUTOR, APP_GROUP): 3600, (CONTRIBUTOR, APP_GROUP): 7200, (CONTRIBUTOR, DATA_GROUP): 3600,
+             (SECRETS_USER, VAULT): 1800}
+
+
+def _within(role, scope):
+    for (eligible_role, eligible_scope), limit in _ELIGIBLE.items():
+        if eligible_role == role and (scope == eligible_scope or scope.startswith(eligible_scope + "/")):
+            return limit
+    return None
+
+
+def test_no_request_of_the_reader_grants_more_than_an_eligibility_allows(fresh_sandbox_state, reader_token):
+    """Adversarial: whatever the reader sends (types, principals, roles, scopes, schedules, links), anything
+    granted is the reader's own, for a role and scope they are eligible for, no longer than the role setting allows,
+    and nothing waits for approval yet grants."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    sandbox = fresh_sandbox_state
+    http = httpx_client(sandbox.manifest)
+    durations = st.one_of(st.none(), st.sampled_from(["PT1M", "PT5M", "PT10M", "PT59M", "PT1H", "PT61M", "PT2H",
+                                                      "P1D", "PT0S", "-PT5M", "PT1H0M1S", "P"]))
+
+    # a request that would be granted, then up to three fields changed to anything: grants happen (and are
+    # checked) and so does every way of getting a field wrong
+    alternatives = {
+        "requestType": st.sampled_from(["SelfDeactivate", "AdminAssign", "AdminRemove", "AdminExtend",
+                                        "selfactivate", ""]),
+        "principalId": st.sampled_from([DEVELOPER_OID, SP_OBJECT_ID, AGENT_IDENTITY_ID, str(uuid.uuid4())]),
+        "justification": st.sampled_from([None, "", "   ", "x" * 600]),
+        "scheduleInfo": st.one_of(st.none(), st.builds(
+            lambda d, start: {"startDateTime": start, "expiration": {"type": "AfterDuration", "duration": d}},
+            durations, st.sampled_from([None, "2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z", "yesterday"]))),
+        "linkedRoleEligibilityScheduleId": st.uuids().map(str),
+        "roleDefinitionId": st.sampled_from(_ROLES).map(role_ref),
+        "scope": st.sampled_from(_SCOPES),
+    }
+    bodies = st.lists(st.sampled_from(sorted(alternatives)), max_size=3, unique=True).flatmap(
+        lambda keys: st.fixed_dictionaries({k: alternatives[k] for k in keys}))
+    targets = st.sampled_from(sorted(_ELIGIBLE)).map(lambda pair: (pair[1], pair[0]))
+    outcomes = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+              database=None)
+    @given(targets, bodies)
+    def probe(target, changes):
+        scope, role = target
+        props = {**activation(role=role)["properties"], **changes}
+        scope = props.pop("scope", scope)
+        props = {k: v for k, v in props.items() if v is not None}
+        sandbox.reset()
+        answer = http.put(f"{sandbox.manifest['arm_endpoint']}{scope}/providers/Microsoft.Authorization/"
+                          f"roleAssignmentScheduleRequests/{uuid.uuid4()}", params={"api-version": "2020-10-01"},
+                          json={"properties": props}, headers={"Authorization": f"Bearer {reader_token}"})
+        assert answer.status_code in (201, 400, 403, 404, 409), answer.text
+        state = sandbox.pim()
+        outcomes.append(answer.status_code)
+        for schedule in state["schedules"]:
+            p = schedule["properties"]
+            role = p["roleDefinitionId"].rsplit("/", 1)[-1]
+            limit = _within(role, p["scope"])
+            assert p["principalId"] == READER_OID and limit is not None, p
+            start = datetime.datetime.fromisoformat(p["startDateTime"][:26] + "+00:00")
+            end = datetime.datetime.fromisoformat(p["endDateTime"][:26] + "+00:00")
+            assert datetime.timedelta(minutes=5) <= end - start <= datetime.timedelta(seconds=limit)
+        for request in state["requests"]:
+            if request["properties"]["status"] == "PendingApproval":
+                assert state["schedules"] == []
+        if answer.status_code != 201:
+            assert state["requests"] == [] and state["schedules"] == []
+
+    probe()
+    assert outcomes.count(201) >= 3 and len(set(outcomes)) >= 2, outcomes
+
+
+def test_the_documented_url_forms_and_the_site_scope(fresh_sandbox_state, reader_token):
+    """Learn's examples put a subscription under ``/providers/Microsoft.Subscription``; activating at the site,
+    below the eligibility's group, is allowed and uses the group's role setting (PT1H)."""
+    sandbox = fresh_sandbox_state
+    http = httpx_client(sandbox.manifest)
+    headers = {"Authorization": f"Bearer {reader_token}"}
+    listed = http.get(f"{sandbox.manifest['arm_endpoint']}/providers/Microsoft.Subscription/subscriptions/{SUB_A}/"
+                      "providers/Microsoft.Authorization/roleEligibilityScheduleInstances",
+                      params={"api-version": "2020-10-01", "$filter": "asTarget()"}, headers=headers)
+    assert listed.status_code == 200 and len(listed.json()["value"]) == 4
+    url = (f"{sandbox.manifest['arm_endpoint']}{SITE}/providers/Microsoft.Authorization/"
+           f"roleAssignmentScheduleRequests/{uuid.uuid4()}")
+    over = http.put(url, params={"api-version": "2020-10-01"}, json=activation(duration="PT90M"), headers=headers)
+    assert over.json()["error"]["message"].endswith('["ExpirationRule"]')
+    made = http.put(url, params={"api-version": "2020-10-01"}, json=activation(), headers=headers)
+    assert made.status_code == 201 and made.json()["properties"]["scope"] == SITE
+    assert restart(sandbox, reader_token).status_code == 200
+    other_site = f"{APP_GROUP}/providers/Microsoft.Storage/storageAccounts/stprodapp01"
+    assert not sandbox.state.authorizer.allowed(READER_OID, "Microsoft.Web/sites/write", other_site)
+
+
+def test_unknown_site_and_unsupported_methods(fresh_sandbox_state, sandbox_tokens):
+    sandbox = fresh_sandbox_state
+    http = httpx_client(sandbox.manifest)
+    token = sandbox_tokens.user_token("developer")
+    headers = {"Authorization": f"Bearer {token}"}
+    gone = http.post(f"{sandbox.manifest['arm_endpoint']}{APP_GROUP}/providers/Microsoft.Web/sites/nope/restart",
+                     params={"api-version": "2023-12-01"}, headers=headers)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "ResourceNotFound"
+    stopped = http.post(f"{sandbox.manifest['arm_endpoint']}{SITE}/stop", params={"api-version": "2023-12-01"},
+                        headers=headers)
+    assert stopped.status_code == 200
+    assert sandbox.state.world.resources[SITE.lower()]["properties"]["state"] == "Stopped"
+    deleted = http.delete(f"{sandbox.manifest['arm_endpoint']}{APP_GROUP}/providers/Microsoft.Authorization/"
+                          f"roleEligibilitySchedules/{uuid.uuid4()}", params={"api-version": "2020-10-01"},
+                          headers=headers)
+    assert deleted.status_code == 405 and "GET" in deleted.json()["error"]["message"]
+
+
+def test_after_date_time_expiration(pim, sandbox, reader_token):
+    end = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=20)
+    body = activation(duration=None)
+    body["properties"]["scheduleInfo"] = {"expiration": {"type": "AfterDateTime",
+                                                         "endDateTime": end.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+    made = create(pim, body)
+    assert made.schedule_info.expiration.type == "AfterDateTime"
+    assert made.schedule_info.expiration.end_date_time.replace(microsecond=0) == end.replace(microsecond=0)
+    assert restart(sandbox, reader_token).status_code == 200
+    sandbox.advance_clock(end.timestamp() - sandbox.clock()["epoch"] + 0.5)
+    assert restart(sandbox, reader_token).status_code == 403

@@ -211,3 +211,24 @@ def test_an_event_item_from_the_sdk_model_names_the_agent_session_and_the_error(
         "sub_status": "Forbidden", "resource_id": scope, "correlation_id": "c-1", "agent_session": "agent-7",
         "error_code": "AgentSessionSecretAccessDenied",
     }
+
+
+@pytest.mark.parametrize("text", ["P1Y", "P2M", "P1Y2M3D", "P1MT2H"])
+def test_calendar_durations_are_refused_by_every_time_argument(text):
+    """One parser for metrics, the activity log and log queries: months and years mean nothing fixed."""
+    from azure_agent_mcp.tools.logs_timespan import parse_timespan
+
+    with pytest.raises(ValueError, match="calendar"):
+        timespans.parse_duration(text)
+    with pytest.raises(ToolInputError):
+        timespans.duration(text, "timespan")
+    with pytest.raises(ToolInputError, match="calendar"):
+        parse_timespan(text)
+
+
+def test_durations_read_the_same_everywhere():
+    from azure_agent_mcp.tools.logs_timespan import parse_timespan
+
+    for text, expected in [("PT90S", 90), ("PT1.5S", 1.5), ("P1W", 7 * 86400), ("p1dt2h", 26 * 3600)]:
+        assert timespans.parse_duration(text).total_seconds() == expected
+        assert parse_timespan(text).total_seconds() == expected

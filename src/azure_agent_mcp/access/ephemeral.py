@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 import re
 import socket
@@ -237,7 +238,9 @@ class EphemeralAgents:
         if remaining is None:
             raise EphemeralAgentError("--ephemeral-agent needs a session that ends (--session-ttl other than 0): "
                                       "its identity's role assignments end with the session")
-        expires = (now + datetime.timedelta(seconds=remaining)).replace(microsecond=0)
+        # the session's end in whole seconds, rounded up: the identity goes at (never before) that end, so no
+        # request of the session can meet a deleted identity while the session still hands out its tokens
+        expires = datetime.datetime.fromtimestamp(math.ceil(session.expires_at), datetime.timezone.utc)
         duration = expires - now
         from azure_agent_mcp.access.pim_assign import MIN_DURATION
 
@@ -332,7 +335,7 @@ class EphemeralAgents:
         return response.status_code in (204, 404)
 
     def _schedule_release(self, identity: EphemeralIdentity) -> None:
-        delay = max((identity.expires - self.now()).total_seconds(), 0.0)
+        delay = max(identity.expires.timestamp() - time.time(), 0.0)  # the session's clock is the local one
         timer = threading.Timer(delay, self.release, (identity, "its session expired"))
         timer.daemon = True
         with self._lock:
@@ -347,13 +350,10 @@ class EphemeralAgents:
         """Remove this blueprint's ephemeral identities no longer in use (see the module docstring)."""
         query = (f"$filter=tags/any(t:t eq '{TAG}') and agentIdentityBlueprintId eq '{self.blueprint_client_id}'"
                  "&$top=100")
-        response = self._graph_send("GET", f"/{GRAPH_VERSION}/servicePrincipals/microsoft.graph.agentIdentity?{query}")
-        if response.status_code != 200:
-            raise EphemeralAgentError(f"Microsoft Graph did not list the ephemeral agent identities: "
-                                      f"{_graph_error(response)}")
+        found = self._list_all(f"/{GRAPH_VERSION}/servicePrincipals/microsoft.graph.agentIdentity?{query}")
         now = self.now()
         removed = []
-        for item in response.json().get("value", []):
+        for item in found:
             object_id, tags = str(item.get("id")), list(item.get("tags") or [])
             with self._lock:
                 if object_id in self._live:
@@ -365,8 +365,24 @@ class EphemeralAgents:
             removed.append(object_id)
             self._record("swept", agent_identity_id=object_id, reason=reason,
                          session_id=next((t[len(TAG_SESSION):] for t in tags if t.startswith(TAG_SESSION)), None))
-        self._record("sweep", found=len(response.json().get("value", [])), removed=len(removed))
+        self._record("sweep", found=len(found), removed=len(removed))
         return removed
+
+    def _list_all(self, path: str) -> list[dict[str, Any]]:
+        """Every page of a Graph listing (``@odata.nextLink``, on the Graph host only)."""
+        items: list[dict[str, Any]] = []
+        for _ in range(100):  # at most 10 000 identities: a bound, not a expectation
+            response = self._graph_send("GET", path)
+            if response.status_code != 200:
+                raise EphemeralAgentError(f"Microsoft Graph did not list the ephemeral agent identities: "
+                                          f"{_graph_error(response)}")
+            page = response.json()
+            items.extend(item for item in page.get("value", []) if isinstance(item, dict))
+            link = page.get("@odata.nextLink")
+            if not isinstance(link, str) or not link.startswith(self.graph_endpoint + "/"):
+                return items
+            path = link[len(self.graph_endpoint):]
+        return items
 
     def _remove_leftover(self, object_id: str, tags: list[str], now: datetime.datetime) -> None:
         from azure_agent_mcp.access.pim_assign import TimeBoundAssignment, full_role_definition_id, remove_time_bound

@@ -9,8 +9,10 @@ scope) sends ``requestType: AdminAssign`` with ``scheduleInfo.expiration`` (``Af
 ``AdminRemove`` to end it early. The assignment ends by itself at its end time even if nobody removes
 it: the clean-up can fail, the expiry cannot.
 
-``client`` is azure-mgmt-authorization's 2020-10-01 ``AuthorizationManagementClient`` (see
-``authorization_client``), built by the caller with whatever transport it must use.
+``client`` is either azure-mgmt-authorization's 2020-10-01 ``AuthorizationManagementClient`` (see
+``authorization_client``, built by the caller with whatever transport it must use), or an object
+with ``arm(method, path, api_version, body)`` (the tools' ``AzureSession``: the request then passes
+the agent's guard). Either way the body on the wire is the same PUT of a schedule request.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from azure_agent_mcp.tools.clients import AzureRequestError
+
 PIM_API_VERSION = "2020-10-01"
 MIN_DURATION = datetime.timedelta(minutes=5)
 """PIM refuses assignments shorter than five minutes (and removals within five minutes of assigning)."""
@@ -30,14 +34,14 @@ _ROLE_ID = re.compile(r"^(?:/subscriptions/[^/]+)?/providers/Microsoft\.Authoriz
                       r"(?P<guid>[0-9a-fA-F-]{36})$", re.IGNORECASE)
 
 
-class TimeBoundAssignmentError(Exception):
-    """PIM (or the input) refused the assignment: ``code`` is PIM's error code when it answered."""
+class TimeBoundAssignmentError(AzureRequestError):
+    """PIM (or the input) refused the assignment: ``code`` is PIM's error code when it answered, ``status``
+    its HTTP status (None: refused here, nothing was sent). An ``AzureRequestError``, so callers that
+    handle Azure's refusals handle these too."""
 
     def __init__(self, message: str, *, code: str = "InvalidRequest", status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
+        super().__init__(status or 400, code, message)
+        self.status = status  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -95,44 +99,33 @@ def assign_time_bound(client: Any, *, principal_id: str, role_definition_id: str
     if not justification or not justification.strip() or len(justification) > MAX_JUSTIFICATION:
         raise TimeBoundAssignmentError(f"a justification of 1 to {MAX_JUSTIFICATION} characters is required",
                                        code="JustificationRequired")
-    from azure.mgmt.authorization.v2020_10_01 import models
-
     definition = full_role_definition_id(role_definition_id, scope)
     begin = (start or datetime.datetime.now(datetime.timezone.utc)).astimezone(datetime.timezone.utc).replace(microsecond=0)
     name = str(uuid.uuid4())
-    request = models.RoleAssignmentScheduleRequest(
-        principal_id=principal_id,
-        role_definition_id=definition,
-        request_type="AdminAssign",
-        justification=justification,
-        schedule_info=models.RoleAssignmentScheduleRequestPropertiesScheduleInfo(
-            start_date_time=begin,
-            expiration=models.RoleAssignmentScheduleRequestPropertiesScheduleInfoExpiration(
-                type="AfterDuration", duration=iso_duration(duration)),
-        ),
-    )
-    answer = _send(client, scope, name, request)
-    began, ends = begin, begin + datetime.timedelta(seconds=int(duration.total_seconds()))
-    info = getattr(answer, "schedule_info", None)
-    if info is not None:  # what PIM recorded wins over what was asked
-        began = _utc(getattr(info, "start_date_time", None)) or began
-        expiration = getattr(info, "expiration", None)
-        ends = _utc(getattr(expiration, "end_date_time", None)) or ends
+    answer = _send(client, scope, name, {
+        "principalId": principal_id,
+        "roleDefinitionId": definition,
+        "requestType": "AdminAssign",
+        "justification": justification,
+        "scheduleInfo": {"startDateTime": _iso(begin),
+                         "expiration": {"type": "AfterDuration", "duration": iso_duration(duration)}},
+    })
+    info = answer.get("scheduleInfo") or {}
+    began = _parse(info.get("startDateTime")) or begin  # what PIM recorded wins over what was asked
+    ends = _parse((info.get("expiration") or {}).get("endDateTime")) or \
+        began + datetime.timedelta(seconds=int(duration.total_seconds()))
     return TimeBoundAssignment(name, principal_id, definition, scope, began, ends)
 
 
 def remove_time_bound(client: Any, assignment: TimeBoundAssignment) -> None:
     """End the assignment now (AdminRemove). An assignment that no longer exists counts as removed."""
-    from azure.mgmt.authorization.v2020_10_01 import models
-
-    request = models.RoleAssignmentScheduleRequest(
-        principal_id=assignment.principal_id,
-        role_definition_id=assignment.role_definition_id,
-        request_type="AdminRemove",
-        justification=f"end of time-bound assignment {assignment.request_name}",
-    )
     try:
-        _send(client, assignment.scope, str(uuid.uuid4()), request)
+        _send(client, assignment.scope, str(uuid.uuid4()), {
+            "principalId": assignment.principal_id,
+            "roleDefinitionId": assignment.role_definition_id,
+            "requestType": "AdminRemove",
+            "justification": f"end of time-bound assignment {assignment.request_name}",
+        })
     except TimeBoundAssignmentError as exc:
         if exc.code in ("RoleAssignmentDoesNotExist", "ActiveAssignmentNotFound", "RoleAssignmentScheduleNotFound"):
             return
@@ -149,22 +142,50 @@ def authorization_client(credential: Any, env: Any, **client_kwargs: Any) -> Any
                                          **client_kwargs)
 
 
-def _send(client: Any, scope: str, name: str, request: Any) -> Any:
-    from azure.core.exceptions import HttpResponseError
+def _send(client: Any, scope: str, name: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """PUT the schedule request; its ``properties`` as PIM answered them."""
+    body = {"properties": properties}
+    kind = properties["requestType"]
+    if hasattr(client, "role_assignment_schedule_requests"):
+        import io
+        import json
 
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            answer = client.role_assignment_schedule_requests.create(
+                scope.rstrip("/"), name, io.BytesIO(json.dumps(body).encode()), content_type="application/json")
+        except HttpResponseError as exc:
+            error = getattr(exc, "error", None)
+            code = getattr(error, "code", None) or "HttpResponseError"
+            message = getattr(error, "message", None) or str(exc).splitlines()[0]
+            raise TimeBoundAssignmentError(f"{kind} refused ({code}): {message}", code=code,
+                                           status=exc.status_code) from None
+        return dict((answer.serialize(keep_readonly=True) or {}).get("properties") or {})
+    path = f"{scope.rstrip('/')}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{name}"
     try:
-        return client.role_assignment_schedule_requests.create(scope.rstrip("/"), name, request)
-    except HttpResponseError as exc:
-        error = getattr(exc, "error", None)
-        code = getattr(error, "code", None) or "HttpResponseError"
-        message = getattr(error, "message", None) or str(exc).splitlines()[0]
-        raise TimeBoundAssignmentError(f"{request.request_type} refused ({code}): {message}",
-                                       code=code, status=exc.status_code) from None
+        response = client.arm("PUT", path, PIM_API_VERSION, body)
+    except TimeBoundAssignmentError:
+        raise
+    except AzureRequestError as exc:
+        raise TimeBoundAssignmentError(f"{kind} refused ({exc.code}): {exc.message}", code=exc.code,
+                                       status=exc.status) from None
+    payload = response.body if isinstance(response.body, dict) else {}
+    return dict(payload.get("properties") or {})
 
 
-def _utc(value: Any) -> datetime.datetime | None:
-    if not isinstance(value, datetime.datetime):
+def _iso(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(text: Any) -> datetime.datetime | None:
+    """An ARM timestamp (``2026-01-01T10:00:00.0000000Z`` and kin) as an aware UTC datetime."""
+    if not isinstance(text, str) or not text:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.timezone.utc)
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", text.strip())
+    if match is None:
+        return None
+    fraction = (match.group(2) or "0")[:6].ljust(6, "0")
+    zone = match.group(3) or "Z"
+    value = datetime.datetime.fromisoformat(f"{match.group(1)}.{fraction}{'+00:00' if zone == 'Z' else zone}")
     return value.astimezone(datetime.timezone.utc)

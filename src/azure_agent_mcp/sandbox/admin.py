@@ -1,22 +1,30 @@
 """The admin API under ``/_sandbox`` (loopback clients only): read the log, steer the sandbox.
 
-GET  requests?kind=token|arm|vault|entra|sidecar|graph&since=SEQ   log entries with seq > since -> {"value": [...]}
+GET  requests?kind=token|arm|vault|entra|sidecar|devops|graph&since=SEQ  log entries with seq > since -> {"value": [...]}
 GET  stats                                          counters
 GET|POST|DELETE faults                              {path, count, status, retry_after, latency_ms, drop}
 POST reset                                          seed world, switches, faults, log restored
 GET|POST agent-rule                                 {"enabled": bool}
 GET|POST wrong-identity                             {"enabled": bool}: agent identities get the
                                                     shared project identity's tokens (pinning tests)
+GET|POST sidecar-drops-agent-user                   {"enabled": bool}: the sidecar ignores AgentUsername /
+                                                    AgentUserId and answers as the agent identity itself
 GET|POST|DELETE claims-challenges                   {path, claims}
 POST certificates                                   {client_id, certificate: PEM} for client assertions
 GET|POST logs-record-limit                          {"limit": int}: Log Analytics' result record limit
                                                     (a bigger result is cut and marked PartialError)
+GET  devops/state                                   the Azure DevOps organization as plain data: work items,
+                                                    pull requests and threads, refs, pushes, object counts
+POST devops/pull-request-comments                   {repository, pull_request_id, author: upn, content,
+                                                    thread_id?}: a member comments (the demo's reviewer)
 GET|POST|DELETE consents                            {user, resource, client_id?}: delegated consents
                                                     (on-behalf-of needs one per user, client, resource)
 GET|POST clock                                      {"advance": "PT11M" | seconds} moves the sandbox clock
                                                     forward -> {"now", "epoch", "offset_seconds"}
 GET  pim                                            PIM's requests, schedules, active instances and
                                                     eligibilities (test assertions)
+POST pim/approvals                                  {"request": name, "decision": "Approve" | "Deny"}: the
+                                                    approver's decision on a PendingApproval request
 """
 
 from __future__ import annotations
@@ -24,15 +32,17 @@ from __future__ import annotations
 from typing import Any
 
 from azure_agent_mcp.netaddr import is_loopback
-from azure_agent_mcp.sandbox import pim
+from azure_agent_mcp.sandbox import pim, pim_docs
 from azure_agent_mcp.sandbox.clock import ClockAdvanceError, parse_advance
+from azure_agent_mcp.sandbox.devops_admin import DevOpsAdminError, add_pull_request_comment, devops_state
 from azure_agent_mcp.sandbox.entra import certificate_entry
 from azure_agent_mcp.sandbox.faults import FaultSpecError, parse_claims_challenge, parse_fault
 from azure_agent_mcp.sandbox.mcp_world import consent_resource, consents_listing
+from azure_agent_mcp.sandbox.pim_requests import approve
 from azure_agent_mcp.sandbox.principals import MCP_SERVER_CLIENT_ID, Consent
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
 
-KINDS = ("token", "arm", "vault", "logs", "entra", "sidecar", "graph")
+KINDS = ("token", "arm", "vault", "logs", "entra", "sidecar", "devops", "graph")
 
 
 class AdminError(Exception):
@@ -108,6 +118,11 @@ class AdminPlane:
                 state.set_wrong_identity(self._switch(request))
             if method in ("POST", "GET"):
                 return json_response(200, {"enabled": state.wrong_identity})
+        if name == "sidecar-drops-agent-user":
+            if method == "POST":
+                state.set_sidecar_drops_agent_user(self._switch(request))
+            if method in ("POST", "GET"):
+                return json_response(200, {"enabled": state.sidecar_drops_agent_user})
         if name == "claims-challenges":
             if method == "POST":
                 try:
@@ -135,6 +150,24 @@ class AdminPlane:
                 return json_response(200, state.clock.describe())
         if name == "pim" and method == "GET":
             return json_response(200, pim.snapshot(state))
+        if name == "pim/approvals" and method == "POST":
+            body = self._json(request)
+            if not isinstance(body, dict) or not isinstance(body.get("request"), str) or body.get("decision") not in (
+                    "Approve", "Deny"):
+                raise AdminError(400, "The body must be {\"request\": \"<schedule request name>\", \"decision\": "
+                                      "\"Approve\" | \"Deny\"}.")
+            try:
+                decided = approve(state, body["request"], body["decision"] == "Approve")
+            except LookupError as exc:
+                raise AdminError(404, str(exc)) from exc
+            return json_response(200, pim_docs.schedule_request(state.world, decided))
+        if name == "devops/state" and method == "GET":
+            return json_response(200, devops_state(state))
+        if name == "devops/pull-request-comments" and method == "POST":
+            try:
+                return json_response(200, add_pull_request_comment(state, self._json(request)))
+            except DevOpsAdminError as exc:
+                raise AdminError(400, str(exc)) from exc
         if name == "certificates" and method == "POST":
             return self._register_certificate(request)
         if name == "consents":

@@ -1,7 +1,8 @@
 """The ASGI application that puts the planes behind one origin, with faults, limits and the log.
 
 Dispatch by first path segment: ``/_sandbox`` admin, ``/_sidecar`` the Entra SDK auth sidecar,
-``/vaults`` Key Vault, ``/loganalytics`` Log Analytics' query API, ``/v1.0|beta/servicePrincipals`` Microsoft Graph's agent
+``/vaults`` Key Vault, ``/loganalytics`` Log Analytics' query API, ``/devops`` and ``/vssps`` Azure
+DevOps (dev.azure.com and vssps.dev.azure.com), ``/v1.0|beta/servicePrincipals`` Microsoft Graph's agent
 identities (``graph_agents``), Entra's tenant paths, everything
 else ARM. Faults apply to every plane
 but the admin API before normal handling. Bodies over 4 MB get 413; an unexpected failure
@@ -21,6 +22,8 @@ from azure_agent_mcp.sandbox.activity_room import ActivityLogRoom
 from azure_agent_mcp.sandbox.admin import AdminPlane
 from azure_agent_mcp.sandbox.arm import ArmPlane
 from azure_agent_mcp.sandbox.deployments import DeploymentsRoom
+from azure_agent_mcp.sandbox.devops import DevOpsPlane
+from azure_agent_mcp.sandbox.devops_errors import DevOpsFailure, devops_error
 from azure_agent_mcp.sandbox.entra import EntraPlane
 from azure_agent_mcp.sandbox.graph_agents import GraphAgentsPlane
 from azure_agent_mcp.sandbox.graph_agents import handles as graph_handles
@@ -55,6 +58,7 @@ class SandboxApp:
         self.arm.rooms.extend([PimRoom(self.arm), WebActionsRoom(self.arm)])
         self.vault = VaultPlane(state)
         self.logs = LogAnalyticsPlane(state)
+        self.devops = DevOpsPlane(state)
         self.admin = AdminPlane(state)
         self.sidecar = SidecarPlane(state, self.entra)
         self.graph = GraphAgentsPlane(state)
@@ -94,6 +98,8 @@ class SandboxApp:
             kind = "vault"
         elif first == "loganalytics":
             kind = "logs"
+        elif first in ("devops", "vssps"):
+            kind = "devops"
         elif graph_handles(lowered):
             kind = "graph"
         elif self.entra.handles(lowered):
@@ -135,6 +141,8 @@ class SandboxApp:
                 response = self.vault.handle(request, parts)
             elif kind == "logs":
                 response = self.logs.handle(request, parts)
+            elif kind == "devops":
+                response = self.devops.handle(request, parts)
             elif kind == "sidecar":
                 response = self.sidecar.handle(request, parts)
             elif kind == "graph":
@@ -145,8 +153,9 @@ class SandboxApp:
                 response = self.arm.handle(request)
         except Exception as exc:  # the sandbox must keep serving: answer, log, carry on
             logger.exception("sandbox handler failed on %s %s", request.method, request.path)
-            response = arm_error(500, "InternalServerError",
-                                 f"The sandbox failed on this request ({type(exc).__name__}). This is a sandbox bug.")
+            message = f"The sandbox failed on this request ({type(exc).__name__}). This is a sandbox bug."
+            response = (devops_error(DevOpsFailure(500, "VssServiceResponseException", message)) if kind == "devops"
+                        else arm_error(500, "InternalServerError", message))
         if kind != "admin":
             self._log(request, kind, response, started, {})
         await self._send(send, response, request)
@@ -174,7 +183,7 @@ class SandboxApp:
         """What a plane would have logged, for requests a fault answered before the plane saw them."""
         if kind == "token":
             return self.entra.token_log_fields(request)
-        if kind in ("arm", "vault", "logs"):
+        if kind in ("arm", "vault", "logs", "devops"):
             return {"token_session": None, "token_claims": None}
         return {}
 
@@ -184,6 +193,8 @@ class SandboxApp:
         message = f"Injected by the sandbox: a fault matching '{fault.pattern.pattern}' answered HTTP {status}."
         if kind == "sidecar":
             return problem(status, message, headers)
+        if kind == "devops":
+            return devops_error(DevOpsFailure(status, "VssServiceResponseException", message, headers))
         if kind in ("token", "entra"):
             return json_response(status, {
                 "error": "temporarily_unavailable",
@@ -232,7 +243,7 @@ class SandboxApp:
             "baggage": "baggage" in request.headers,  # whether any was sent, never its value
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        if kind in ("arm", "vault", "logs"):
+        if kind in ("arm", "vault", "logs", "devops"):
             entry["token_session"] = None
             entry["token_claims"] = None
         if response is not None:

@@ -1,7 +1,7 @@
 """Privileged Identity Management for Azure resources, as ARM serves it: a room on the ARM plane.
 
 ``{scope}/providers/Microsoft.Authorization/`` + roleEligibilitySchedules, roleEligibilityScheduleInstances,
-roleAssignmentScheduleRequests (PUT, GET, list, ``/cancel``), roleAssignmentSchedules,
+roleAssignmentScheduleRequests (PUT, GET, list, ``/cancel``, ``/validate``), roleAssignmentSchedules,
 roleAssignmentScheduleInstances, roleManagementPolicies, roleManagementPolicyAssignments.
 
 Listings at a scope return what applies at, above or below it (as PIM's ``asTarget()`` views do).
@@ -90,6 +90,9 @@ class PimRoom:
                 return json_response(201, pim_docs.schedule_request(self.state.world, created))
             if len(tail) == 2 and tail[1].lower() == "cancel" and method == "POST":
                 return self._cancel(principal, scope, tail[0], target)
+            if len(tail) == 2 and tail[1].lower() == "validate" and method == "POST":
+                verdict = self.requests.create(principal, scope, tail[0], self._body(request), dry_run=True)
+                return json_response(200, pim_docs.schedule_request(self.state.world, verdict))
         if method != "GET" or len(tail) > 1:
             raise ArmFailure(405 if len(tail) <= 1 else 404,
                              "MethodNotAllowed" if len(tail) <= 1 else "NotFound",

@@ -35,7 +35,7 @@ from azure_agent_mcp.sandbox.pim_world import (
 from azure_agent_mcp.sandbox.rbac import BUILTIN_ROLES, RoleAssignment, scope_contains
 from azure_agent_mcp.sandbox.timespans import TimespanError, parse_duration, parse_instant
 
-REQUEST_TYPES = ("SelfActivate", "SelfDeactivate", "AdminAssign", "AdminRemove")
+REQUEST_TYPES = ("SelfActivate", "SelfDeactivate", "AdminAssign", "AdminRemove", "AdminExtend")
 ASSIGN_WRITE = "Microsoft.Authorization/roleAssignments/write"
 
 
@@ -66,8 +66,9 @@ def parse_schedule(info: Any, now: float) -> Schedule | None:
     raw_start = info.get("startDateTime")
     if raw_start is not None:
         try:
-            start = parse_instant(str(raw_start)).timestamp()
-        except TimespanError as exc:
+            # a start in the past means now: an activation never covers time already gone
+            start = max(now, parse_instant(str(raw_start)).timestamp())
+        except (TimespanError, OverflowError, ValueError) as exc:
             raise invalid(f"'properties.scheduleInfo.startDateTime': {exc}.") from None
     expiration = info.get("expiration") or {}
     if not isinstance(expiration, dict):
@@ -86,11 +87,14 @@ def parse_schedule(info: Any, now: float) -> Schedule | None:
             seconds = parse_duration(duration).total_seconds()
         except TimespanError as exc:
             raise invalid(f"'properties.scheduleInfo.expiration.duration': {exc}.") from None
+        except OverflowError:
+            raise invalid(f"'properties.scheduleInfo.expiration.duration' '{duration[:40]}' is too long to be a "
+                          "date.") from None
         return Schedule(start, start + seconds, kind, duration)
     if kind == "AfterDateTime":
         try:
             end = parse_instant(str(end_raw)).timestamp()
-        except TimespanError as exc:
+        except (TimespanError, OverflowError, ValueError) as exc:
             raise invalid(f"'properties.scheduleInfo.expiration.endDateTime': {exc}.") from None
         return Schedule(start, end, kind, None)
     if kind == "NoExpiration":
@@ -105,19 +109,22 @@ class RequestProcessor:
     def __init__(self, state: Any, plane: Any) -> None:
         self.state = state
         self.plane = plane
+        self._dry_run = False
 
     @property
     def store(self) -> Any:
         return self.state.pim
 
-    def create(self, principal: Any, scope: str, name: str, body: Any) -> ScheduleRequest:
+    def create(self, principal: Any, scope: str, name: str, body: Any, *, dry_run: bool = False) -> ScheduleRequest:
+        """The stored request; with ``dry_run`` (the ``/validate`` action) the verdict alone, nothing changed."""
+        self._dry_run = dry_run
         try:
             uuid.UUID(name)
         except ValueError:
             raise PimRequestError(400, "InvalidRoleAssignmentScheduleRequestName",
                                   f"The role assignment schedule request name '{name}' is not valid: it must be a "
                                   "GUID.") from None
-        if name.lower() in self.store.requests:
+        if not dry_run and name.lower() in self.store.requests:
             raise PimRequestError(409, "RoleAssignmentScheduleRequestExists",
                                   f"The role assignment schedule request '{name}' already exists; use a new GUID "
                                   "for a new request.")
@@ -154,12 +161,14 @@ class RequestProcessor:
             ticket_info=_ticket(props.get("ticketInfo")),
         )
         handler = {"SelfActivate": self._self_activate, "SelfDeactivate": self._self_deactivate,
-                   "AdminAssign": self._admin_assign, "AdminRemove": self._admin_remove}[request_type]
+                   "AdminAssign": self._admin_assign, "AdminRemove": self._admin_remove,
+                   "AdminExtend": self._admin_extend}[request_type]
         handler(principal, request, schedule, props, now)
-        self.store.requests[request.name] = request
+        if not dry_run:
+            self.store.requests[request.name] = request
         return request
 
-    # -- the four request types -------------------------------------------------------------------
+    # -- the request types ------------------------------------------------------------------------
 
     def _self_activate(self, principal: Any, request: ScheduleRequest, schedule: Schedule | None,
                        props: dict[str, Any], now: float) -> None:
@@ -173,6 +182,11 @@ class RequestProcessor:
         request.linked_eligibility = eligibility_id(eligibility)
         if self._active(request.principal_id, request.role_definition_id, request.scope, now) is not None:
             raise PimRequestError(400, "RoleAssignmentExists", "The Role assignment already exists.")
+        if any(r.status == "PendingApproval" and r.principal_id.lower() == request.principal_id.lower()
+               and r.role_definition_id == request.role_definition_id and r.scope.lower() == request.scope.lower()
+               for r in self.store.requests.values()):
+            raise PimRequestError(400, "PendingRoleAssignmentRequest",
+                                  "There is already an existing pending Role assignment request.")
         seconds = schedule.seconds if schedule else None
         if seconds is not None and seconds < MIN_ACTIVE_SECONDS:
             raise _too_short()
@@ -185,6 +199,7 @@ class RequestProcessor:
         if policy.approval_required:
             request.status = "PendingApproval"
             request.approval_id = f"/providers/Microsoft.Authorization/roleAssignmentApprovals/{uuid.uuid4()}"
+            request.approval_policy = policy.name
             return
         self._provision(request, "Activated", now)
 
@@ -232,9 +247,39 @@ class RequestProcessor:
                          and a.scope.lower() == request.scope.lower()), None)
         if standing is None:
             raise _does_not_exist()
-        world.role_assignments.remove(standing)
-        self.state.authorizer.invalidate()
         request.status = "Revoked"
+        if not self._dry_run:
+            world.role_assignments.remove(standing)
+            self.state.authorizer.invalidate()
+
+    def _admin_extend(self, principal: Any, request: ScheduleRequest, schedule: Schedule | None,
+                      props: dict[str, Any], now: float) -> None:
+        """A new end for an active time-bound assignment, within the admin assignment maximum."""
+        self.plane.require(principal, ASSIGN_WRITE, request.scope)
+        request.principal_type = self._principal_type(request.principal_id)
+        active = self._active(request.principal_id, request.role_definition_id, request.scope, now)
+        if active is None or active.assignment_type != "Assigned":
+            raise _does_not_exist()
+        if schedule is None:
+            raise policy_rules_failed(["ExpirationRule"])
+        policy = self.store.policy_for(request.scope, request.role_definition_id)
+        seconds = None if schedule.end is None else schedule.end - active.start
+        failed = admin_assignment_failures(policy, seconds, request.justification)
+        if failed:
+            raise policy_rules_failed(failed)
+        request.start = active.start
+        request.status = "Provisioned"
+        request.target_schedule = schedule_id(active.assignment.scope, active.name)
+        if self._dry_run:
+            return
+        old = active.assignment
+        new = RoleAssignment(old.id, old.principal_id, old.principal_type, old.role_definition_id, old.scope,
+                             old.created_on, start=old.start, end=schedule.end)
+        assignments = self.state.world.role_assignments
+        if old in assignments:
+            assignments[assignments.index(old)] = new
+        active.assignment = new
+        self.state.authorizer.invalidate()
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -274,6 +319,9 @@ class RequestProcessor:
                               f"Principal {object_id} does not exist in the directory {self.state.tenant_id}.")
 
     def _provision(self, request: ScheduleRequest, assignment_type: str, now: float) -> None:
+        request.status = "Provisioned"
+        if self._dry_run:
+            return
         schedule_name = str(uuid.uuid5(uuid.UUID(request.name), "schedule"))
         assignment = RoleAssignment(str(uuid.uuid5(uuid.UUID(request.name), "assignment")), request.principal_id,
                                     request.principal_type, request.role_definition_id, request.scope, iso(now),
@@ -286,6 +334,10 @@ class RequestProcessor:
         request.target_schedule = schedule_id(request.scope, schedule_name)
 
     def _end(self, active: ActiveSchedule, request: ScheduleRequest, now: float) -> None:
+        request.status = "Revoked"
+        request.target_schedule = schedule_id(active.assignment.scope, active.name)
+        if self._dry_run:
+            return
         active.ended = now
         assignments = self.state.world.role_assignments
         if active.assignment in assignments:
@@ -293,6 +345,23 @@ class RequestProcessor:
         self.state.authorizer.invalidate()
         request.status = "Revoked"
         request.target_schedule = schedule_id(active.assignment.scope, active.name)
+
+
+def approve(state: Any, name: str, approved: bool) -> ScheduleRequest:
+    """An approver's decision on a PendingApproval request (the admin API stands in for the approver)."""
+    request = state.pim.requests.get(name.lower())
+    if request is None or request.status != "PendingApproval":
+        raise LookupError(f"no request '{name}' is waiting for approval")
+    now = state.clock.now()
+    if not approved:
+        request.status = "Denied"
+        return request
+    if request.end is not None:  # the activation runs its requested length from the approval
+        length = request.end - request.start
+        request.start = max(request.start, now)
+        request.end = request.start + length
+    RequestProcessor(state, None)._provision(request, "Activated", now)
+    return request
 
 
 def _too_short() -> PimRequestError:

@@ -110,6 +110,7 @@ class ScheduleRequest:
     target_schedule: str | None = None  # the assignment schedule's full id
     approval_id: str | None = None
     ticket_info: dict[str, str | None] = field(default_factory=dict)
+    approval_policy: str | None = None  # the role setting that asked for approval
 
 
 @dataclass

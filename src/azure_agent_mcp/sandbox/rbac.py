@@ -23,6 +23,7 @@ READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 WEBSITE_CONTRIBUTOR = "de139f84-1756-47ae-9be6-808fbbe84772"
+USER_ACCESS_ADMINISTRATOR = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,12 @@ BUILTIN_ROLES: dict[str, RoleDefinition] = {
                     data_actions=("Microsoft.KeyVault/vaults/secrets/*",),
                 ),
             ),
+        ),
+        RoleDefinition(
+            USER_ACCESS_ADMINISTRATOR,
+            "User Access Administrator",
+            "Lets you manage user access to Azure resources.",
+            (Permission(actions=("*/read", "Microsoft.Authorization/*", "Microsoft.Support/*")),),
         ),
         RoleDefinition(
             WEBSITE_CONTRIBUTOR,

@@ -345,6 +345,19 @@ class Sandbox:
             query["kind"] = kind
         return self._admin("GET", "/requests?" + urlencode(query))["value"]
 
+    def devops_state(self) -> dict[str, Any]:
+        """The Azure DevOps organization as plain data (work items, pull requests, threads, refs, pushes)."""
+        return self._admin("GET", "/devops/state")
+
+    def devops_comment(self, repository: str, pull_request_id: int, author: str, content: str,
+                       thread_id: int | None = None) -> dict[str, Any]:
+        """A member (by UPN) comments on a pull request: a new thread, or a reply in ``thread_id``."""
+        body: dict[str, Any] = {"repository": repository, "pull_request_id": pull_request_id, "author": author,
+                                "content": content}
+        if thread_id is not None:
+            body["thread_id"] = thread_id
+        return self._admin("POST", "/devops/pull-request-comments", body)
+
     def last_seq(self) -> int:
         return int(self.stats()["last_seq"])
 
@@ -377,6 +390,10 @@ class Sandbox:
         """Answer agent-identity token requests with the shared project identity's tokens (``reset()`` ends it)."""
         self._admin("POST", "/wrong-identity", {"enabled": bool(enabled)})
 
+    def set_sidecar_drops_agent_user(self, enabled: bool) -> None:
+        """The sidecar answers requests for the agent user with the agent identity's own token (``reset()`` ends it)."""
+        self._admin("POST", "/sidecar-drops-agent-user", {"enabled": bool(enabled)})
+
     def add_claims_challenge(self, path: str, claims: dict[str, Any]) -> dict[str, Any]:
         return self._admin("POST", "/claims-challenges", {"path": path, "claims": claims})["challenge"]
 
@@ -405,6 +422,11 @@ class Sandbox:
     def pim(self) -> dict[str, Any]:
         """PIM's state: requests, schedules (with ``active``), active instances, eligibilities."""
         return self._admin("GET", "/pim")
+
+    def decide_pim_approval(self, request_name: str, approve: bool = True) -> dict[str, Any]:
+        """The approver's decision on a PendingApproval schedule request; returns the request document."""
+        return self._admin("POST", "/pim/approvals", {"request": request_name,
+                                                     "decision": "Approve" if approve else "Deny"})
 
     def add_client_certificate(self, client_id: str, certificate_pem: str | bytes) -> str:
         """Register a certificate for a service principal's client assertions; returns its SHA-1 thumbprint."""

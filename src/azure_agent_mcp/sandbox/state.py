@@ -11,6 +11,7 @@ from typing import Any
 from azure_agent_mcp.sandbox.access import Principal
 from azure_agent_mcp.sandbox.activitylog import ActivityLog
 from azure_agent_mcp.sandbox.clock import SandboxClock
+from azure_agent_mcp.sandbox.devops_world import Organization, build_organization
 from azure_agent_mcp.sandbox.faults import ClaimsChallenge, Fault
 from azure_agent_mcp.sandbox.journal import Journal
 from azure_agent_mcp.sandbox.loganalytics import RECORD_LIMIT
@@ -36,12 +37,14 @@ class SandboxState:
         # What ARM changed, as Azure's activity log shows it (fed by the ARM plane's listener).
         self.activity = ActivityLog(self.tenant_id, clock=self.clock.now)
         self.world: World
+        self.devops: Organization  # the Azure DevOps organization (devops_world)
         self.authorizer: Authorizer
         self.pim: PimStore
         self.faults: list[Fault] = []
         self.challenges: list[ClaimsChallenge] = []
         self.agent_rule = True
         self.wrong_identity = False
+        self.sidecar_drops_agent_user = False
         self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache: dict[tuple[str, ...], tuple[str, int]] = {}
         self.reset()
@@ -58,10 +61,12 @@ class SandboxState:
         self.clock.reset()
         self.authorizer = Authorizer(self.world.role_assignments, clock=self.clock.now)
         self.pim = seed_pim()
+        self.devops = build_organization(self.creds.key_salt)
         self.faults = []
         self.challenges = []
         self.agent_rule = True
         self.wrong_identity = False
+        self.sidecar_drops_agent_user = False
         self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache.clear()
         self.journal.reset()
@@ -71,6 +76,11 @@ class SandboxState:
         """Agent-identity requests answered with the shared project identity's tokens (tests identity pinning)."""
         self.wrong_identity = enabled
         self.sidecar_cache.clear()  # a sidecar would not notice; the switch must bite at once in tests
+
+    def set_sidecar_drops_agent_user(self, enabled: bool) -> None:
+        """A misbehaving sidecar: asked for the agent user, it answers as the agent identity (pinning tests)."""
+        self.sidecar_drops_agent_user = enabled
+        self.sidecar_cache.clear()
 
     def take_fault(self, path: str) -> Fault | None:
         for fault in self.faults:

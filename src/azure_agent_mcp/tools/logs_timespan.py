@@ -1,21 +1,17 @@
 """A log query's ``timespan`` argument: an ISO 8601 duration or interval, as azure-monitor-query takes it.
 
 Checked before anything is sent, so a wrong format is the agent's error to fix, named with the
-formats that work, not a 400 from Azure. Years and months are refused: their length depends on
-the calendar, and Log Analytics would read them one way while the agent may mean another.
+formats that work, not a 400 from Azure. Durations and date-times are read by ``timespans``, the
+one parser of every time argument; this module only shapes them as azure-monitor-query takes them.
 """
 
 from __future__ import annotations
 
 import datetime
-import re
 
 from azure_agent_mcp.tools.base import ToolInputError
+from azure_agent_mcp.tools.timespans import parse_duration, parse_moment
 
-_DURATION = re.compile(
-    r"P(?!$)(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?"
-)
 FORMATS_HINT = (
     "Use an ISO 8601 duration ending now (PT15M, PT1H, P1D, P7D, P1DT12H), or an interval: start/end "
     "(2026-12-01T00:00:00Z/2026-12-01T06:00:00Z), start/duration (2026-12-01T00:00:00Z/PT6H) or "
@@ -31,13 +27,10 @@ def _invalid(value: str, problem: str) -> ToolInputError:
 
 
 def _duration(value: str, whole: str) -> datetime.timedelta:
-    text = value.strip().upper()
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        if re.fullmatch(r"P(\d+Y)?(\d+M)?(\d+[WD])?(T.*)?", text) and ("Y" in text.split("T")[0] or "M" in text.split("T")[0]):
-            raise _invalid(whole, f"'{value}' counts years or months, whose length depends on the calendar; use days (P30D)")
-        raise _invalid(whole, f"'{value[:40]}' is not an ISO 8601 duration like PT1H or P1D")
-    span = datetime.timedelta(**{k: float(v) for k, v in match.groupdict().items() if v})
+    try:
+        span = parse_duration(value)
+    except ValueError as exc:
+        raise _invalid(whole, str(exc)) from None
     if span <= datetime.timedelta(0):
         raise _invalid(whole, "the duration is zero")
     if span > MAX_SPAN:
@@ -46,16 +39,10 @@ def _duration(value: str, whole: str) -> datetime.timedelta:
 
 
 def _instant(value: str, whole: str) -> datetime.datetime:
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        moment = datetime.datetime.fromisoformat(text)
+        return parse_moment(value)
     except ValueError:
         raise _invalid(whole, f"'{value[:40]}' is not an ISO 8601 date and time like 2026-12-01T10:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(datetime.timezone.utc)
 
 
 def parse_timespan(value: str) -> Timespan:

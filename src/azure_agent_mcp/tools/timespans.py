@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 from azure_agent_mcp.tools.base import ToolInputError
 
-_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?", re.IGNORECASE)
+_DURATION = re.compile(
+    r"P(?!$)(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?",
+    re.IGNORECASE,
+)
+_CALENDAR = re.compile(r"P(\d+Y)?(\d+M)?(\d+[WD])?(T.*)?", re.IGNORECASE)
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 DURATION_FORMAT = "an ISO 8601 duration such as PT15M, PT1H, P1D or P1DT12H (weeks, days, hours, minutes, seconds)"
 TIME_FORMAT = "an ISO 8601 date-time such as 2026-01-21T20:00:00Z (UTC when no offset is given)"
@@ -34,28 +39,48 @@ def _now_ceiled(clock: Clock) -> datetime.datetime:
     return whole if whole == now else whole + datetime.timedelta(seconds=1)
 
 
-def duration(value: str, name: str) -> datetime.timedelta:
+def parse_duration(value: str) -> datetime.timedelta:
+    """An ISO 8601 duration in weeks, days, hours, minutes and seconds; ValueError says why not.
+
+    Years and months are refused: their length depends on the calendar, and Azure may read them
+    one way while the agent means another. The one parser every duration argument goes through.
+    """
     text = value.strip()
     match = _DURATION.fullmatch(text)
-    if not match or not any(match.groups()) or text.upper().endswith("T"):
-        raise ToolInputError(f"{name} '{value[:60]}' is not {DURATION_FORMAT}.",
-                             hint=f"Pass {name} like PT1H (one hour) or P1D (one day).")
-    weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    return datetime.timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if match is None:
+        head = text.upper().split("T")[0]
+        if _CALENDAR.fullmatch(text) and ("Y" in head or "M" in head):
+            raise ValueError(f"'{value[:40]}' counts years or months, whose length depends on the calendar; "
+                             "use days (P30D)")
+        raise ValueError(f"'{value[:40]}' is not an ISO 8601 duration like PT1H or P1D")
+    return datetime.timedelta(**{k: float(v) for k, v in match.groupdict().items() if v})
 
 
-def moment(value: str, name: str) -> datetime.datetime:
+def parse_moment(value: str) -> datetime.datetime:
+    """An ISO 8601 date-time in UTC (UTC when it names no offset); ValueError when it is not one."""
     text = _FRACTION.sub(r"\1", value.strip())
     if text[-1:] in ("Z", "z"):
         text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise ToolInputError(f"{name} '{value[:60]}' is not {TIME_FORMAT}.",
-                             hint=f"Pass {name} like 2026-01-21T20:00:00Z.") from None
+    parsed = datetime.datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.timezone.utc)
     return parsed.astimezone(datetime.timezone.utc)
+
+
+def duration(value: str, name: str) -> datetime.timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ToolInputError(f"{name} '{value[:60]}' is not {DURATION_FORMAT}.",
+                             hint=f"Pass {name} like PT1H (one hour) or P1D (one day).") from None
+
+
+def moment(value: str, name: str) -> datetime.datetime:
+    try:
+        return parse_moment(value)
+    except ValueError:
+        raise ToolInputError(f"{name} '{value[:60]}' is not {TIME_FORMAT}.",
+                             hint=f"Pass {name} like 2026-01-21T20:00:00Z.") from None
 
 
 @dataclass(frozen=True)
