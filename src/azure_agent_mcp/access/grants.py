@@ -385,6 +385,8 @@ def scope_deepest(a: str, b: str) -> str:
 def _json_of(body: Any) -> Any:
     if body is None:
         return None
+    if hasattr(body, "getvalue"):  # an in-memory stream (an SDK sending serialised bytes): read without consuming
+        body = body.getvalue()
     if isinstance(body, (bytes, bytearray)):
         body = bytes(body).decode("utf-8", "replace")
     if isinstance(body, str):
