@@ -170,6 +170,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "session is refused (503) while every one has a call in flight (default 1000); env AZURE_AGENT_MCP_MAX_SESSIONS",
     )
     parser.add_argument(
+        "--devops-organization",
+        type=_devops_organization,
+        default=os.environ.get("AZURE_AGENT_MCP_DEVOPS_ORGANIZATION") or None,
+        metavar="ORG",
+        help="the Azure DevOps organization the devops_* tools work in (https://dev.azure.com/ORG); without it they "
+        "are not offered; env AZURE_AGENT_MCP_DEVOPS_ORGANIZATION",
+    )
+    parser.add_argument(
         "--dangerously-skip-confirmation",
         action="store_true",
         help="treat every Confirm decision as approved (no elicitation)",
@@ -185,6 +193,15 @@ def _duration(text: str) -> str:
     except InvalidDurationError as exc:
         raise argparse.ArgumentTypeError(str(exc).replace("session TTL", "duration")) from None
     return text
+
+
+def _devops_organization(text: str) -> str:
+    from azure_agent_mcp.tools.devops_client import organization_name
+
+    try:
+        return organization_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str | int) -> int:
