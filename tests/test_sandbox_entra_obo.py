@@ -101,7 +101,8 @@ def test_manifest_names_the_server_app_the_public_client_and_the_consents(sandbo
     assert jwks["keys"][0]["kty"] == "RSA"
     assert {(c["user"], c["resource"]) for c in manifest["consents"]} == {
         (u, r) for u in app["consented_users"] for r in ("https://management.azure.com", "https://vault.azure.net",
-                                                   "https://api.loganalytics.io")}
+                                                   "https://api.loganalytics.io",
+                                                   "499b84ac-1321-427f-aa17-267ca6975798")}
     # The unconsented user exists and can sign in; the server app is not an ordinary service principal.
     assert _user(manifest, "newcomer")["upn"] not in app["consented_users"]
     assert app["client_id"] not in {sp["client_id"] for sp in manifest["service_principals"]}

@@ -172,6 +172,8 @@ def register(subparsers: Any) -> None:
     )
     add_identity_arguments(whoami)
     whoami.add_argument("--json", action="store_true", help="print one JSON object")
+    whoami.add_argument("--devops", action="store_true",
+                        help="also show who the Azure DevOps token is for (one more token request)")
     whoami.set_defaults(handler=_whoami)
 
     login = subparsers.add_parser(
@@ -331,7 +333,7 @@ def _whoami(args: argparse.Namespace) -> int:
 
     with open_identity(args) as identity:
         try:
-            info = whoami(identity.credential, identity.env, identity.session)
+            info = whoami(identity.credential, identity.env, identity.session, devops=bool(args.devops))
         except (IdentityError, ClientAuthenticationError) as exc:
             raise CommandError(_one_line(exc)) from exc
     if args.json:
@@ -341,6 +343,10 @@ def _whoami(args: argparse.Namespace) -> int:
     pinning = info.get("pinning")
     if pinning and not pinning.get("match"):
         print(f"azure-agent-mcp: {pinning.get('message')}", file=sys.stderr)
+        return 1
+    devops = info.get("devops")
+    if devops is not None and "error" in devops:
+        print(f"azure-agent-mcp: Azure DevOps: {devops['error']}", file=sys.stderr)
         return 1
     return 0
 

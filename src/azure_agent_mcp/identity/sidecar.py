@@ -8,8 +8,12 @@ credential and performs Entra Agent ID's exchanges. We only ask it for an author
 (``title``, ``status``, ``detail``), shown as they are (they never hold a token).
 
 Scopes map to the sidecar's configured API names: the ARM scope to ``arm``, the Key Vault scope to
-``vault``, the Log Analytics scope to ``loganalytics`` (override with ``api_names``). A resource's claims challenge goes along as
+``vault``, the Log Analytics scope to ``loganalytics``, Azure DevOps' (``499b84ac-.../.default``) to
+``devops`` (override with ``api_names``). A resource's claims challenge goes along as
 ``optionsOverride.AcquireTokenOptions.Claims``. The session's AgentCredential caches the headers.
+
+A token whose audience is not the requested resource (an API name configured for another resource)
+is refused before use, so one service's token never reaches another.
 
 Because the answer is a bearer token, the sidecar must be on this machine: loopback URLs only
 unless ``allow_remote`` (then HTTPS only), no user info in the URL, no proxies and no redirects.
@@ -141,7 +145,14 @@ class SidecarProvider:
             raise SidecarError(f"the auth sidecar's authorizationHeader for '{api}' is not a Bearer token "
                                f"(scheme {scheme!r}); this server sends Bearer tokens only")
         token = token.strip()
-        exp = unverified_jwt_claims(token).get("exp")
+        claims = unverified_jwt_claims(token)
+        audience = claims.get("aud")
+        if audience is not None and not audience_matches(str(audience), scopes[0]):
+            # A sidecar API name configured for another resource: sending this token would hand
+            # one service's token to another (an ARM token to Azure DevOps, say). Fail closed.
+            raise SidecarError(f"the auth sidecar's token for '{api}' is for audience {audience}, not for "
+                               f"{scopes[0]}; it was not used. Check the sidecar's configuration of API '{api}'")
+        exp = claims.get("exp")
         expires_on = int(exp) if isinstance(exp, (int, float)) else int(started + OPAQUE_TOKEN_SECONDS)
         return ProviderToken(token, expires_on)
 
@@ -182,6 +193,28 @@ class SidecarProvider:
             self._http = None
 
 
+_AUDIENCE_ALIASES = {"https://management.core.windows.net": "https://management.azure.com"}
+"""ARM answers to two identifiers; a token for either is an ARM token."""
+
+
+def audience_matches(audience: str, scope: str) -> bool:
+    """Whether a token's ``aud`` is the resource of ``scope`` (``<resource>/.default`` or ``<resource>/<scope>``).
+
+    The resource as requested (a URL or an application id such as Azure DevOps'), or, for an
+    ``api://<app id>`` resource, that app id (the audience of v2 tokens). Case and a trailing
+    slash do not matter.
+    """
+    def canonical(value: str) -> str:
+        lowered = value.strip().lower().rstrip("/")
+        return _AUDIENCE_ALIASES.get(lowered, lowered)
+
+    resource = canonical(scope.rstrip("/").rpartition("/")[0] if "/" in scope else scope)
+    accepted = {resource}
+    if resource.startswith("api://"):
+        accepted.add(resource[len("api://"):])
+    return canonical(audience) in accepted
+
+
 def sidecar_provider(env: Any, **options: Any) -> SidecarProvider:
     """From build_credential's options: ``sidecar_url``, ``allow_remote_sidecar``, ``agent_identity_id``,
     ``agent_user``, ``api_names``; a sandbox manifest supplies the URL and the agent identity."""
@@ -191,12 +224,20 @@ def sidecar_provider(env: Any, **options: Any) -> SidecarProvider:
     if not url:
         raise CredentialUnavailableError("--credential sidecar needs --sidecar-url (e.g. http://localhost:5000)")
     api_names = options.get("api_names") or {env.arm_scope: "arm", env.keyvault_scope: "vault",
-                                             env.logs_scope: "loganalytics"}
+                                             env.logs_scope: "loganalytics", env.devops_scope: "devops"}
     user = options.get("agent_user")
+    agent_identity_id = options.get("agent_identity_id") or seeded.get("agent_identity_id")
+    if user and not agent_identity_id:
+        # The sidecar ignores AgentUsername/AgentUserId without AgentIdentity and answers with the
+        # blueprint's own token: the agent user would be dropped silently, so refuse instead.
+        raise CredentialUnavailableError(
+            "--agent-user with --credential sidecar needs --agent-identity-id (the agent identity the agent user "
+            "belongs to): without it the sidecar ignores the agent user and hands out the blueprint's own token"
+        )
     return SidecarProvider(
         url,
         api_names=api_names,
-        agent_identity_id=options.get("agent_identity_id") or seeded.get("agent_identity_id"),
+        agent_identity_id=agent_identity_id,
         agent_user=(user if isinstance(user, AgentUser) else AgentUser.parse(user)) if user else None,
         default_tenant=env.tenant_id,
         ca_bundle=env.ca_bundle,

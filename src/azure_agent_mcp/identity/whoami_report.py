@@ -24,12 +24,16 @@ def _iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def whoami(credential: Any, env: Any, session: Any) -> dict[str, Any]:
+def whoami(credential: Any, env: Any, session: Any, *, devops: bool = False) -> dict[str, Any]:
     """A JSON-safe description of the session, the credential, the principal and the agent markers.
 
     Acquires (or reuses) the session's ARM token; raises what the credential raises (session
     expired, sign-in failed), except a pinning refusal: then the report describes the refused
     token's principal and ``pinning.match`` is false.
+
+    ``devops``: also describe the Azure DevOps token's principal (``info["devops"]``). One more
+    token request per session, which the Azure DevOps tools reuse; off unless they are configured.
+    A failure there is reported, not raised: ARM's answer above is still true.
     """
     from azure_agent_mcp.identity.pinning import IdentityMismatchError
 
@@ -82,11 +86,49 @@ def whoami(credential: Any, env: Any, session: Any) -> dict[str, Any]:
         if mismatch is not None:
             info["pinning"]["presented"] = dict(mismatch.presented)
             info["pinning"]["message"] = str(mismatch.message)
+    if devops:
+        info["devops"] = audience_report(credential, env.devops_scope, session, arm_claims=claims)
     if not tagged:
         info["note"] = agentic["description"] if agentic is not None else WORKLOAD_NOTE
     elif not session_marked:
         info["note"] = "the credential asks for an agent-session tag, but this token carries none"
     return info
+
+
+def audience_report(credential: Any, scope: str, session: Any, *, arm_claims: dict[str, Any]) -> dict[str, Any]:
+    """Who a second audience's token (Azure DevOps) is for, and whether it is the ARM token's principal.
+
+    Never the token; a refusal (pinning, consent, a sidecar without that API) becomes ``error``.
+    """
+    from azure_agent_mcp.identity.pinning import IdentityMismatchError
+
+    report: dict[str, Any] = {"scope": scope}
+    try:
+        token = credential.get_token(scope)
+    except IdentityMismatchError as exc:
+        claims = dict(exc.presented)
+        report["pinning"] = {"match": False, "presented": claims}
+        report["error"] = str(exc.message)
+    except Exception as exc:  # noqa: BLE001 - described, not raised: ARM's report stands
+        report["error"] = f"{type(exc).__name__}: {str(getattr(exc, 'message', None) or exc).splitlines()[0][:400]}"
+        return report
+    else:
+        claims = unverified_jwt_claims(token.token)
+        if getattr(credential, "expected_principal", None):
+            report["pinning"] = {"match": True}
+    principal = {name: claims[name] for name in PRINCIPAL_CLAIMS if name in claims}
+    if "upn" in principal:
+        principal.pop("appid", None)
+    elif "appid" not in principal and "azp" in claims:
+        principal["appid"] = claims["azp"]
+    marked = {name: markers for name, markers in agent_markers(claims).items() if name in SESSION_MARKERS}
+    report.update({
+        "audience": claims.get("aud"),
+        "principal": principal,
+        "same_principal_as_arm": bool(claims.get("oid")) and claims.get("oid") == arm_claims.get("oid"),
+        "session_in_token": bool(marked) and all(str(v) == session.id for v in marked.values()),
+    })
+    return report
 
 
 def whoami_lines(info: dict[str, Any]) -> list[str]:
@@ -121,6 +163,21 @@ def whoami_lines(info: dict[str, Any]) -> list[str]:
         lines.append(f"token        refused by identity pinning, for {info['token'].get('scope')}")
     else:
         lines.append(f"token        expires {info['token'].get('expires_on')}, for {info['token'].get('scope')}")
+    devops = info.get("devops")
+    if devops is not None:
+        lines.append("azure devops " + _devops_line(devops))
     if info.get("note"):
         lines.append(f"note         {info['note']}")
     return lines
+
+
+def _devops_line(report: dict[str, Any]) -> str:
+    if "principal" not in report:
+        return f"no token: {report.get('error', 'unknown error')}"
+    principal = report["principal"]
+    who = principal.get("upn") or principal.get("appid") or principal.get("oid") or "unknown principal"
+    if report.get("pinning", {}).get("match") is False:
+        return f"MISMATCH, the token is for {who} (oid {principal.get('oid', '?')}); it is refused"
+    same = "same principal as ARM" if report.get("same_principal_as_arm") else "NOT the ARM token's principal"
+    tag = ", session-tagged" if report.get("session_in_token") else ""
+    return f"{who} (oid {principal.get('oid', '?')}), audience {report.get('audience')}, {same}{tag}"

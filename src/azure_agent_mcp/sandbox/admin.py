@@ -7,6 +7,8 @@ POST reset                                          seed world, switches, faults
 GET|POST agent-rule                                 {"enabled": bool}
 GET|POST wrong-identity                             {"enabled": bool}: agent identities get the
                                                     shared project identity's tokens (pinning tests)
+GET|POST sidecar-drops-agent-user                   {"enabled": bool}: the sidecar ignores AgentUsername /
+                                                    AgentUserId and answers as the agent identity itself
 GET|POST|DELETE claims-challenges                   {path, claims}
 POST certificates                                   {client_id, certificate: PEM} for client assertions
 GET|POST logs-record-limit                          {"limit": int}: Log Analytics' result record limit
@@ -102,6 +104,11 @@ class AdminPlane:
                 state.set_wrong_identity(self._switch(request))
             if method in ("POST", "GET"):
                 return json_response(200, {"enabled": state.wrong_identity})
+        if name == "sidecar-drops-agent-user":
+            if method == "POST":
+                state.set_sidecar_drops_agent_user(self._switch(request))
+            if method in ("POST", "GET"):
+                return json_response(200, {"enabled": state.sidecar_drops_agent_user})
         if name == "claims-challenges":
             if method == "POST":
                 try:

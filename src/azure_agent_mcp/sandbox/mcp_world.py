@@ -10,8 +10,8 @@ Why each exists:
 - the **MCP public client** is what MCP clients sign in with: authorization code with PKCE to a
   loopback redirect URI (any port, as Entra allows for loopback), or device code. The server app
   pre-authorizes it, so signing in to the server's API asks no consent;
-- **consents**: the developer and the reader have consented to the server app calling ARM and Key
-  Vault on their behalf; the **newcomer** (Reader on Sandbox Production, like the reader) has not,
+- **consents**: the developer and the reader have consented to the server app calling ARM, Key
+  Vault, Log Analytics and Azure DevOps on their behalf; the **newcomer** (Reader on Sandbox Production, like the reader) has not,
   so an on-behalf-of request for them fails with AADSTS65001 until consent is granted.
 """
 
@@ -47,7 +47,8 @@ LOOPBACK_REDIRECTS = ("http://localhost", "http://127.0.0.1", "http://localhost/
 ARM_RESOURCE = "https://management.azure.com"
 VAULT_RESOURCE = "https://vault.azure.net"
 LOGS_RESOURCE = "https://api.loganalytics.io"  # log_query through on-behalf-of
-SERVER_APP_RESOURCES = (ARM_RESOURCE, VAULT_RESOURCE, LOGS_RESOURCE)
+DEVOPS_RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798"  # Azure DevOps, named by its application id
+SERVER_APP_RESOURCES = (ARM_RESOURCE, VAULT_RESOURCE, LOGS_RESOURCE, DEVOPS_RESOURCE)
 CONSENTED_USERS = (DEVELOPER_OID, READER_OID)
 
 

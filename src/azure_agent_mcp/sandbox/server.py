@@ -374,6 +374,10 @@ class Sandbox:
         """Answer agent-identity token requests with the shared project identity's tokens (``reset()`` ends it)."""
         self._admin("POST", "/wrong-identity", {"enabled": bool(enabled)})
 
+    def set_sidecar_drops_agent_user(self, enabled: bool) -> None:
+        """The sidecar answers requests for the agent user with the agent identity's own token (``reset()`` ends it)."""
+        self._admin("POST", "/sidecar-drops-agent-user", {"enabled": bool(enabled)})
+
     def add_claims_challenge(self, path: str, claims: dict[str, Any]) -> dict[str, Any]:
         return self._admin("POST", "/claims-challenges", {"path": path, "claims": claims})["challenge"]
 

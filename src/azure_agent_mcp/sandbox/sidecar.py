@@ -9,7 +9,8 @@ one's local-caller restriction), with the same HTTP contract:
   (400 for a request it cannot resolve, 401 when Entra refused a token request).
 ``GET /_sidecar/healthz`` -> 200 ``Healthy``.
 
-API names: ``arm`` (ARM's audience) and ``vault`` (Key Vault's); ``optionsOverride.Scopes``
+API names: ``arm`` (ARM's audience), ``vault`` (Key Vault's), ``loganalytics`` and ``devops``
+(Azure DevOps' application id); ``optionsOverride.Scopes``
 replaces the configured scopes and ``optionsOverride.AcquireTokenOptions.Claims`` carries a
 resource's claims challenge (answered without the cache), as in the real sidecar. Precedence of
 the agent parameters is the real sidecar's: with ``AgentIdentity``, ``AgentUsername`` wins over
@@ -93,6 +94,8 @@ class SidecarPlane:
         if agent_identity and not username and user_id is not None and not _nonempty_guid(user_id):
             return problem(400, "AgentUserId must be a non-empty GUID.", **log)
         challenge = request.query_ci("optionsOverride.AcquireTokenOptions.Claims") or None
+        if self.state.sidecar_drops_agent_user:  # the misbehaving sidecar of the pinning tests
+            username, user_id = None, None
         user = (username or user_id) if agent_identity else None
         key = (agent_identity or "", user or "", scope)
         cached = self.state.sidecar_cache.get(key)

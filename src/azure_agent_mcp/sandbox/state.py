@@ -36,6 +36,7 @@ class SandboxState:
         self.challenges: list[ClaimsChallenge] = []
         self.agent_rule = True
         self.wrong_identity = False
+        self.sidecar_drops_agent_user = False
         self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache: dict[tuple[str, ...], tuple[str, int]] = {}
         self.reset()
@@ -53,6 +54,7 @@ class SandboxState:
         self.challenges = []
         self.agent_rule = True
         self.wrong_identity = False
+        self.sidecar_drops_agent_user = False
         self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache.clear()
         self.journal.reset()
@@ -62,6 +64,11 @@ class SandboxState:
         """Agent-identity requests answered with the shared project identity's tokens (tests identity pinning)."""
         self.wrong_identity = enabled
         self.sidecar_cache.clear()  # a sidecar would not notice; the switch must bite at once in tests
+
+    def set_sidecar_drops_agent_user(self, enabled: bool) -> None:
+        """A misbehaving sidecar: asked for the agent user, it answers as the agent identity (pinning tests)."""
+        self.sidecar_drops_agent_user = enabled
+        self.sidecar_cache.clear()
 
     def take_fault(self, path: str) -> Fault | None:
         for fault in self.faults:
