@@ -112,7 +112,7 @@ def decide_request(
                 rule=UNMAPPABLE_RULE,
                 policy=policy.name,
                 reason=f"The request cannot be mapped to an Azure operation: {exc.problem}.",
-                hint="Only requests to the configured ARM, Key Vault and Log Analytics endpoints, in shapes those "
+                hint="Only requests to the configured ARM, Key Vault, Log Analytics and Azure DevOps endpoints, in shapes those "
                 "services define, are sent.",
             ),
             None,

@@ -1,10 +1,12 @@
 """``(method, url)`` -> the operation, scope and plane the policy decides on.
 
-Only three kinds of destination exist: the configured ARM endpoint, Key Vaults under the
+Only four kinds of destination exist: the configured ARM endpoint, Key Vaults under the
 configured vault URL template (``https://{vault}.vault.azure.net`` in Azure,
-``https://127.0.0.1:PORT/vaults/{vault}`` in the sandbox) and the Log Analytics query endpoint
+``https://127.0.0.1:PORT/vaults/{vault}`` in the sandbox), the Log Analytics query endpoint
 (``https://api.loganalytics.io``; ``https://127.0.0.1:PORT/loganalytics`` in the sandbox, so it is
-matched by origin and path prefix, before ARM). Scheme, host and port are compared
+matched by origin and path prefix, before ARM) and Azure DevOps (``https://dev.azure.com`` and
+``https://vssps.dev.azure.com``; ``/devops`` and ``/vssps`` in the sandbox), for the one
+configured organization only (``devops_mapping``). Scheme, host and port are compared
 exactly; a request anywhere else (another host, a port, plain http, user info in the URL) is
 refused, because the policy cannot say what it would do there.
 
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from azure_agent_mcp.policy.arm_mapping import ArmShapeError, map_arm
+from azure_agent_mcp.policy.devops_mapping import ORGANIZATION_FLAG, DevOpsShapeError, map_devops, organization_problem
 from azure_agent_mcp.policy.errors import UnmappableRequestError
 from azure_agent_mcp.policy.known_operations import is_known_operation
 from azure_agent_mcp.policy.logs_mapping import LogsShapeError, map_logs
@@ -51,12 +54,20 @@ def _origin(url: str, what: str) -> tuple[_Origin, list[str]]:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where ARM, the Key Vault data plane and Log Analytics' query API are (compiled for matching at construction)."""
+    """Where ARM, the Key Vault data plane, Log Analytics' query API and Azure DevOps are (compiled at construction).
+
+    ``devops_organization`` None means Azure DevOps is not configured: its URLs are refused, with the
+    flag that configures it.
+    """
 
     arm_endpoint: str
     keyvault_url_template: str
     logs_endpoint: str = "https://api.loganalytics.io"
+    devops_endpoint: str = "https://dev.azure.com"
+    devops_vssps_endpoint: str = "https://vssps.dev.azure.com"
+    devops_organization: str | None = None
     _arm: tuple[_Origin, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _devops: tuple[tuple[str, _Origin, tuple[str, ...]], ...] = field(init=False, repr=False, compare=False)
     _logs: tuple[_Origin, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _vault: tuple[str, _Origin, tuple[str, ...], str] = field(init=False, repr=False, compare=False)
 
@@ -68,6 +79,19 @@ class Endpoints:
         if logs == self._arm:
             raise ValueError(f"the Log Analytics endpoint '{self.logs_endpoint}' cannot be the ARM endpoint itself")
         object.__setattr__(self, "_logs", logs)
+        devops = []
+        for host, url, what in (("devops", self.devops_endpoint, "Azure DevOps endpoint"),
+                                ("vssps", self.devops_vssps_endpoint, "Azure DevOps VSSPS endpoint")):
+            origin, base = _origin(url, what)
+            compiled = (origin, tuple(s.lower() for s in base))
+            if compiled in (self._arm, self._logs) or any(compiled == (o, b) for _, o, b in devops):
+                raise ValueError(f"the {what} '{url}' cannot be the ARM, Log Analytics or other Azure DevOps endpoint")
+            devops.append((host, *compiled))
+        object.__setattr__(self, "_devops", tuple(devops))
+        if self.devops_organization is not None:
+            problem = organization_problem(self.devops_organization)
+            if problem is not None:
+                raise ValueError(f"{ORGANIZATION_FLAG}: {problem}")
         template = self.keyvault_url_template
         if template.count("{vault}") != 1:
             raise ValueError(f"Key Vault URL template '{template}' must contain '{{vault}}' exactly once")
@@ -85,12 +109,14 @@ class Endpoints:
             object.__setattr__(self, "_vault", ("path", vault_origin, tuple(lowered[:-1]), ""))
 
     @classmethod
-    def from_environment(cls, env: AzureEnvironment) -> Endpoints:
-        return cls(env.arm_endpoint, env.keyvault_url_template, env.logs_endpoint)
+    def from_environment(cls, env: AzureEnvironment, devops_organization: str | None = None) -> Endpoints:
+        return cls(env.arm_endpoint, env.keyvault_url_template, env.logs_endpoint, env.devops_endpoint,
+                   env.devops_vssps_endpoint, devops_organization)
 
     @classmethod
-    def public_cloud(cls) -> Endpoints:
-        return cls("https://management.azure.com", "https://{vault}.vault.azure.net", "https://api.loganalytics.io")
+    def public_cloud(cls, devops_organization: str | None = None) -> Endpoints:
+        return cls("https://management.azure.com", "https://{vault}.vault.azure.net", "https://api.loganalytics.io",
+                   devops_organization=devops_organization)
 
 
 @dataclass(frozen=True)
@@ -98,7 +124,7 @@ class MappedRequest:
     operation: str
     data_action: bool
     scope: str
-    plane: str  # "arm" | "keyvault" | "loganalytics"
+    plane: str  # "arm" | "keyvault" | "loganalytics" | "devops"
     path: str = ""  # the path exactly as sent (canonical, so also as decided); no query string
     vault: str | None = None
     unknown_operation: bool = False  # its namespace's published operation list does not name it
@@ -163,6 +189,10 @@ def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
 
     if parts.path.endswith("/") and parts.path != "/":
         raise UnmappableRequestError(method, url, "the path is not canonical: the path has a trailing '/'")
+    for host, devops_origin, devops_base in endpoints._devops:
+        if origin == devops_origin and tuple(s.lower() for s in segments[: len(devops_base)]) == devops_base:
+            return _map_devops(method, url, endpoints, host, segments[len(devops_base) :], parts.query, path)
+
     logs_origin, logs_base = endpoints._logs
     if origin == logs_origin and tuple(s.lower() for s in segments[: len(logs_base)]) == logs_base:
         try:
@@ -187,6 +217,29 @@ def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
 
     shown = f"{origin[0]}://{origin[1]}:{origin[2]}"
     raise UnmappableRequestError(
-        method, url, f"{shown} is neither the configured ARM endpoint, a Key Vault under the configured template, nor the "
-        "configured Log Analytics endpoint"
+        method, url, f"{shown} is neither the configured ARM endpoint, a Key Vault under the configured template, the "
+        "configured Log Analytics endpoint, nor the configured Azure DevOps endpoints"
     )
+
+
+def _map_devops(
+    method: str, url: str, endpoints: Endpoints, host: str, segments: list[str], query: str, path: str
+) -> MappedRequest:
+    organization = endpoints.devops_organization
+    if organization is None:
+        raise UnmappableRequestError(
+            method, url, f"Azure DevOps is not configured on this server; start it with {ORGANIZATION_FLAG} ORG to let "
+            "requests to that organization through"
+        )
+    if not segments:
+        raise UnmappableRequestError(method, url, "an Azure DevOps URL names its organization first ({organization}/...)")
+    if segments[0].lower() != organization.lower():
+        raise UnmappableRequestError(
+            method, url, f"'{segments[0]}' is not the configured Azure DevOps organization '{organization}' "
+            f"({ORGANIZATION_FLAG}); requests to other organizations are never sent"
+        )
+    try:
+        mapped = map_devops(host, method.upper(), organization, segments[1:], query)
+    except DevOpsShapeError as exc:
+        raise UnmappableRequestError(method, url, str(exc)) from None
+    return MappedRequest(mapped.operation, False, mapped.scope, "devops", path)
