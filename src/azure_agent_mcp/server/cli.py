@@ -50,6 +50,8 @@ def register(subparsers: Any) -> None:
         help="walk through an agent's story against the embedded sandbox",
         description="Launch `serve --sandbox` over stdio with a real MCP client and print the transcript.",
     )
+    demo.add_argument("scenario", nargs="?", choices=("azure", "devops"), default="azure",
+                      help="azure (default): the ARM / Key Vault story; devops: the agent user in Azure DevOps")
     demo.add_argument("--sandbox", nargs="?", const="embedded", default="embedded", metavar="MANIFEST",
                       help="attach to a running sandbox (path of its sandbox.json); default: start one")
     demo.add_argument("--quiet", action="store_true", help="print only the verdict line")
@@ -233,7 +235,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from azure_agent_mcp.server.demo import run_demo
 
-    return run_demo(manifest=None if args.sandbox == "embedded" else args.sandbox, quiet=args.quiet)
+    return run_demo(manifest=None if args.sandbox == "embedded" else args.sandbox, quiet=args.quiet,
+                    scenario=args.scenario)
 
 
 def _config(args: argparse.Namespace) -> int:

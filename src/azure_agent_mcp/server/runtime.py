@@ -115,7 +115,7 @@ class AgentRuntime:
         self.audit = audit
         self.options = options
         self.default_session = default_session
-        self.endpoints = Endpoints.from_environment(env)
+        self.endpoints = Endpoints.from_environment(env, options.devops_organization)
         self._credential_factory = credential_factory
         self._caller_credential_factory = caller_credential_factory
         self._owners: dict[str, tuple[str, str]] = {default_session.id: SERVER_OWNER}

@@ -35,11 +35,7 @@ COMMENTS_API_VERSION = "7.1-preview.4"
 
 _ORGANIZATION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?")
 _TF_CODE = re.compile(r"^((?:TF|VS)\d{3,6})\s*:\s*")
-# Azure DevOps project and repository names: no control characters and none of \ / : * ? " < > | ; # $ { } , + = [ ] % &,
-# not starting with '_' or '.', not ending with '.', at most 64 characters; ASCII only here (the guard sends ASCII paths).
-_NAME = re.compile(r"(?![_.])[\x20-\x7e]{1,64}(?<![.])", re.ASCII)
-_NAME_FORBIDDEN = frozenset('\\/:*?"<>|;#${},+=[]%&')
-_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_NAME = re.compile(r"[\x20-\x7e]{1,64}", re.ASCII)  # ASCII only: the guard sends ASCII paths
 
 
 class DevOpsRequestError(AzureRequestError):
@@ -60,16 +56,15 @@ def organization_name(value: str) -> str:
 
 
 def entity_name(value: str, what: str, listing: str) -> str:
-    """A project or repository name, checked: tools address both by name, never by id."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value) or set(value) & _NAME_FORBIDDEN or value.strip() != value:
-        raise ToolInputError(
-            f"'{str(value)[:80]}' is not an Azure DevOps {what} name.",
-            hint=f"Pass the {what}'s name as {listing} shows it (1-64 printable ASCII characters, none of "
-            "\\ / : * ? \" < > | ; # $ { } , + = [ ] % &).",
-        )
-    if _GUID.fullmatch(value):
-        raise ToolInputError(f"'{value}' is an id; the tools address a {what} by its name.",
-                             hint=f"{listing} shows the {what}'s name.")
+    """A project or repository name, checked by the guard's own rules (``devops_mapping.name_problem``):
+    the tools address both by name, never by id, so a fence on a name holds."""
+    from azure_agent_mcp.policy.devops_mapping import name_problem
+
+    problem = name_problem(what, value) if isinstance(value, str) and value else f"an empty {what} name"
+    if problem is None and not _NAME.fullmatch(value):
+        problem = f"'{value[:80]}' has characters outside printable ASCII"
+    if problem is not None:
+        raise ToolInputError(f"Not a usable {what} name: {problem}.", hint=f"Pass the {what}'s name as {listing} shows it.")
     return value
 
 

@@ -101,7 +101,7 @@ def _resolve(azure: AzureSession, upn: str) -> str:
 
 
 def _prs_url(azure: AzureSession, project: str, repo: str) -> str:
-    return azure.devops().repo_url(project, repo, "pullrequests")
+    return azure.devops().repo_url(project, repo, "pullRequests")
 
 
 def _checked_lists(reviewers: list[str] | None, work_items: list[int] | None) -> tuple[list[str], list[int]]:
@@ -164,7 +164,7 @@ def _plan_pr_create(azure: AzureSession, project: str, repo: str, source_branch:
 
 def _pr_url(azure: AzureSession, project: str, repo: str, pull_request_id: int) -> str:
     number = _number(pull_request_id, "pull request id")
-    return azure.devops().repo_url(project, repo, f"pullrequests/{number}", {"includeWorkItemRefs": "true"})
+    return azure.devops().repo_url(project, repo, f"pullRequests/{number}", {"includeWorkItemRefs": "true"})
 
 
 def _pr_hint(project: str, repo: str, pull_request_id: int) -> str:

@@ -53,7 +53,7 @@ def _slim(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _item_url(azure: AzureSession, project: str, work_item: int) -> str:
-    return azure.devops().project_url(project, f"wit/workitems/{_work_item_id(work_item)}", {"$expand": "relations"})
+    return azure.devops().project_url(project, f"wit/workItems/{_work_item_id(work_item)}", {"$expand": "relations"})
 
 
 def _not_found_hint(project: str, work_item: int) -> str:
@@ -87,7 +87,7 @@ def _batch_url(azure: AzureSession, project: str, ids: list[int]) -> str:
     query = {"fields": ",".join(_QUERY_FIELDS)}
     if ids:
         query = {"ids": ",".join(str(i) for i in ids), **query}
-    return azure.devops().project_url(project, "wit/workitems", query)
+    return azure.devops().project_url(project, "wit/workItems", query)
 
 
 def _top(top: int | None) -> int:
@@ -169,7 +169,7 @@ def _field_name(value: str) -> str:
 def _create_url(azure: AzureSession, project: str, type: str) -> str:
     from azure_agent_mcp.policy.urlpath import quote_segment
 
-    return azure.devops().project_url(project, "wit/workitems/" + quote_segment("$" + _type_name(type)))
+    return azure.devops().project_url(project, "wit/workItems/" + quote_segment("$" + _type_name(type)))
 
 
 def _create_document(azure: AzureSession, title: str, description: str | None, fields: dict[str, Any] | None,
@@ -243,7 +243,7 @@ PATCH_HINT = ('A JSON Patch is a list like [{"op": "add", "path": "/fields/Syste
 
 
 def _update_url(azure: AzureSession, project: str, id: int) -> str:
-    return azure.devops().project_url(project, f"wit/workitems/{_work_item_id(id)}")
+    return azure.devops().project_url(project, f"wit/workItems/{_work_item_id(id)}")
 
 
 def devops_work_item_update(azure: AzureSession, project: str, id: int, patch: list[dict[str, Any]]) -> ToolOutput:
