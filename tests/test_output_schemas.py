@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
