@@ -285,8 +285,9 @@ TOOLS = (
                     "(default: the default branch) when new. expected_commit pins the branch tip.",
         run=devops_push,
         plan=_plan_push,
-        operations=(DeclaredOperation(REFS_READ), DeclaredOperation(REPOSITORIES_READ), DeclaredOperation(ITEMS_READ),
-                    DeclaredOperation(PUSHES_WRITE)),
+        # the operation every call needs (declared operations are alternatives: a read here would keep the tool
+        # listed under read-only); its reads of refs, the repository and items are in its plan
+        operations=(DeclaredOperation(PUSHES_WRITE),),
         read_only=False,
         idempotent=False,
         output_schema=obj(("branch", "commitId"), branch=STRING, commitId=STRING, pushId=INTEGER),

@@ -12,7 +12,7 @@ from typing import Any
 
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
-from azure_agent_mcp.tools.devops import REPOSITORIES_READ, identity
+from azure_agent_mcp.tools.devops import identity
 from azure_agent_mcp.tools.devops_git import _default_branch, _repo_url, branch_name, repo_hint
 from azure_agent_mcp.tools.schemas import INTEGER, STRING, array, listing, obj, strings
 
@@ -21,7 +21,6 @@ PRS_WRITE = "AzureDevOps/git/repositories/pullRequests/write"
 THREADS_READ = "AzureDevOps/git/repositories/pullRequests/threads/read"
 THREADS_WRITE = "AzureDevOps/git/repositories/pullRequests/threads/write"
 THREAD_COMMENTS_WRITE = "AzureDevOps/git/repositories/pullRequests/threads/comments/write"
-IDENTITIES_READ = "AzureDevOps/identities/read"
 
 MAX_REVIEWERS = 20
 MAX_LINKED = 50
@@ -274,8 +273,7 @@ TOOLS = (
                     "item ids.",
         run=devops_pr_create,
         plan=_plan_pr_create,
-        operations=(DeclaredOperation(REPOSITORIES_READ), DeclaredOperation(IDENTITIES_READ),
-                    DeclaredOperation(PRS_WRITE)),
+        operations=(DeclaredOperation(PRS_WRITE),),  # its reads (repository, identities) are in its plan
         read_only=False,
         idempotent=False,
         output_schema=_PR,
