@@ -42,7 +42,7 @@ def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
         os.environ["AZURE_AGENT_MCP_STATE_DIR"] = previous
 
 
-# Every ARM, Key Vault and Log Analytics request the session sandbox served, for the whole run (resets clear
+# Every ARM, Key Vault, Log Analytics and Azure DevOps request the session sandbox served, for the whole run (resets clear
 # the sandbox's own log between tests; the journal's tap keeps them).
 _SERVED: list[dict[str, Any]] = []
 
@@ -50,7 +50,7 @@ _SERVED: list[dict[str, Any]] = []
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     with Sandbox() as sb:
-        sb.state.journal.tap = lambda entry: _SERVED.append(entry) if entry.get("kind") in ("arm", "vault", "logs") else None
+        sb.state.journal.tap = lambda entry: _SERVED.append(entry) if entry.get("kind") in ("arm", "vault", "logs", "devops") else None
         yield sb
     check_decided_equals_sent(_SERVED, tmp_path_factory.getbasetemp())
 

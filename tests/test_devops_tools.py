@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 import pytest
-from devops_helpers import (
+from devops_serve_helpers import (
     KINDS,
     PROJECT,
     REPO,

@@ -1,6 +1,6 @@
 """The admin API under ``/_sandbox`` (loopback clients only): read the log, steer the sandbox.
 
-GET  requests?kind=token|arm|vault|entra|sidecar&since=SEQ   log entries with seq > since -> {"value": [...]}
+GET  requests?kind=token|arm|vault|entra|sidecar|devops&since=SEQ  log entries with seq > since -> {"value": [...]}
 GET  stats                                          counters
 GET|POST|DELETE faults                              {path, count, status, retry_after, latency_ms, drop}
 POST reset                                          seed world, switches, faults, log restored
@@ -13,6 +13,8 @@ GET|POST|DELETE claims-challenges                   {path, claims}
 POST certificates                                   {client_id, certificate: PEM} for client assertions
 GET|POST logs-record-limit                          {"limit": int}: Log Analytics' result record limit
                                                     (a bigger result is cut and marked PartialError)
+GET  devops/state                                   the Azure DevOps organization as plain data: work items,
+                                                    pull requests and threads, refs, pushes, object counts
 GET|POST|DELETE consents                            {user, resource, client_id?}: delegated consents
                                                     (on-behalf-of needs one per user, client, resource)
 """
@@ -22,13 +24,14 @@ from __future__ import annotations
 from typing import Any
 
 from azure_agent_mcp.netaddr import is_loopback
+from azure_agent_mcp.sandbox.devops_admin import devops_state
 from azure_agent_mcp.sandbox.entra import certificate_entry
 from azure_agent_mcp.sandbox.faults import FaultSpecError, parse_claims_challenge, parse_fault
 from azure_agent_mcp.sandbox.mcp_world import consent_resource, consents_listing
 from azure_agent_mcp.sandbox.principals import MCP_SERVER_CLIENT_ID, Consent
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
 
-KINDS = ("token", "arm", "vault", "logs", "entra", "sidecar")
+KINDS = ("token", "arm", "vault", "logs", "entra", "sidecar", "devops")
 
 
 class AdminError(Exception):
@@ -122,6 +125,8 @@ class AdminPlane:
                 return json_response(200, {"value": []})
             if method == "GET":
                 return json_response(200, {"value": [c.describe() for c in state.challenges]})
+        if name == "devops/state" and method == "GET":
+            return json_response(200, devops_state(state))
         if name == "certificates" and method == "POST":
             return self._register_certificate(request)
         if name == "consents":

@@ -1,7 +1,8 @@
 """The ASGI application that puts the planes behind one origin, with faults, limits and the log.
 
 Dispatch by first path segment: ``/_sandbox`` admin, ``/_sidecar`` the Entra SDK auth sidecar,
-``/vaults`` Key Vault, ``/loganalytics`` Log Analytics' query API, Entra's tenant paths, everything
+``/vaults`` Key Vault, ``/loganalytics`` Log Analytics' query API, ``/devops`` and ``/vssps`` Azure
+DevOps (dev.azure.com and vssps.dev.azure.com), Entra's tenant paths, everything
 else ARM. Faults apply to every plane
 but the admin API before normal handling. Bodies over 4 MB get 413; an unexpected failure
 becomes a 500 in ARM's shape. The server keeps serving whatever it is sent. Handlers are synchronous: the state is in memory and cheap to touch.
@@ -20,6 +21,8 @@ from azure_agent_mcp.sandbox.activity_room import ActivityLogRoom
 from azure_agent_mcp.sandbox.admin import AdminPlane
 from azure_agent_mcp.sandbox.arm import ArmPlane
 from azure_agent_mcp.sandbox.deployments import DeploymentsRoom
+from azure_agent_mcp.sandbox.devops import DevOpsPlane
+from azure_agent_mcp.sandbox.devops_errors import DevOpsFailure, devops_error
 from azure_agent_mcp.sandbox.entra import EntraPlane
 from azure_agent_mcp.sandbox.journal import redact_query
 from azure_agent_mcp.sandbox.keyvault import VaultPlane
@@ -49,6 +52,7 @@ class SandboxApp:
         self.arm.rooms.append(ResourceGraphRoom(state))
         self.vault = VaultPlane(state)
         self.logs = LogAnalyticsPlane(state)
+        self.devops = DevOpsPlane(state)
         self.admin = AdminPlane(state)
         self.sidecar = SidecarPlane(state, self.entra)
 
@@ -87,6 +91,8 @@ class SandboxApp:
             kind = "vault"
         elif first == "loganalytics":
             kind = "logs"
+        elif first in ("devops", "vssps"):
+            kind = "devops"
         elif self.entra.handles(lowered):
             kind = "token" if lowered[-3:] == ["oauth2", "v2.0", "token"] else "entra"
         else:
@@ -126,6 +132,8 @@ class SandboxApp:
                 response = self.vault.handle(request, parts)
             elif kind == "logs":
                 response = self.logs.handle(request, parts)
+            elif kind == "devops":
+                response = self.devops.handle(request, parts)
             elif kind == "sidecar":
                 response = self.sidecar.handle(request, parts)
             elif kind in ("token", "entra"):
@@ -134,8 +142,9 @@ class SandboxApp:
                 response = self.arm.handle(request)
         except Exception as exc:  # the sandbox must keep serving: answer, log, carry on
             logger.exception("sandbox handler failed on %s %s", request.method, request.path)
-            response = arm_error(500, "InternalServerError",
-                                 f"The sandbox failed on this request ({type(exc).__name__}). This is a sandbox bug.")
+            message = f"The sandbox failed on this request ({type(exc).__name__}). This is a sandbox bug."
+            response = (devops_error(DevOpsFailure(500, "VssServiceResponseException", message)) if kind == "devops"
+                        else arm_error(500, "InternalServerError", message))
         if kind != "admin":
             self._log(request, kind, response, started, {})
         await self._send(send, response, request)
@@ -163,7 +172,7 @@ class SandboxApp:
         """What a plane would have logged, for requests a fault answered before the plane saw them."""
         if kind == "token":
             return self.entra.token_log_fields(request)
-        if kind in ("arm", "vault", "logs"):
+        if kind in ("arm", "vault", "logs", "devops"):
             return {"token_session": None, "token_claims": None}
         return {}
 
@@ -173,6 +182,8 @@ class SandboxApp:
         message = f"Injected by the sandbox: a fault matching '{fault.pattern.pattern}' answered HTTP {status}."
         if kind == "sidecar":
             return problem(status, message, headers)
+        if kind == "devops":
+            return devops_error(DevOpsFailure(status, "VssServiceResponseException", message, headers))
         if kind in ("token", "entra"):
             return json_response(status, {
                 "error": "temporarily_unavailable",
@@ -220,7 +231,7 @@ class SandboxApp:
             "baggage": "baggage" in request.headers,  # whether any was sent, never its value
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        if kind in ("arm", "vault", "logs"):
+        if kind in ("arm", "vault", "logs", "devops"):
             entry["token_session"] = None
             entry["token_claims"] = None
         if response is not None:

@@ -56,6 +56,7 @@ class Journal:
         self.arm_requests = 0
         self.vault_requests = 0
         self.logs_requests = 0
+        self.devops_requests = 0
         self.sidecar_requests = 0
         self.faults_injected = 0
         self.started = time.time()
@@ -76,6 +77,8 @@ class Journal:
             self.vault_requests += 1
         elif kind == "logs":
             self.logs_requests += 1
+        elif kind == "devops":
+            self.devops_requests += 1
         elif kind == "sidecar":
             self.sidecar_requests += 1
         if entry.get("fault"):
@@ -96,6 +99,7 @@ class Journal:
             "arm_requests": self.arm_requests,
             "vault_requests": self.vault_requests,
             "logs_requests": self.logs_requests,
+            "devops_requests": self.devops_requests,
             "sidecar_requests": self.sidecar_requests,
             "faults_injected": self.faults_injected,
             "last_seq": self._seq,

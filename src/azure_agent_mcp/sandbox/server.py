@@ -342,6 +342,10 @@ class Sandbox:
             query["kind"] = kind
         return self._admin("GET", "/requests?" + urlencode(query))["value"]
 
+    def devops_state(self) -> dict[str, Any]:
+        """The Azure DevOps organization as plain data (work items, pull requests, threads, refs, pushes)."""
+        return self._admin("GET", "/devops/state")
+
     def last_seq(self) -> int:
         return int(self.stats()["last_seq"])
 

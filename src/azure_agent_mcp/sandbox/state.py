@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure_agent_mcp.sandbox.access import Principal
+from azure_agent_mcp.sandbox.devops_world import Organization, build_organization
 from azure_agent_mcp.sandbox.activitylog import ActivityLog
 from azure_agent_mcp.sandbox.faults import ClaimsChallenge, Fault
 from azure_agent_mcp.sandbox.journal import Journal
@@ -31,6 +32,7 @@ class SandboxState:
         # What ARM changed, as Azure's activity log shows it (fed by the ARM plane's listener).
         self.activity = ActivityLog(self.tenant_id)
         self.world: World
+        self.devops: Organization  # the Azure DevOps organization (devops_world)
         self.authorizer: Authorizer
         self.faults: list[Fault] = []
         self.challenges: list[ClaimsChallenge] = []
@@ -50,6 +52,7 @@ class SandboxState:
         for sp in self.world.service_principals:
             sp.certificates = certificates.get(sp.client_id, [])
         self.authorizer = Authorizer(self.world.role_assignments)
+        self.devops = build_organization(self.creds.key_salt)
         self.faults = []
         self.challenges = []
         self.agent_rule = True
