@@ -129,11 +129,15 @@ async def test_every_devops_tool_acts_as_the_credentials_principal(sandbox, tmp_
     # what Azure DevOps recorded: the principal created the work item, authored the commit, opened the PR
     state = sandbox.devops_state()
     item = next(w for w in state["work_items"] if w["id"] == outcome["item"])
-    assert item["fields"]["System.CreatedBy"]["uniqueName"].lower() == me["upn"].lower()
-    pr = next(p for p in state["pull_requests"] if p["pullRequestId"] == outcome["pr"])
-    assert pr["createdBy"]["uniqueName"].lower() == me["upn"].lower()
-    commit = next(c for c in state["commits"] if c["commitId"] == outcome["commit"])
-    assert commit["author"]["email"].lower() == me["upn"].lower()
+    assert item["fields"]["System.CreatedBy"].lower() == me["upn"].lower()
+    assert [c["created_by"].lower() for c in item["comments"]] == [me["upn"].lower()]
+    repo = next(r for p in state["projects"] if p["name"] == PROJECT for r in p["repositories"] if r["name"] == REPO)
+    assert repo["refs"][f"refs/heads/{outcome['branch']}"] == outcome["commit"]
+    assert repo["commits"][outcome["commit"]]["author"].lower() == me["upn"].lower()
+    pr = next(p for p in repo["pull_requests"] if p["id"] == outcome["pr"])
+    assert pr["created_by"].lower() == me["upn"].lower() and pr["work_items"] == [outcome["item"]]
+    thread = next(t for t in pr["threads"] if t["id"] == outcome["thread"])
+    assert {c["author"].lower() for c in thread["comments"]} == {me["upn"].lower()}
     # one intent per request Azure DevOps received, on the devops plane, naming the principal
     intents = [r for r in audit_records(audit, "intent") if r.get("plane") == "devops"]
     assert len(intents) == len(received)
