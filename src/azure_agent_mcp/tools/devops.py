@@ -28,8 +28,8 @@ def identity(ref: Any) -> dict[str, Any] | None:
 
 
 def project_hint(project: str) -> str:
-    return (f"Project '{project}' does not exist or this identity cannot see it (the agent user may not be a member): "
-            "devops_project_list shows the projects it can see.")
+    return (f"Project '{project}' does not exist or this identity is not a member of it: devops_project_list shows "
+            "the projects it can see.")
 
 
 # -- devops_project_list ---------------------------------------------------------------------
@@ -56,7 +56,7 @@ def _plan_project_list(azure: AzureSession, top: int | None = None) -> list[Plan
 
 def devops_repo_list(azure: AzureSession, project: str) -> ToolOutput:
     client = azure.devops()
-    body = client.send("GET", client.project_url(project, "git/repositories"), hint=project_hint(project)).body or {}
+    body = client.send("GET", client.project_url(project, "git/repositories"), hint={404: project_hint(project)}).body or {}
     items = [{k: r[k] for k in ("name", "id", "defaultBranch", "webUrl", "remoteUrl") if r.get(k) is not None}
              for r in body.get("value", [])]
     return ToolOutput(f"{len(items)} repositor{'y' if len(items) == 1 else 'ies'} in {project}.",

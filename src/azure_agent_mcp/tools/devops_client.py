@@ -162,8 +162,11 @@ class DevOpsClient:
     # -- requests ----------------------------------------------------------------------------
 
     def send(self, method: str, url: str, body: Any = None, *, content_type: str = "application/json",
-             hint: str = "") -> DevOpsResponse:
-        """One request through the guarded pipeline; an error status raises ``DevOpsRequestError``."""
+             hint: str | dict[int, str] = "") -> DevOpsResponse:
+        """One request through the guarded pipeline; an error status raises ``DevOpsRequestError``.
+
+        ``hint``: what to do about an error, for every status or by status (``{404: ..., 409: ...}``);
+        statuses it does not name get ``default_hint``."""
         from azure.core.rest import HttpRequest
 
         headers = {}
@@ -181,7 +184,8 @@ class DevOpsClient:
         except (ValueError, json.JSONDecodeError):
             payload = response.text()
         if response.status_code >= 400:
-            raise error_from(response.status_code, payload, response.headers, hint)
+            chosen = hint.get(response.status_code, "") if isinstance(hint, dict) else hint
+            raise error_from(response.status_code, payload, response.headers, chosen)
         if response.status_code in (203, 302) or (isinstance(payload, str) and "<html" in payload[:200].lower()):
             # Azure DevOps answers an anonymous or unrecognised caller with a sign-in page, not 401
             raise DevOpsRequestError(response.status_code, "SignInRequired",

@@ -13,7 +13,7 @@ from typing import Any
 
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
-from azure_agent_mcp.tools.devops import REPOSITORIES_READ, identity, project_hint
+from azure_agent_mcp.tools.devops import REPOSITORIES_READ, identity
 from azure_agent_mcp.tools.devops_client import DevOpsRequestError
 from azure_agent_mcp.tools.schemas import INTEGER, STRING, listing, obj, strings
 
@@ -49,8 +49,8 @@ def file_path(value: str) -> str:
 
 
 def repo_hint(project: str, repo: str) -> str:
-    return (f"Repository '{repo}' may not exist in '{project}', or this identity cannot read code there (a Stakeholder "
-            f"cannot): devops_repo_list shows the repositories. {project_hint(project)}")
+    return (f"No repository '{repo}' visible in '{project}' (a Stakeholder cannot read code): devops_repo_list shows "
+            "the repositories, devops_project_list the projects.")
 
 
 # -- devops_branch_list --------------------------------------------------------------------------
@@ -61,7 +61,7 @@ def _refs_url(azure: AzureSession, project: str, repo: str, prefix: str = "") ->
 
 
 def _branches(azure: AzureSession, project: str, repo: str, prefix: str = "") -> list[dict[str, Any]]:
-    body = azure.devops().send("GET", _refs_url(azure, project, repo, prefix), hint=repo_hint(project, repo)).body or {}
+    body = azure.devops().send("GET", _refs_url(azure, project, repo, prefix), hint={404: repo_hint(project, repo)}).body or {}
     out = []
     for ref in body.get("value", []):
         name = str(ref.get("name", ""))
@@ -99,8 +99,8 @@ def devops_file_get(azure: AzureSession, project: str, repo: str, path: str, bra
         body = azure.devops().send("GET", _item_url(azure, project, repo, path, ref, "branch")).body or {}
     except DevOpsRequestError as exc:
         if exc.status == 404:
-            exc.hint = (f"No file {file_path(path)} on branch {ref}, or no such branch: devops_branch_list shows the "
-                        f"branches. {repo_hint(project, repo)}")
+            exc.hint = (f"No file {file_path(path)} on branch {ref}, or no such branch (devops_branch_list shows the "
+                        f"branches); or {repo_hint(project, repo)}")
         raise
     content = body.get("content")
     data = {"path": body.get("path") or file_path(path), "branch": ref, "objectId": body.get("objectId"),
@@ -120,7 +120,7 @@ def _repo_url(azure: AzureSession, project: str, repo: str) -> str:
 
 
 def _default_branch(azure: AzureSession, project: str, repo: str) -> str:
-    body = azure.devops().send("GET", _repo_url(azure, project, repo), hint=repo_hint(project, repo)).body or {}
+    body = azure.devops().send("GET", _repo_url(azure, project, repo), hint={404: repo_hint(project, repo)}).body or {}
     default = str(body.get("defaultBranch") or "")
     if not default:
         raise ToolInputError(f"Repository {repo} has no default branch (it is empty).",
@@ -179,10 +179,16 @@ def _exists(azure: AzureSession, project: str, repo: str, path: str, commit: str
     return True
 
 
-def _push_hint(branch: str) -> str:
-    return (f"Nothing was pushed (a push applies whole or not at all). If the service reports a conflict, branch {branch} "
-            "moved since the commit the push expected: devops_branch_list shows its tip; build the change on it and push "
-            "again. A file added must not exist yet, a file edited or deleted must exist at that commit.")
+def _push_hints(project: str, repo: str, branch: str) -> dict[int, str]:
+    nothing = "Nothing was pushed (a push applies whole or not at all). "
+    return {
+        409: nothing + f"Branch {branch} moved since the commit the push expected: devops_branch_list shows its tip; "
+        "build the change on that and push again.",
+        400: nothing + "Check the changes: a file deleted must exist at the branch's commit, and a base given as a "
+        "commit id must exist.",
+        403: nothing + "The identity lacks the Contribute permission on this repository.",
+        404: nothing + repo_hint(project, repo),
+    }
 
 
 def devops_push(
@@ -230,7 +236,7 @@ def devops_push(
                                "newContent": {"content": change["content"], "contentType": "rawtext"}})
     body = {"refUpdates": [{"name": f"refs/heads/{branch}", "oldObjectId": parent}],
             "commits": [{"comment": message, "changes": commit_changes}]}
-    answer = azure.devops().send("POST", _pushes_url(azure, project, repo), body, hint=_push_hint(branch)).body or {}
+    answer = azure.devops().send("POST", _pushes_url(azure, project, repo), body, hint=_push_hints(project, repo, branch)).body or {}
     commits = answer.get("commits") or [{}]
     commit = commits[-1] if isinstance(commits[-1], dict) else {}
     author = commit.get("author") or {}

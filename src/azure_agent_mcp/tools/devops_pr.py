@@ -137,8 +137,9 @@ def devops_pr_create(
         "description": description or "", "isDraft": bool(draft),
         "reviewers": [{"id": i} for i in ids], "workItemRefs": [{"id": str(w)} for w in linked],
     }
-    hint = (f"Check that branch {source} exists (devops_push creates it) and that no active pull request from {source} "
-            f"into {target} exists already; linked work items must exist. {repo_hint(project, repo)}")
+    conflict = (f"Check that branch {source} exists (devops_push creates it), that no active pull request from {source} "
+                f"into {target} exists already, and that the linked work items exist.")
+    hint = {400: conflict, 409: conflict, 404: repo_hint(project, repo)}
     answer = azure.devops().send("POST", _prs_url(azure, project, repo), body, hint=hint).body or {}
     view = _pr_view(answer)
     who = (view.get("createdBy") or {}).get("uniqueName") or "this identity"
@@ -166,8 +167,8 @@ def _pr_url(azure: AzureSession, project: str, repo: str, pull_request_id: int) 
     return azure.devops().repo_url(project, repo, f"pullRequests/{number}", {"includeWorkItemRefs": "true"})
 
 
-def _pr_hint(project: str, repo: str, pull_request_id: int) -> str:
-    return (f"Pull request {pull_request_id} may not exist in {project}/{repo}. {repo_hint(project, repo)}")
+def _pr_hint(project: str, repo: str, pull_request_id: int) -> dict[int, str]:
+    return {404: f"Pull request {pull_request_id} may not exist in {project}/{repo}; or {repo_hint(project, repo)}"}
 
 
 def devops_pr_get(azure: AzureSession, project: str, repo: str, pull_request_id: int) -> ToolOutput:
@@ -241,8 +242,10 @@ def devops_pr_thread_reply(
 ) -> ToolOutput:
     _text(content, "reply")
     url = _reply_url(azure, project, repo, pull_request_id, thread_id)
-    hint = (f"Thread {thread_id} may not exist on pull request {pull_request_id}: devops_pr_threads_list shows the "
-            f"threads. " if thread_id else "") + _pr_hint(project, repo, pull_request_id)
+    hint = _pr_hint(project, repo, pull_request_id)
+    if thread_id is not None:
+        hint = {404: f"Thread {thread_id} or pull request {pull_request_id} does not exist: devops_pr_threads_list shows "
+                     "a pull request's threads."}
     if thread_id is None:  # a new thread with one comment
         body = {"comments": [{"parentCommentId": 0, "content": content, "commentType": 1}], "status": 1}
         answer = azure.devops().send("POST", url, body, hint=hint).body or {}

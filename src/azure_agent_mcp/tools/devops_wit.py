@@ -56,9 +56,9 @@ def _item_url(azure: AzureSession, project: str, work_item: int) -> str:
     return azure.devops().project_url(project, f"wit/workItems/{_work_item_id(work_item)}", {"$expand": "relations"})
 
 
-def _not_found_hint(project: str, work_item: int) -> str:
-    return (f"Work item {work_item} may not exist, or this identity cannot read it (devops_work_item_query finds "
-            f"work items). {project_hint(project)}")
+def _not_found_hint(project: str, work_item: int) -> dict[int, str]:
+    return {404: f"Work item {work_item} does not exist in {project} or this identity cannot read it: "
+                 "devops_work_item_query finds work items, devops_project_list shows the projects."}
 
 
 # -- devops_work_item_get --------------------------------------------------------------------
@@ -189,9 +189,10 @@ def _create_document(azure: AzureSession, title: str, description: str | None, f
     return document
 
 
-def _create_hint(project: str, type: str) -> str:
-    return (f"Check the work item type '{type}' (the project's process defines the types: Agile has Bug, Task, "
-            "User Story, Feature and Epic) and the field names and values; " + project_hint(project))
+def _create_hint(project: str, type: str) -> dict[int, str]:
+    fix = (f"Check the type '{type}' (the project's process defines them: Agile has Bug, Task, User Story, Feature "
+           "and Epic) and the field reference names and values.")
+    return {400: fix, 404: fix + " Or: " + project_hint(project)}
 
 
 def devops_work_item_create(azure: AzureSession, project: str, type: str, title: str, description: str | None = None,
@@ -248,9 +249,10 @@ def _update_url(azure: AzureSession, project: str, id: int) -> str:
 
 def devops_work_item_update(azure: AzureSession, project: str, id: int, patch: list[dict[str, Any]]) -> ToolOutput:
     document = _checked_patch(patch)
-    hint = ("The patch did not apply: check field names (reference names such as System.State), values the "
-            "process allows (states New, Active, Resolved, Closed), and any test operation against the current "
-            "revision (devops_work_item_get shows it). " + PATCH_HINT)
+    fix = ("The patch did not apply, nothing changed: check field reference names (System.State) and values the "
+           "process allows (states New, Active, Resolved, Closed). " + PATCH_HINT)
+    hint = {400: fix, 409: fix, 412: "The work item changed since the revision the patch tests for, nothing changed: "
+            "devops_work_item_get shows its current rev; build the patch on that."}
     try:
         body = azure.devops().send("PATCH", _update_url(azure, project, id), document, content_type=JSON_PATCH,
                                    hint=hint).body or {}
