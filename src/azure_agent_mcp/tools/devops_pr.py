@@ -22,6 +22,7 @@ THREADS_READ = "AzureDevOps/git/repositories/pullRequests/threads/read"
 THREADS_WRITE = "AzureDevOps/git/repositories/pullRequests/threads/write"
 THREAD_COMMENTS_WRITE = "AzureDevOps/git/repositories/pullRequests/threads/comments/write"
 
+MAX_ID = 2**31 - 1  # Azure DevOps ids are 32-bit
 MAX_REVIEWERS = 20
 MAX_LINKED = 50
 MAX_TEXT = 32 * 1024
@@ -35,8 +36,8 @@ class ReviewerNotFound(ToolInputError):
 
 
 def _number(value: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ToolInputError(f"{value!r} is not a {what}.", hint=f"A {what} is a positive number.")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise ToolInputError(f"{value!r} is not a {what}.", hint=f"A {what} is a number from 1 to {MAX_ID}.")
     return value
 
 

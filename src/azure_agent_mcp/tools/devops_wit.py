@@ -23,6 +23,7 @@ WIQL_READ = "AzureDevOps/wit/wiql/read"
 COMMENTS_WRITE = "AzureDevOps/wit/workItems/comments/write"
 
 JSON_PATCH = "application/json-patch+json"
+MAX_ID = 2**31 - 1  # Azure DevOps ids are 32-bit
 MAX_QUERY_RESULTS = 200  # the work items batch read takes at most 200 ids
 MAX_PATCH_OPERATIONS = 100
 MAX_TEXT = 32 * 1024
@@ -34,8 +35,8 @@ _WORK_ITEM = obj(("id",), id=INTEGER, rev=INTEGER, fields=ANY_OBJECT, url=STRING
 
 
 def _work_item_id(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ToolInputError(f"{value!r} is not a work item id.", hint="A work item id is a positive number.")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise ToolInputError(f"{value!r} is not a work item id.", hint=f"A work item id is a number from 1 to {MAX_ID}.")
     return value
 
 
