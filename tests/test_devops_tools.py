@@ -10,6 +10,7 @@ received, ``createdBy`` / commit author / PR creator in its state, and one audit
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any
 
@@ -249,3 +250,46 @@ async def test_a_project_the_agent_user_cannot_see_is_explained(sandbox, tmp_pat
         guid = await client.call_tool("devops_repo_list", {"project": str(uuid.uuid4())})
         assert guid.is_error and error_of(guid)["code"] == "InvalidArgument" and "GUID" in error_of(guid)["message"]
         assert json.dumps(result.structured_content).count("eyJ") == 0
+
+
+async def test_a_devops_write_the_policy_confirms_asks_the_user_first(sandbox, tmp_path):
+    """Confirm on pushes: the user is asked, naming the operation and the repository; declined, nothing is sent."""
+    policy = tmp_path / "confirm-pushes.json"
+    policy.write_text(json.dumps({"Name": "confirm-pushes", "Actions": ["*"],
+                                  "Confirm": ["AzureDevOps/git/repositories/pushes/write"]}))
+    asked: list[str] = []
+    answers = iter(["decline", "accept"])
+
+    async def answer(context: Any, params: Any) -> Any:
+        from mcp_types import ElicitResult
+
+        asked.append(params.message)
+        action = next(answers)
+        return ElicitResult(action=action, content={"approve": True} if action == "accept" else None)
+
+    params = serve_params(sandbox, tmp_path, "agent_user", "--policy", str(policy))
+    push = {"project": PROJECT, "repo": REPO, "branch": f"confirmed-{uuid.uuid4().hex[:8]}", "message": "m",
+            "changes": [{"path": "/confirmed.txt", "content": "yes"}]}
+    async with Client(params, elicitation_callback=answer) as client:
+        since = sandbox.last_seq()
+        declined = await client.call_tool("devops_push", push)
+        assert declined.is_error and error_of(declined)["code"] == "ConfirmationDeclined"
+        assert devops_journal(sandbox, since) == [], "nothing was sent before the user answered, nor after a no"
+        approved = await client.call_tool("devops_push", push)
+        assert not approved.is_error, approved.content
+    assert len(asked) == 2
+    assert "AzureDevOps/git/repositories/pushes/write" in asked[0]
+    assert f"/organizations/contoso/projects/{PROJECT}/repositories/{REPO}" in asked[0]
+    assert principal(sandbox, "agent_user")["upn"] in asked[0]
+    sent = devops_journal(sandbox, since)
+    assert [r["method"] for r in sent if r["method"] != "GET"] == ["POST"]
+
+
+def test_a_bad_organization_name_stops_serve_before_it_starts(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "azure_agent_mcp", "serve", "--devops-organization", "not/an org"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "AZURE_AGENT_MCP_STATE_DIR": str(tmp_path)})
+    assert done.returncode == 2 and "--devops-organization" in done.stderr and "organization name" in done.stderr
