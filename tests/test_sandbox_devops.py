@@ -196,3 +196,18 @@ def test_the_admin_api_lists_the_organization(sandbox):
     assert list(members["agent-orders@sandbox.onmicrosoft.com"]["projects"]) == ["storefront"]
     assert {p["name"] for p in state["projects"]} == {"Storefront", "Platform"}
     assert {w["project"] for w in state["work_items"]} == {"Storefront", "Platform"}
+
+
+def test_a_claims_challenge_answers_401_insufficient_claims_until_the_token_has_them(fresh_sandbox_state,
+                                                                                     sandbox_tokens):
+    sandbox = fresh_sandbox_state
+    claims = {"access_token": {"acrs": {"essential": True, "value": "c1"}}}
+    sandbox.add_claims_challenge(r"^/devops/contoso/Storefront/", claims)
+    plain = DevOps(sandbox, sandbox_tokens.user_token("developer", DEVOPS_SCOPE))
+    response = plain.get("Storefront/_apis/git/repositories")
+    service_error(response, 401, "UnauthorizedRequestException", "TF400813")
+    challenge = response.headers["www-authenticate"]
+    assert 'error="insufficient_claims"' in challenge and "claims=" in challenge
+    assert plain.ok("GET", "_apis/projects")["count"] == 2  # other paths are not challenged
+    stepped_up = DevOps(sandbox, sandbox_tokens.user_token("developer", DEVOPS_SCOPE, claims=claims))
+    assert stepped_up.ok("GET", "Storefront/_apis/git/repositories")["count"] == 1

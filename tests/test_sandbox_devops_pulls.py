@@ -139,3 +139,22 @@ def test_votes_are_cast_by_the_reviewer_only_and_abandon_reactivate(fresh):
     assert agent.ok("GET", PULLS, params={**API, "searchCriteria.status": "abandoned"})["count"] == 1
     assert agent.ok("PATCH", base, json={"status": "active"})["status"] == "active"
     service_error(agent.request("PATCH", base, json={"status": "completed"}), 400, "InvalidArgumentValueException")
+
+
+def test_the_admin_api_lets_a_member_comment_without_a_token(fresh_sandbox_state, sandbox_tokens):
+    from azure_agent_mcp.sandbox import SandboxError
+
+    sandbox = fresh_sandbox_state
+    agent = callers(sandbox, sandbox_tokens)["agent"]
+    pr = _pr(agent, _branch(agent))
+    first = sandbox.devops_comment("storefront-web", pr["pullRequestId"], DEV_UPN, "Please add a test.")
+    reply = sandbox.devops_comment("storefront-web", pr["pullRequestId"], DEV_UPN, "And a changelog line.",
+                                   thread_id=first["thread_id"])
+    assert (reply["thread_id"], reply["comment_id"]) == (first["thread_id"], 2)
+    threads = agent.ok("GET", f"{PULLS}/{pr['pullRequestId']}/threads")["value"]
+    assert [(c["author"]["uniqueName"], c["content"], c["parentCommentId"]) for c in threads[0]["comments"]] == [
+        (DEV_UPN, "Please add a test.", 0), (DEV_UPN, "And a changelog line.", 1)]
+    with pytest.raises(SandboxError, match="code access"):
+        sandbox.devops_comment("storefront-web", pr["pullRequestId"], "reader@sandbox.onmicrosoft.com", "hi")
+    with pytest.raises(SandboxError, match="No pull request"):
+        sandbox.devops_comment("storefront-web", 999, DEV_UPN, "hi")

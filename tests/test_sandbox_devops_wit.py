@@ -197,3 +197,17 @@ def test_work_item_comments_and_types(fresh):
     bug = agent.ok("GET", f"{WIT}/workitemtypes/Bug")
     assert [s["name"] for s in bug["states"]] == ["New", "Active", "Resolved", "Closed"]
     service_error(agent.get(f"{WIT}/workitemtypes/Incident"), 404, "WorkItemTypeNotFoundException", "VS402323")
+
+
+def test_deleting_a_work_item_sends_it_to_the_recycle_bin(sandbox, fresh):
+    agent = fresh["agent"]
+    wid = agent.ok("POST", f"{WIT}/workitems/$Task", patch=_title("Temporary"))["id"]
+    service_error(agent.request("DELETE", f"{WIT}/workitems/{wid}", params={**API, "destroy": "true"}), 400,
+                  "WorkItemUnauthorizedAccessException")
+    deleted = agent.ok("DELETE", f"{WIT}/workitems/{wid}")
+    assert deleted["id"] == wid and deleted["deletedBy"] == f"Orders Agent (agent user) <{AGENT_UPN}>"
+    service_error(agent.get(f"{WIT}/workitems/{wid}"), 404, "WorkItemUnauthorizedAccessException", "TF401232")
+    service_error(agent.request("DELETE", "Storefront/_apis/wit/workitems/4"), 404,
+                  "WorkItemUnauthorizedAccessException", "TF401232")  # a Platform item, through Storefront
+    assert 4 in [w["id"] for w in sandbox.devops_state()["work_items"]]
+    assert sandbox.requests(kind="devops")[-3]["operation"] == "AzureDevOps/wit/workItems/delete"

@@ -15,6 +15,8 @@ GET|POST logs-record-limit                          {"limit": int}: Log Analytic
                                                     (a bigger result is cut and marked PartialError)
 GET  devops/state                                   the Azure DevOps organization as plain data: work items,
                                                     pull requests and threads, refs, pushes, object counts
+POST devops/pull-request-comments                   {repository, pull_request_id, author: upn, content,
+                                                    thread_id?}: a member comments (the demo's reviewer)
 GET|POST|DELETE consents                            {user, resource, client_id?}: delegated consents
                                                     (on-behalf-of needs one per user, client, resource)
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure_agent_mcp.netaddr import is_loopback
-from azure_agent_mcp.sandbox.devops_admin import devops_state
+from azure_agent_mcp.sandbox.devops_admin import DevOpsAdminError, add_pull_request_comment, devops_state
 from azure_agent_mcp.sandbox.entra import certificate_entry
 from azure_agent_mcp.sandbox.faults import FaultSpecError, parse_claims_challenge, parse_fault
 from azure_agent_mcp.sandbox.mcp_world import consent_resource, consents_listing
@@ -127,6 +129,11 @@ class AdminPlane:
                 return json_response(200, {"value": [c.describe() for c in state.challenges]})
         if name == "devops/state" and method == "GET":
             return json_response(200, devops_state(state))
+        if name == "devops/pull-request-comments" and method == "POST":
+            try:
+                return json_response(200, add_pull_request_comment(state, self._json(request)))
+            except DevOpsAdminError as exc:
+                raise AdminError(400, str(exc)) from exc
         if name == "certificates" and method == "POST":
             return self._register_certificate(request)
         if name == "consents":

@@ -5,7 +5,8 @@ for Azure DevOps' audience (else 401 TF400813 with the ``WWW-Authenticate: Beare
 authorization_uri=...`` challenge); the caller is a member of the organization (else 401
 TF400813 naming the user); the api-version is in range; the project exists and the caller is a
 member of it (else 404 TF200016, the same answer as for a project that does not exist); then the
-route's room answers. Every answer is journaled as kind ``devops`` with the token's principal
+route's room answers. A claims challenge registered through the admin API answers 401 with
+``error="insufficient_claims", claims="<base64>"`` in the Bearer challenge. Every answer is journaled as kind ``devops`` with the token's principal
 and agent-session claims, the policy vocabulary's operation and the scope the route names.
 """
 
@@ -59,6 +60,15 @@ class DevOpsPlane:
                                 "TF400813: Resource not available for anonymous access. Client authentication "
                                 "required.", self._challenge())
         log.update(principal.log_fields())
+        challenge = self.state.claims_challenge_for(request.path, principal)
+        if challenge is not None:  # Conditional Access / CAE: the client must come back with these claims
+            log["claims_challenge"] = True
+            raise DevOpsFailure(401, "UnauthorizedRequestException",
+                                "TF400813: The token does not satisfy the organization's Conditional Access "
+                                "policy: request a new token with the claims of the WWW-Authenticate challenge.",
+                                [("www-authenticate", f'Bearer authorization_uri={self.state.authority}, '
+                                                      f'error="insufficient_claims", claims="{challenge.encoded}"'),
+                                 ("x-vss-resourcetenant", self.state.tenant_id)])
         member = org.member(principal.object_id)
         if member is None:
             raise DevOpsFailure(401, "UnauthorizedRequestException",

@@ -59,3 +59,51 @@ def devops_state(state: Any) -> dict[str, Any]:
         "pats": [{"display_name": p.display_name, "owner": _who(org, p.owner), "scope": p.scope,
                   "valid_to": p.valid_to} for p in org.pats],
     }
+
+
+class DevOpsAdminError(ValueError):
+    """A devops admin request that cannot be carried out; the message says what to send instead."""
+
+
+def add_pull_request_comment(state: Any, body: Any) -> dict[str, Any]:
+    """A member comments on a pull request without a token of their own (the demo's reviewer).
+
+    Starts a new thread, or replies in ``thread_id``; the comment is authored by ``author`` (a
+    member's UPN) exactly as if that member had posted it through the REST API.
+    """
+    from azure_agent_mcp.sandbox.devops_routes import now_iso
+    from azure_agent_mcp.sandbox.devops_world import STAKEHOLDER, Comment, Thread
+
+    org: Organization = state.devops
+    if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("repository", "author",
+                                                                                      "content")):
+        raise DevOpsAdminError('The body must be {"repository": "storefront-web", "pull_request_id": 1, "author": '
+                               '"<member upn>", "content": "...", "thread_id": <optional>}.')
+    repo = next((r for p in org.projects.values() for r in p.repos.values()
+                 if r.name.lower() == body["repository"].lower()), None)
+    if repo is None:
+        raise DevOpsAdminError(f"No repository {body['repository']!r} in {org.name}.")
+    pr = repo.pulls.get(body.get("pull_request_id")) if isinstance(body.get("pull_request_id"), int) else None
+    if pr is None:
+        raise DevOpsAdminError(f"No pull request {body.get('pull_request_id')!r} in {repo.name}.")
+    author = next((m for m in org.members.values() if m.upn.lower() == body["author"].lower()), None)
+    project = org.project_by_id(repo.project_id)
+    if author is None or author.access_level == STAKEHOLDER or project.name.lower() not in author.roles:
+        raise DevOpsAdminError(f"{body['author']!r} is not a member with code access to {project.name}.")
+    now = now_iso()
+    thread_id = body.get("thread_id")
+    if thread_id is None:
+        thread = Thread(max((t.thread_id for t in pr.threads), default=0) + 1, "active", now, now, [])
+        pr.threads.append(thread)
+        parent = 0
+    else:
+        found = next((t for t in pr.threads if t.thread_id == thread_id), None)
+        if found is None:
+            raise DevOpsAdminError(f"No thread {thread_id!r} in pull request {pr.pull_request_id}.")
+        thread = found
+        parent = thread.comments[-1].comment_id if thread.comments else 0
+    comment = Comment(len(thread.comments) + 1, parent, author.object_id, body["content"], now, now)
+    thread.comments.append(comment)
+    thread.updated = now
+    return {"pull_request_id": pr.pull_request_id, "thread_id": thread.thread_id, "comment_id": comment.comment_id,
+            "author": author.upn}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from azure_agent_mcp.sandbox.protocol import Response, json_response
 
 LATEST_VERSION = (7, 2)
-_VERSION = re.compile(r"^(\d{1,3})\.(\d{1,3})(?:-(preview)(?:\.(\d{1,3}))?)?$", re.IGNORECASE)
+_VERSION = re.compile(r"^([0-9]{1,3})\.([0-9]{1,3})(?:-(preview)(?:\.([0-9]{1,3}))?)?$", re.IGNORECASE)
 
 # typeKey -> the typeName's namespace and assembly, as the service serializes them
 _NAMESPACES = {

@@ -293,7 +293,8 @@ def _push(call: Call) -> Response:
         raise bad_request("A push needs exactly one refUpdates entry: [{\"name\": \"refs/heads/<branch>\", "
                           "\"oldObjectId\": \"<the branch's tip, or the base commit for a new branch>\"}].")
     if not isinstance(commits, list) or not commits:
-        raise bad_request("A push needs at least one commit: \"commits\": [{\"comment\": \"...\", \"changes\": [...]}].")
+        raise bad_request("A push needs at least one commit: \"commits\": [{\"comment\": \"...\", \"changes\": "
+                          "[...]}].")
     name, old = updates[0].get("name"), updates[0].get("oldObjectId")
     if not isinstance(name, str) or not valid_ref_name(name):
         raise bad_request(f"TF401025: '{str(name)[:100]}' is not a valid name for a Git branch: use "
@@ -353,10 +354,16 @@ def _push(call: Call) -> Response:
 
 def push_json(call: Call, repo: Repository, push: Push) -> dict[str, Any]:
     commits = [repo.objects.commits[sha] for sha in push.commits]
-    return {"commits": [{"commitId": c.sha, "author": _signature(c.author), "committer": _signature(c.committer),
-                         "comment": c.comment, "url": f"{repo_url(call, repo)}/commits/{c.sha}"} for c in commits],
-            "refUpdates": push.ref_updates, "repository": repo_json(call, repo), "pushedBy": call.ref(push.pushed_by),
-            "pushId": push.push_id, "date": push.date, "url": f"{repo_url(call, repo)}/pushes/{push.push_id}"}
+    url = f"{repo_url(call, repo)}/pushes/{push.push_id}"
+    pusher = call.ref(push.pushed_by)
+    return {"commits": [{"treeId": c.tree, "commitId": c.sha, "author": _signature(c.author),
+                         "committer": _signature(c.committer), "comment": c.comment, "parents": list(c.parents),
+                         "url": f"{repo_url(call, repo)}/commits/{c.sha}"} for c in commits],
+            "refUpdates": push.ref_updates, "repository": repo_json(call, repo), "pushedBy": pusher,
+            "pushId": push.push_id, "date": push.date, "url": url,
+            "_links": {"self": {"href": url}, "repository": {"href": repo_url(call, repo)},
+                       "commits": {"href": f"{url}/commits"}, "pusher": {"href": pusher.get("url", "")},
+                       "refs": {"href": f"{repo_url(call, repo)}/refs/{push.ref_updates[0]['name']}"}}}
 
 
 def _pushes(call: Call) -> Response:

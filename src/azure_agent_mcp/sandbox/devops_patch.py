@@ -8,19 +8,21 @@ the whole patch with the service's error, and the stored work item is untouched.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from azure_agent_mcp.sandbox.devops_errors import DevOpsFailure, bad_request
 from azure_agent_mcp.sandbox.devops_fields import field_named, identity_matches, member_named
+from azure_agent_mcp.sandbox.devops_routes import is_digits
 from azure_agent_mcp.sandbox.devops_world import WORK_ITEM_TYPES, Organization, Project
 
 RELATION_TYPES = frozenset({
     "System.LinkTypes.Hierarchy-Forward", "System.LinkTypes.Hierarchy-Reverse", "System.LinkTypes.Related",
     "System.LinkTypes.Dependency-Forward", "System.LinkTypes.Dependency-Reverse", "ArtifactLink", "Hyperlink",
 })
-_WORK_ITEM_URL = re.compile(r"/_apis/wit/workitems/(\d{1,9})$", re.IGNORECASE)
+_WORK_ITEM_URL = re.compile(r"/_apis/wit/workitems/([0-9]{1,9})$", re.IGNORECASE)
 _OPS = ("add", "replace", "remove", "test")
 MAX_OPERATIONS = 500
 MAX_VALUE = 1_000_000
@@ -54,14 +56,17 @@ def _coerce(org: Organization, project: Project, reference: str, kind: str, valu
                               f"{project.name}.", "RuleValidationException")
         return member.object_id
     if kind == "integer":
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).lstrip("-").isdigit():
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not is_digits(str(value).lstrip("-"), 18):
             raise bad_request(f"TF401320: Rule Error for field {name}. Error code: InvalidType. '{str(value)[:40]}' "
                               "is not an integer.", "RuleValidationException")
         return int(value)
     if kind == "double":
         try:
-            return float(value)
-        except (TypeError, ValueError) as exc:
+            number = float(value)
+            if not math.isfinite(number) or isinstance(value, bool):
+                raise ValueError(value)
+            return number
+        except (TypeError, ValueError, OverflowError) as exc:
             raise bad_request(f"TF401320: Rule Error for field {name}. Error code: InvalidType. "
                               f"'{str(value)[:40]}' is not a number.", "RuleValidationException") from exc
     if not isinstance(value, str):
@@ -125,7 +130,7 @@ def apply_patch(org: Organization, project: Project, work_type: str, fields: dic
             index = path[len("/relations/"):]
             if op == "add" and index == "-":
                 draft.relations.append(_relation(org, value))
-            elif index.isdigit() and int(index) < len(draft.relations):
+            elif is_digits(index) and int(index) < len(draft.relations):
                 if op == "remove":
                     draft.relations.pop(int(index))
                 elif op in ("add", "replace"):

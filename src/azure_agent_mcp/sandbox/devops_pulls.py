@@ -12,8 +12,9 @@ from typing import Any
 
 from azure_agent_mcp.sandbox.devops_errors import DevOpsFailure, bad_request
 from azure_agent_mcp.sandbox.devops_git import branch_name, repo_json, repo_url
-from azure_agent_mcp.sandbox.devops_routes import Call, Route, integer, listing, now_iso
+from azure_agent_mcp.sandbox.devops_routes import Call, Route, integer, is_digits, listing, now_iso
 from azure_agent_mcp.sandbox.devops_world import Comment, PullRequest, Repository, Reviewer, Thread
+from azure_agent_mcp.sandbox.principals import stable_guid
 from azure_agent_mcp.sandbox.protocol import Response, json_response
 
 THREAD_STATUS = ("unknown", "active", "fixed", "wontFix", "closed", "byDesign", "pending")
@@ -66,15 +67,15 @@ def _reviewer_json(call: Call, repo: Repository, pr: PullRequest, reviewer: Revi
 
 def pr_json(call: Call, repo: Repository, pr: PullRequest) -> dict[str, Any]:
     url = _pr_url(call, repo, pr)
+    commits = f"{repo_url(call, repo)}/commits"
     body: dict[str, Any] = {
         "repository": repo_json(call, repo), "pullRequestId": pr.pull_request_id, "codeReviewId": pr.pull_request_id,
         "status": pr.status, "createdBy": call.ref(pr.created_by), "creationDate": pr.creation_date,
         "title": pr.title, "description": pr.description, "sourceRefName": pr.source, "targetRefName": pr.target,
-        "mergeStatus": "succeeded", "isDraft": pr.is_draft, "mergeId": pr.source_commit[::-1],
-        "lastMergeSourceCommit": {"commitId": pr.source_commit, "url": f"{repo_url(call, repo)}/commits/"
-                                                                        f"{pr.source_commit}"},
-        "lastMergeTargetCommit": {"commitId": pr.target_commit, "url": f"{repo_url(call, repo)}/commits/"
-                                                                        f"{pr.target_commit}"},
+        "mergeStatus": "succeeded", "isDraft": pr.is_draft,
+        "mergeId": stable_guid("devops-merge", repo.repo_id, str(pr.pull_request_id)),
+        "lastMergeSourceCommit": {"commitId": pr.source_commit, "url": f"{commits}/{pr.source_commit}"},
+        "lastMergeTargetCommit": {"commitId": pr.target_commit, "url": f"{commits}/{pr.target_commit}"},
         "reviewers": [_reviewer_json(call, repo, pr, r) for r in pr.reviewers],
         "url": url, "supportsIterations": True,
         "artifactId": f"vstfs:///Git/PullRequestId/{repo.project_id}%2f{repo.repo_id}%2f{pr.pull_request_id}",
@@ -117,7 +118,7 @@ def _work_item_ids(call: Call, raw: Any) -> list[int]:
     ids: list[int] = []
     for entry in raw:
         value = entry.get("id") if isinstance(entry, dict) else None
-        wid = int(value) if isinstance(value, (int, str)) and str(value).isdigit() and len(str(value)) < 10 else None
+        wid = int(value) if isinstance(value, (int, str)) and is_digits(str(value)) else None
         item = call.org.work_items.get(wid) if wid is not None else None
         if item is None or call.org.project_by_id(item.project_id).name.lower() not in call.member.roles:
             raise bad_request(f"TF401232: Work item {str(value)[:20]} does not exist, or you do not have permissions "

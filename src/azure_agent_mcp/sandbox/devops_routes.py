@@ -63,7 +63,7 @@ class Call:
     def body(self) -> Any:
         try:
             return self.request.json()
-        except BadRequestBodyError as exc:
+        except (BadRequestBodyError, ValueError, RecursionError) as exc:  # json.loads: huge ints, deep nesting
             raise bad_request(f"The request body is not valid JSON: {exc}. Send a JSON document as the API "
                               "describes it.", "VssPropertyValidationException") from exc
 
@@ -128,7 +128,12 @@ def listing(items: list[Any]) -> Response:
     return json_response(200, {"count": len(items), "value": items})
 
 
+def is_digits(value: str, limit: int = 9) -> bool:
+    """ASCII digits only, and few enough of them (``str.isdigit`` also accepts '²', which ``int`` refuses)."""
+    return 0 < len(value) <= limit and all("0" <= c <= "9" for c in value)
+
+
 def integer(value: str, what: str) -> int:
-    if not value.isdigit() or len(value) > 9:
+    if not is_digits(value):
         raise bad_request(f"The value '{value[:40]}' is not valid for {what}: use a positive integer id.")
     return int(value)

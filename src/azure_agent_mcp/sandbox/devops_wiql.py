@@ -21,7 +21,8 @@ from azure_agent_mcp.sandbox.devops_world import Organization, WorkItem
 
 MAX_QUERY = 32_000
 MAX_DEPTH = 50
-_TOKEN = re.compile(r"""(?:(?P<field>\[[^\]]*\])|(?P<string>'(?:[^']|'')*'|"(?:[^"]|"")*")|(?P<number>-?\d{1,15}(?:\.\d{1,15})?)"""
+_TOKEN = re.compile(r"""(?:(?P<field>\[[^\]]*\])|(?P<string>'(?:[^']|'')*'|"(?:[^"]|"")*")"""
+                    r"""|(?P<number>-?[0-9]{1,15}(?:\.[0-9]{1,15})?)"""
                     r"""|(?P<op><>|!=|<=|>=|=|<|>|\(|\)|,|\*|\+|-)|(?P<word>@?[A-Za-z_][A-Za-z0-9_.]*))""")
 KEYWORDS = frozenset({"select", "from", "where", "and", "or", "not", "order", "by", "asc", "desc", "in", "contains",
                       "words", "under", "ever", "asof"})

@@ -12,7 +12,7 @@ from typing import Any
 from azure_agent_mcp.sandbox.devops_errors import DevOpsFailure, bad_request
 from azure_agent_mcp.sandbox.devops_fields import FIELDS, field_named
 from azure_agent_mcp.sandbox.devops_patch import apply_patch
-from azure_agent_mcp.sandbox.devops_routes import Call, Route, integer, listing, now_iso
+from azure_agent_mcp.sandbox.devops_routes import Call, Route, integer, is_digits, listing, now_iso
 from azure_agent_mcp.sandbox.devops_wiql import parse, sort_key
 from azure_agent_mcp.sandbox.devops_world import WORK_ITEM_TYPES, WorkItem, WorkItemComment
 from azure_agent_mcp.sandbox.protocol import Response, json_response
@@ -130,7 +130,7 @@ def _ids(raw: Any) -> list[int]:
     ids = []
     for part in parts:
         text = str(part).strip()
-        if not text.isdigit() or len(text) > 9:
+        if not is_digits(text):
             raise bad_request(f"The work item id '{text[:20]}' is not valid: ids are positive integers.")
         ids.append(int(text))
     return ids
@@ -225,6 +225,25 @@ def _update(call: Call) -> Response:
     return json_response(200, work_item_json(call, item, expand="all"))
 
 
+def _delete(call: Call) -> Response:
+    """To the recycle bin, as the service does; the sandbox keeps no recycle bin to restore from."""
+    assert call.project is not None
+    wid = integer(call.args["id"], "id")
+    item = _visible(call, wid)
+    if item is None:
+        raise _not_found(wid)
+    if (call.query("destroy") or "").lower() == "true":
+        raise bad_request("Destroying a work item permanently needs the project administrator's permission, which "
+                          "no sandbox member has.", "WorkItemUnauthorizedAccessException")
+    del call.org.work_items[wid]
+    call.log["work_item"] = wid
+    return json_response(200, {"id": wid, "project": call.project.name,
+                               "type": item.fields.get("System.WorkItemType"), "name": item.fields.get("System.Title"),
+                               "deletedBy": f"{call.member.display_name} <{call.member.upn}>",
+                               "deletedDate": now_iso(), "code": 200,
+                               "url": f"{call.project_url}/_apis/wit/recycleBin/{wid}"})
+
+
 def _wiql(call: Call) -> Response:
     assert call.project is not None
     body = call.json_object("wiql")
@@ -298,6 +317,7 @@ ROUTES = (
     Route("POST", ("wit", "workitemsbatch"), "AzureDevOps/wit/workItemsBatch/read", _batch),
     Route("POST", ("wit", "workitems", "{$type}"), f"{_W}/write", _create),
     Route("PATCH", ("wit", "workitems", "{id}"), f"{_W}/write", _update),
+    Route("DELETE", ("wit", "workitems", "{id}"), f"{_W}/delete", _delete),
     Route("POST", ("wit", "wiql"), "AzureDevOps/wit/wiql/read", _wiql),
     Route("GET", ("wit", "workitemtypes"), "AzureDevOps/wit/workItemTypes/read", _types),
     Route("GET", ("wit", "workitemtypes", "{type}"), "AzureDevOps/wit/workItemTypes/read", _type),

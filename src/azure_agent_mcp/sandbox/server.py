@@ -346,6 +346,15 @@ class Sandbox:
         """The Azure DevOps organization as plain data (work items, pull requests, threads, refs, pushes)."""
         return self._admin("GET", "/devops/state")
 
+    def devops_comment(self, repository: str, pull_request_id: int, author: str, content: str,
+                       thread_id: int | None = None) -> dict[str, Any]:
+        """A member (by UPN) comments on a pull request: a new thread, or a reply in ``thread_id``."""
+        body: dict[str, Any] = {"repository": repository, "pull_request_id": pull_request_id, "author": author,
+                                "content": content}
+        if thread_id is not None:
+            body["thread_id"] = thread_id
+        return self._admin("POST", "/devops/pull-request-comments", body)
+
     def last_seq(self) -> int:
         return int(self.stats()["last_seq"])
 
