@@ -20,6 +20,8 @@ EXIT_FOR_EFFECT = {"allow": 0, "deny": 3, "confirm": 4}
 PUBLIC_ARM = "https://management.azure.com"
 PUBLIC_VAULT_TEMPLATE = "https://{vault}.vault.azure.net"
 PUBLIC_LOGS = "https://api.loganalytics.io"
+PUBLIC_DEVOPS = "https://dev.azure.com"
+PUBLIC_DEVOPS_VSSPS = "https://vssps.dev.azure.com"
 
 
 def register(subparsers: Any) -> None:
@@ -59,6 +61,17 @@ def register(subparsers: Any) -> None:
         "--logs-endpoint",
         default=PUBLIC_LOGS,
         help=f"Log Analytics query endpoint (default {PUBLIC_LOGS})",
+    )
+    explain.add_argument("--devops-endpoint", default=PUBLIC_DEVOPS, help=f"Azure DevOps endpoint (default {PUBLIC_DEVOPS})")
+    explain.add_argument(
+        "--devops-vssps-endpoint",
+        default=PUBLIC_DEVOPS_VSSPS,
+        help=f"Azure DevOps identity and token endpoint (default {PUBLIC_DEVOPS_VSSPS})",
+    )
+    explain.add_argument(
+        "--devops-organization",
+        default=None,
+        help="the Azure DevOps organization the server is configured for (default: the one an Azure DevOps --url names)",
     )
     explain.add_argument("--operation", help="an ARM operation, e.g. Microsoft.Storage/storageAccounts/listKeys/action")
     explain.add_argument("--scope", default=None, help="the scope (resource id) for --operation (default /)")
@@ -132,7 +145,16 @@ def _explain(args: argparse.Namespace) -> int:
     mapped = None
     if by_request:
         try:
-            endpoints = Endpoints(args.arm_endpoint, args.keyvault_endpoint, args.logs_endpoint)
+            endpoints = Endpoints(args.arm_endpoint, args.keyvault_endpoint, args.logs_endpoint, args.devops_endpoint,
+                                  args.devops_vssps_endpoint, args.devops_organization)
+            if args.devops_organization is None:
+                from dataclasses import replace
+
+                from azure_agent_mcp.policy.operations import devops_organization_in
+
+                named = devops_organization_in(args.url, endpoints)
+                if named is not None:
+                    endpoints = replace(endpoints, devops_organization=named)
         except ValueError as exc:
             parser.error(str(exc))
         decision, mapped = decide_request(policy, endpoints, args.method, args.url)

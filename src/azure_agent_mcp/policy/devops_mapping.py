@@ -22,7 +22,10 @@ names it sees:
 - a query parameter that names a project is refused on a route scoped to a project (the path
   decides where the request acts, never the query);
 - organization-level routes that reach project data (``{org}/_apis/wit/workitems``) are scoped to
-  the organization, so a project fence denies them.
+  the organization, so a project fence denies them; so are the project-level routes that address
+  a work item (or a pull request without its repository) by id: ids are organization-wide and the
+  service answers an id of another project through any project's path (the table says so per
+  route, ``reaches_organization``).
 
 Path canonicality (dot segments, ``//``, encoded ``/``, ``%2e``, lower-case escapes, trailing
 ``/``) is ``urlpath``'s job and happens before this module sees the segments.
@@ -76,6 +79,7 @@ class DevOpsRoute:
     doc: str
     area: str = ""  # when the route does not name its area (``_apis/projects`` is ``core``)
     post_read: str = ""  # why a POST on this route is a read
+    reaches_organization: str = ""  # why a route naming a project is still decided at the organization
 
     @property
     def resource(self) -> str:
@@ -124,7 +128,7 @@ def _route(raw: Mapping[str, object]) -> DevOpsRoute:
         if segment.startswith("{") and segment not in PLACEHOLDERS:
             raise ValueError(f"{ROUTES_FILE.name}: route '{route}': unknown placeholder {segment}")
     return DevOpsRoute(host, template, dict(methods), str(raw["doc"]), str(raw.get("area", "")),
-                       str(raw.get("post_read", "")))
+                       str(raw.get("post_read", "")), str(raw.get("reaches_organization", "")))
 
 
 @lru_cache(maxsize=1)
@@ -245,6 +249,8 @@ def map_devops(host: str, method: str, organization: str, segments: list[str], q
 
 def _scope(organization: str, route: DevOpsRoute, segments: list[str]) -> str:
     scope = f"/organizations/{organization}"
+    if route.reaches_organization:
+        return scope
     for template, value in zip(route.template, segments):
         if template == "{project}":
             scope += "/projects/" + quote_segment(value)
@@ -260,7 +266,8 @@ def routes_table() -> str:
     lines = ["| host | route (below the organization) | method | operation | scope | secret-bearing |",
              "|---|---|---|---|---|---|"]
     for route in devops_routes():
-        depth = "repository" if "{repository}" in route.template else "project" if route.project_scoped else "organization"
+        depth = ("organization (ids are organization-wide)" if route.reaches_organization else "repository"
+                 if "{repository}" in route.template else "project" if route.project_scoped else "organization")
         for method, _ in route.verbs.items():
             operation = route.operation(method)
             secret = "**yes**" if secret_bearing(operation) else "no"

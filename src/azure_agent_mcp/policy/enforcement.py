@@ -49,6 +49,10 @@ CORRELATION_HEADER = "x-ms-correlation-request-id"
 
 Confirmer = Callable[[Decision], bool]
 _POLL_HEADERS = ("azure-asyncoperation", "location", "operation-location")
+# Headers that make a service run another method than the one decided on (Azure DevOps honours
+# X-HTTP-Method-Override on a POST): no Azure SDK sends them, so the guard refuses any request with one.
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+METHOD_OVERRIDE_RULE = "method override header"
 _POLLERS_REMEMBERED = 512
 DECISIONS_CACHED = 4096
 """(method, URL) decisions kept per guard: a decision is a pure function of the (immutable) policy,
@@ -59,6 +63,14 @@ def _poll_key(url: str) -> str:
     """Scheme, host and path of a poll URL, lowercased (the api-version query may be rewritten)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}".lower()
+
+
+def _method_override(request: Any) -> str | None:
+    headers = getattr(request, "headers", None) or {}
+    for name in headers:
+        if str(name).lower() in METHOD_OVERRIDE_HEADERS:
+            return f"the header {name}"
+    return None
 
 
 def unverified_principal(authorization: str | None) -> dict[str, str]:
@@ -131,6 +143,13 @@ class Guard:
         interrupted = call_interruption(call) if call is not None else None
         # the body as the transport will send it (requests' data=), read only for body-scoped operations
         decision, mapped = self.decide(request.method, request.url, read_body=lambda: getattr(request, "data", None))
+        override = _method_override(request)
+        if override is not None:
+            decision = Decision(
+                Effect.DENY, decision.operation, decision.scope, decision.data_action, METHOD_OVERRIDE_RULE,
+                decision.policy, f"The request carries {override}, which would make the service run another method "
+                f"than {request.method.upper()}, the one decided on.", "Send the method itself; never an override header.",
+            )
         if span is not None:
             span.decided(call, decision, mapped)
         if interrupted is not None:  # cancelled or past its deadline: nothing is sent, audited like a denial

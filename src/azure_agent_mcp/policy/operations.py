@@ -222,6 +222,23 @@ def map_request(method: str, url: str, endpoints: Endpoints) -> MappedRequest:
     )
 
 
+def devops_organization_in(url: str, endpoints: Endpoints) -> str | None:
+    """The organization an Azure DevOps URL names (its first segment below the endpoint), or None.
+
+    For ``policy explain --url``, which decides as a server configured for that organization would;
+    None for any other URL, and for a first segment that is not an organization name.
+    """
+    try:
+        origin, segments = _origin(url, "URL")
+    except ValueError:
+        return None
+    for _, devops_origin, base in endpoints._devops:
+        if origin == devops_origin and tuple(s.lower() for s in segments[: len(base)]) == base and len(segments) > len(base):
+            named = segments[len(base)]
+            return named if organization_problem(named) is None else None
+    return None
+
+
 def _map_devops(
     method: str, url: str, endpoints: Endpoints, host: str, segments: list[str], query: str, path: str
 ) -> MappedRequest:
