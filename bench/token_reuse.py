@@ -18,14 +18,19 @@ each for N calls on one resource in one session:
   (g) the auth sidecar (counting the sidecar's requests and the token requests it makes);
   (n) the naive baseline: both legs of the exchange over plain HTTPS on every call.
 
-Azure DevOps through the tools (``serve --devops-organization`` over stdio, N real ``devops_*`` tool
+Azure DevOps (``499b84ac-.../.default``), N calls in one fresh session per credential path: the
+tagged user (MSAL), the agent user through ``user_fic``, and the sidecar as the agent user; each
+against the same path's ARM figure measured in this run (the baseline: a DevOps token must cost
+what an ARM token costs). How one call is made is a workload (``DEVOPS_WORKLOADS``, ``get_token``).
+
+And through the tools (``serve --devops-organization`` over stdio, N real ``devops_*`` tool
 calls in one agent session, each path): (u) the tagged developer, (v) the agent user via
 ``user_fic``, (w) the agent user via the sidecar, counting the token requests (and sidecar
 requests) for Azure DevOps' scope against the baseline of one token request per Azure DevOps request.
 
 Goal for (a): one token request per N calls, cached p50 under 50 us. Goal for (e): two exchanges
 per session and resource, then cache hits. Usage:
-    python bench/token_reuse.py [--calls 100] [--az-calls 100] [--devops-only]
+    python bench/token_reuse.py [--calls 100] [--az-calls 100] [--devops-workload get_token] [--devops-only]
 """
 
 from __future__ import annotations
@@ -192,6 +197,57 @@ def design_naive_agent(sandbox: SandboxProcess, env: Any, calls: int) -> dict[st
         http.close()
 
 
+# -- Azure DevOps ---------------------------------------------------------------------------------
+
+Workload = Callable[[Any, Any, str], Callable[[], Any]]
+"""(session credential, environment, scope) -> one call; measured N times in one session."""
+
+
+def get_token_workload(credential: Any, env: Any, scope: str) -> Callable[[], Any]:
+    return lambda: credential.get_token(scope)
+
+
+DEVOPS_WORKLOADS: dict[str, Workload] = {"get_token": get_token_workload}
+"""How one Azure DevOps call is made. Add tool calls here (e.g. ``devops_project_list`` through
+``serve``, the scope telling which audience's tool to call); every path is measured with it."""
+
+
+def devops_paths(manifest: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, --credential kind, build_credential options) for each path issue 13 names."""
+    agent_user = manifest["agent_identity"]["agent_user_upn"]
+    return [
+        ("tagged user (MSAL, session-tagged)", "sandbox", {}),
+        ("agent user via user_fic", "agent-identity", {"agent_user": agent_user}),
+        ("sidecar as the agent user", "sidecar", {"agent_user": agent_user}),
+    ]
+
+
+def design_devops(sandbox: SandboxProcess, env: Any, calls: int, kind: str, options: dict[str, Any],
+                  workload: Workload, scope: str) -> dict[str, Any]:
+    """N calls of ``workload`` for ``scope`` in one fresh session of ``kind``."""
+    session = resolve_session(session_id=f"bench-devops-{kind}-{uuid.uuid4().hex[:8]}", environ={})
+    credential = build_credential(kind, env, session, **options)
+    since = sandbox.last_seq()
+    try:
+        result = measure(sandbox, calls, workload(credential, env, scope))
+    finally:
+        credential.close()
+    # The sidecar (and MSAL's agent clients) reuse exchange tokens across audiences and, for the
+    # sidecar, across sessions: the requests for the resource itself are what compare fairly.
+    result["resource_requests"] = sum(1 for e in sandbox.token_requests(since) if scope in str(e.get("scope")).split())
+    return result
+
+
+def devops_rows(sandbox: SandboxProcess, env: Any, calls: int, workload: Workload) -> list[tuple[str, Any, Any]]:
+    """(label, DevOps result, ARM result of the same path): each in a session of its own."""
+    rows = []
+    for label, kind, options in devops_paths(sandbox.manifest):
+        devops = design_devops(sandbox, env, calls, kind, options, workload, env.devops_scope)
+        arm = design_devops(sandbox, env, calls, kind, options, workload, env.arm_scope)
+        rows.append((label, devops, arm))
+    return rows
+
+
 DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
 DEVOPS_TOOLS = (("devops_project_list", {}), ("devops_repo_list", {"project": "Storefront"}),
                 ("devops_branch_list", {"project": "Storefront", "repo": "storefront-web"}),
@@ -270,6 +326,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--az-calls", type=int, default=None, help="calls for (c); default: --calls")
     parser.add_argument("--devops-only", action="store_true", help="only the Azure DevOps tool calls (u)-(w)")
+    parser.add_argument("--devops-workload", choices=sorted(DEVOPS_WORKLOADS), default="get_token",
+                        help="how one Azure DevOps call is made")
     options = parser.parse_args()
     az_calls = options.az_calls or options.calls
     if options.devops_only:
@@ -294,6 +352,7 @@ def main() -> int:
         f = design_agent(sandbox, env, options.calls, "agent-identity", agent_user=agent_user)
         g = design_agent(sandbox, env, options.calls, "sidecar")
         n = design_naive_agent(sandbox, env, options.calls)
+        devops = devops_rows(sandbox, env, options.calls, DEVOPS_WORKLOADS[options.devops_workload])
         c = d = None
         az_note = "the Azure CLI ('az') is not on PATH"
         if shutil.which("az"):
@@ -302,7 +361,7 @@ def main() -> int:
             az_environ = sandbox_cli_environment(sandbox.manifest, workdir / "azure-config")
             c = design_c(sandbox, az_environ, az_calls)
             d = design_d(sandbox, env, az_environ, options.calls)
-        devops = devops_section(sandbox, workdir, options.calls)
+        tool_lines = devops_section(sandbox, workdir, options.calls)
     finally:
         sandbox.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -337,7 +396,18 @@ def main() -> int:
           f"p50 latency: {n['p50_us'] / e['p50_us']:.0f}x   cached p50 (e) {e['p50_after_first_us']:.1f} us, "
           f"(g) {g['p50_after_first_us']:.1f} us")
     print()
-    print("\n".join(devops))
+    print(f"Azure DevOps ({options.calls} {options.devops_workload} calls per path, one fresh session each; "
+          "baseline: the same path's ARM figure)")
+    for label, result, arm in devops:
+        sidecar = (f"   ({result['sidecar_requests']} sidecar request(s); ARM {arm['sidecar_requests']})"
+                   if result["sidecar_requests"] or arm["sidecar_requests"] else "")
+        print(row(f"DevOps: {label}", result) + sidecar)
+        print(f"{'':<8}requests for the resource itself DevOps/ARM: {result['resource_requests']}/"
+              f"{arm['resource_requests']} = {result['resource_requests'] / max(arm['resource_requests'], 1):.2f}x "
+              f"(the rest are exchange tokens, reused across audiences)   "
+              f"cached p50 DevOps/ARM: {result['p50_after_first_us'] / max(arm['p50_after_first_us'], 1e-9):.2f}x")
+    print()
+    print("\n".join(tool_lines))
     return 0
 
 

@@ -101,6 +101,25 @@ def test_arm_and_devops_tokens_never_mix_in_either_cache(sandbox):
     assert token not in seen[DEVOPS] and decode_claims(token)["xms_cli_sid"] == other.id
 
 
+def test_a_devops_claims_challenge_keeps_the_session_tag(sandbox):
+    """A challenge (conditional access, say) for Azure DevOps is merged with the agent claims, never replacing them."""
+    env = sandbox.environment()
+    session = new_session("devops-challenge")
+    credential = build_credential("sandbox", env, session)
+    plain = credential.get_token(DEVOPS).token
+    challenge = json.dumps({"access_token": {"acrs": {"essential": True, "value": "c1"}}})
+    since = sandbox.last_seq()
+    answered = credential.get_token_info(DEVOPS, options={"claims": challenge}).token
+    (request,) = sandbox.requests(kind="token", since=since)
+    asked = json.loads(request["claims"])["access_token"]
+    assert asked["xms_cli_sid"]["values"] == [session.id] and asked["acrs"]["value"] == "c1"
+    claims = decode_claims(answered)
+    assert answered != plain and claims["aud"] == DEVOPS_APP
+    assert claims["acrs"] == ["c1"] and claims["xms_cli_sid"] == session.id
+    assert credential.get_token(DEVOPS).token == answered  # the answer replaced the plain entry
+    assert decode_claims(credential.get_token(ARM).token)["aud"] == "https://management.azure.com/"
+
+
 def test_cached_msal_user_from_the_servers_own_sign_in(sandbox, tmp_path, monkeypatch):
     """``--credential msal``: the account `azure-agent-mcp login` left in the persisted cache."""
     from azure_agent_mcp.identity.msal_provider import device_code_login, persisted_apps
@@ -299,3 +318,27 @@ def test_service_principal_devops_token(sandbox):
     claims = decode_claims(tokens.pop())
     assert claims["aud"] == DEVOPS_APP and claims["appid"] == sp["client_id"] and claims["idtyp"] == "app"
     assert not credential.tagged and "xms_cli_sid" not in claims
+
+
+def test_no_devops_token_reaches_logs_output_descriptions_or_the_journal(sandbox, caplog, capsys):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    env = sandbox.environment()
+    agent = ids(sandbox)
+    since = sandbox.last_seq()
+    kinds = [("sandbox", {}), ("agent-identity", {}), ("agent-identity", {"agent_user": agent["agent_user_upn"]}),
+             ("sidecar", {}), ("sidecar", {"agent_user": agent["agent_user_object_id"]})]
+    tokens, described = [], []
+    for kind, options in kinds:
+        credential = build_credential(kind, env, new_session("devops-secret"), **options)
+        tokens.append(credential.get_token(DEVOPS).token)
+        described.append(json.dumps(credential.describe()) + repr(credential.provider))
+        credential.close()
+    captured = capsys.readouterr()
+    journal = json.dumps(sandbox.requests(since=since))
+    for token in tokens:
+        signature = token.rsplit(".", 1)[-1]
+        for place, text in (("log", caplog.text), ("stdout", captured.out), ("stderr", captured.err),
+                            ("journal", journal), ("describe", "".join(described))):
+            assert token not in text and signature not in text, f"a DevOps token in the {place}"
