@@ -33,7 +33,6 @@ API_VERSION = "7.1"
 COMMENTS_API_VERSION = "7.1-preview.4"
 """Work item comments are still a preview API in 7.1."""
 
-_ORGANIZATION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?")
 _TF_CODE = re.compile(r"^((?:TF|VS)\d{3,6})\s*:\s*")
 _NAME = re.compile(r"[\x20-\x7e]{1,64}", re.ASCII)  # ASCII only: the guard sends ASCII paths
 
@@ -49,9 +48,12 @@ class DevOpsRequestError(AzureRequestError):
 
 
 def organization_name(value: str) -> str:
-    if not _ORGANIZATION.fullmatch(value or ""):
-        raise ValueError(f"'{(value or '')[:60]}' is not an Azure DevOps organization name (1-50 letters, digits and "
-                         "hyphens, not starting or ending with a hyphen)")
+    """The organization, checked by the guard's own rule (``devops_mapping.organization_problem``)."""
+    from azure_agent_mcp.policy.devops_mapping import organization_problem
+
+    problem = organization_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
