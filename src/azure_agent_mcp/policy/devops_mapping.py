@@ -1,7 +1,7 @@
 """Azure DevOps REST paths to ``AzureDevOps/<area>/<resource path>/<verb>`` at an organization scope.
 
 Azure DevOps has no RBAC operation names of its own that this server could check against, so the
-vocabulary is derived from the route (docs/ado_contract: issue 13): the literal segments after
+vocabulary is derived from the route (issue 13): the literal segments after
 ``_apis`` in their documented camelCase, ids dropped, and a verb from the method (GET/HEAD read,
 PUT/PATCH/POST write, DELETE delete, other POSTs action; POSTs that only read, such as a WIQL
 query, say so in the table). The scope is ``/organizations/{org}``, then ``/projects/{name}`` and
@@ -14,7 +14,8 @@ Everything else is refused, so the decision is always about a route whose meanin
 Scope safety, because an AssignableScopes fence on a project or repository is only as good as the
 names it sees:
 
-- a project or repository given as a GUID (in any form .NET's ``Guid.TryParse`` reads) is refused:
+- a project or repository given as a GUID (hyphenated, bare or in parentheses, as .NET's
+  ``Guid.TryParse`` reads them; its braced forms are no names at all) is refused:
   a fence on ``Storefront`` cannot be walked around by Storefront's id, or Platform's;
 - names must be names Azure DevOps can give (its naming rules: no ``_`` start, no ``.`` at either
   end, none of ``/:\\~&%;@'"?<>|#$*{},+=[]``, at most 64 characters, no reserved name), so no
