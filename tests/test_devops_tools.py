@@ -149,8 +149,9 @@ async def test_every_devops_tool_acts_as_the_credentials_principal(sandbox, tmp_
     assert "eyJ" not in text, "no token in the audit"
 
 
-async def test_read_only_refuses_every_devops_write_with_nothing_sent(sandbox, tmp_path):
-    params = serve_params(sandbox, tmp_path, "sidecar", "--policy", "read-only")
+@pytest.mark.parametrize("kind", KINDS)
+async def test_read_only_refuses_every_devops_write_with_nothing_sent(sandbox, tmp_path, kind):
+    params = serve_params(sandbox, tmp_path, kind, "--policy", "read-only")
     since = sandbox.last_seq()
     writes = {
         "devops_work_item_create": {"project": PROJECT, "type": "Bug", "title": "never"},
@@ -293,3 +294,35 @@ def test_a_bad_organization_name_stops_serve_before_it_starts(tmp_path):
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, "AZURE_AGENT_MCP_STATE_DIR": str(tmp_path)})
     assert done.returncode == 2 and "--devops-organization" in done.stderr and "organization name" in done.stderr
+
+
+def test_the_devops_token_never_reaches_a_result_the_audit_or_stderr(sandbox, tmp_path):
+    """Through the sidecar: the bearer token Azure DevOps received (same ``uti``) is in none of the bytes the
+    server produced: tool results (successes and errors), the audit log, stderr."""
+    from conftest import decode_claims
+    from devops_helpers import agent_user_token
+    from devops_serve_helpers import credential_args
+    from serve_helpers import StdioServe
+
+    audit = tmp_path / "audit.jsonl"
+    since = sandbox.last_seq()
+    calls = [
+        ("devops_project_list", {}),
+        ("devops_repo_list", {"project": "Platform"}),  # 404 TF200016
+        ("devops_work_item_query", {"project": PROJECT, "wiql": "SELECT nonsense"}),  # 400
+        ("devops_work_item_create", {"project": PROJECT, "type": "Task", "title": "token check"}),
+        ("devops_pr_create", {"project": PROJECT, "repo": REPO, "source_branch": "missing", "title": "x",
+                              "target_branch": "main"}),  # 400 TF401398
+    ]
+    with StdioServe(sandbox, audit, tmp_path / "state", "--policy", "unrestricted", "--devops-organization", "contoso",
+                    *credential_args(sandbox, "sidecar")) as serve:
+        results = [serve.call(tool, arguments) for tool, arguments in calls]
+        stderr = serve.stderr_bytes()
+    assert [bool(r.get("isError")) for r in results] == [False, True, True, False, True]
+    token = agent_user_token(sandbox.manifest)  # the sidecar's cached token for the agent user: the one used
+    received = devops_journal(sandbox, since)
+    assert received and {r["token_claims"]["uti"] for r in received} == {decode_claims(token)["uti"]}
+    produced = json.dumps(results).encode() + audit.read_bytes() + stderr
+    for needle in (token, token.split(".")[2], token.split(".")[1]):
+        assert needle.encode() not in produced
+    assert b"eyJ" not in produced
