@@ -326,3 +326,26 @@ def test_the_devops_token_never_reaches_a_result_the_audit_or_stderr(sandbox, tm
     for needle in (token, token.split(".")[2], token.split(".")[1]):
         assert needle.encode() not in produced
     assert b"eyJ" not in produced
+
+
+async def test_a_policy_fenced_to_one_repository_keeps_the_developer_out_of_the_rest(sandbox, tmp_path):
+    """The developer can reach both projects in Azure DevOps; a policy fenced to storefront-web stops the agent
+    at the fence locally (nothing sent), and lets it work inside."""
+    fence = "/organizations/contoso/projects/Storefront/repositories/storefront-web"
+    policy = tmp_path / "fenced.json"
+    policy.write_text(json.dumps({"Name": "storefront-web-only", "Actions": ["AzureDevOps/*"],
+                                  "AssignableScopes": [fence]}))
+    params = serve_params(sandbox, tmp_path, "user", "--policy", str(policy))
+    async with Client(params) as client:
+        inside = await client.call_tool("devops_branch_list", {"project": PROJECT, "repo": REPO})
+        assert not inside.is_error, inside.content
+        since = sandbox.last_seq()
+        for tool, arguments in (
+            ("devops_repo_list", {"project": "Platform"}),
+            ("devops_branch_list", {"project": "Platform", "repo": "platform-infra"}),
+            ("devops_project_list", {}),
+            ("devops_work_item_create", {"project": PROJECT, "type": "Bug", "title": "outside the fence"}),
+        ):
+            result = await client.call_tool(tool, arguments)
+            assert result.is_error and error_of(result)["code"] == "PolicyDenied", (tool, result.content)
+        assert devops_journal(sandbox, since) == []
