@@ -192,6 +192,8 @@ async def test_bad_input_gets_the_services_error_and_what_to_do(sandbox, tmp_pat
         error = error_of(wiql)
         assert wiql.is_error and error["status"] == 400 and "WIQL" in error["hint"], error
         assert error["service"] == "Azure DevOps" and error["message"]
+        text = wiql.content[0].text
+        assert text.startswith(error["code"] + ":") and text.count(error["code"] + ":") == 1, text  # said once
 
         unknown = await client.call_tool("devops_work_item_create", {"project": PROJECT, "type": "Bugg", "title": "x"})
         error = error_of(unknown)

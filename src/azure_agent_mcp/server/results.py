@@ -72,7 +72,8 @@ def failure(
     if status is not None:
         error["status"] = status
     error.update({k: v for k, v in details.items() if v is not None})
-    text = f"{code}: {message}"
+    # Azure DevOps' messages open with their own code ("TF51006: ..."): say it once
+    text = message if message.startswith(f"{code}:") else f"{code}: {message}"
     if decision is not None:
         text += f" [rule: {decision.rule}]"
     if hint:
