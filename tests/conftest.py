@@ -50,7 +50,7 @@ _SERVED: list[dict[str, Any]] = []
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     with Sandbox() as sb:
-        sb.state.journal.tap = lambda entry: _SERVED.append(entry) if entry.get("kind") in ("arm", "vault", "logs", "devops") else None
+        sb.state.journal.tap = lambda entry: _SERVED.append(entry) if entry.get("kind") in ("arm", "vault", "logs", "devops", "graph") else None
         yield sb
     check_decided_equals_sent(_SERVED, tmp_path_factory.getbasetemp())
 

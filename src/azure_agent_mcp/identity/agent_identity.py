@@ -279,6 +279,20 @@ class AgentIdentityProvider:
         return ProviderToken(str(result["access_token"]), int(started + expires_in),
                              int(started + int(refresh_in)) if refresh_in else None)
 
+    def blueprint_token(self, scopes: tuple[str, ...]) -> ProviderToken:
+        """The blueprint's own app token (``client_credentials``, no ``fmi_path``), e.g. for Microsoft Graph
+        to create and delete its agent identities (``access.ephemeral``). Never an agent's token."""
+        clients = self._clients_for(None)
+        started = time.time()
+        result = clients.blueprint.acquire_token_for_client(list(scopes))
+        if "access_token" not in result:
+            raise token_request_error(
+                "the blueprint's own token request", result.get("error"), result.get("error_description"),
+                "Check --blueprint-client-id and the blueprint's credential, and that an admin granted it the "
+                "permission (for Microsoft Graph: AgentIdentity.CreateAsManager).")
+        expires_in = int(result.get("expires_in", 0))
+        return ProviderToken(str(result["access_token"]), int(started + expires_in))
+
     def forget_session(self) -> None:
         """The session is over: drop both MSAL clients with their caches (exchange tokens included)."""
         with self._lock:

@@ -155,6 +155,35 @@ def add_identity_arguments(parser: argparse.ArgumentParser) -> None:
         help="identity pinning: refuse every token not issued to this app id or object id (policy key "
         "ExpectedPrincipal does the same); works with every credential",
     )
+    agent.add_argument(
+        "--ephemeral-agent",
+        action="store_true",
+        help="serve only, with --credential agent-identity: each agent session gets a fresh agent identity made "
+        "from the blueprint through Microsoft Graph, holding only time-bound roles (--ephemeral-role), deleted "
+        "when the session ends; leftovers of a crashed server are removed at the next start",
+    )
+    agent.add_argument(
+        "--ephemeral-role",
+        action="append",
+        default=None,
+        metavar="ROLE@SCOPE",
+        help="a time-bound (PIM AdminAssign) role for each ephemeral identity, ending with its session: a built-in "
+        "name (Reader, Contributor, Website Contributor, ...) or a role definition GUID, '@', an ARM scope; repeatable",
+    )
+    agent.add_argument(
+        "--ephemeral-sponsor",
+        metavar="USER_OID",
+        help="the sponsor of every ephemeral identity: the operator's user object id (with --sandbox: its developer "
+        "user); env AZURE_AGENT_MCP_EPHEMERAL_SPONSOR",
+    )
+    agent.add_argument(
+        "--ephemeral-grace",
+        type=_ttl_arg,
+        default=None,
+        metavar="DURATION",
+        help="a leftover ephemeral identity of another host is removed once its session ended this long ago "
+        "(default 10m); one of a dead process on this host at once",
+    )
     agent.add_argument("--sidecar-url", metavar="URL", help="base URL of the Entra SDK auth sidecar (loopback only)")
     agent.add_argument(
         "--allow-remote-sidecar",
@@ -260,9 +289,62 @@ def credential_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     return options
 
 
+EPHEMERAL_FLAGS = ("ephemeral_role", "ephemeral_sponsor", "ephemeral_grace")
+
+
+def _ephemeral_agents(args: argparse.Namespace, kind: str, env: Any, options: dict[str, Any], audit: Any,
+                      own_credential: bool) -> Any:
+    """The ephemeral identities' manager for ``--ephemeral-agent`` (None without it); its flags checked first."""
+    if not getattr(args, "ephemeral_agent", False):
+        stray = [name for name in EPHEMERAL_FLAGS if getattr(args, name, None)]
+        if stray:
+            raise CredentialUsageError(", ".join("--" + n.replace("_", "-") for n in stray) + " only apply with "
+                                       "--ephemeral-agent")
+        return None
+    if kind != "agent-identity":
+        raise CredentialUsageError(f"--ephemeral-agent makes agent identities from a blueprint: use it with "
+                                   f"--credential agent-identity, not {kind}")
+    for name in ("agent_identity_id", "agent_user"):
+        if getattr(args, name, None):
+            raise CredentialUsageError(f"--{name.replace('_', '-')} names a fixed identity; --ephemeral-agent makes a "
+                                       "new one per session: give one or the other")
+    if audit is None:
+        raise CredentialUsageError("--ephemeral-agent works with `serve` only: the Graph and PIM requests it makes are "
+                                   "recorded in the server's audit log")
+    if not own_credential:
+        raise CredentialUsageError("--ephemeral-agent needs the server's own blueprint credential; a server acting "
+                                   "on behalf of authenticated callers has none")
+    if parse_duration(args.session_ttl) <= 0:
+        raise CredentialUsageError("--ephemeral-agent needs a session that ends (--session-ttl other than 0): the "
+                                   "identity's role assignments end with the session")
+    from azure_agent_mcp.access.ephemeral import DEFAULT_GRACE, EphemeralAgents, EphemeralRole, EphemeralSettings
+    from azure_agent_mcp.identity.pinning import InvalidPrincipalError, normalize_principal
+
+    sponsor = getattr(args, "ephemeral_sponsor", None) or os.environ.get("AZURE_AGENT_MCP_EPHEMERAL_SPONSOR")
+    if not sponsor and env.is_sandbox:
+        sponsor = next((u["object_id"] for u in (env.manifest or {}).get("users", []) if u.get("name") == "developer"),
+                       None)
+    if not sponsor:
+        raise CredentialUsageError("--ephemeral-agent needs --ephemeral-sponsor USER_OID (or "
+                                   "AZURE_AGENT_MCP_EPHEMERAL_SPONSOR): the operator who sponsors each identity")
+    try:
+        sponsor = normalize_principal(sponsor)
+    except InvalidPrincipalError as exc:
+        raise CredentialUsageError(f"--ephemeral-sponsor: {exc}") from exc
+    try:
+        roles = tuple(EphemeralRole.parse(text) for text in (getattr(args, "ephemeral_role", None) or []))
+        manager = EphemeralAgents(env, EphemeralSettings(
+            sponsor, roles, float(parse_duration(getattr(args, "ephemeral_grace", None) or DEFAULT_GRACE))),
+            options, audit)
+    except IdentityError as exc:
+        raise CredentialUsageError(f"refusing to start: {exc}") from exc
+    return manager
+
+
 @contextmanager
 def open_identity(args: argparse.Namespace, *, lazy_credential: bool = False,
-                  expected_principal: str | None = None, own_credential: bool = True) -> Iterator[IdentityContext]:
+                  expected_principal: str | None = None, own_credential: bool = True,
+                  audit: Any = None) -> Iterator[IdentityContext]:
     """Session, environment (starting or attaching to a sandbox) and the session's credential.
 
     An embedded sandbox (``--sandbox`` without a value) is stopped when the context exits.
@@ -289,6 +371,8 @@ def open_identity(args: argparse.Namespace, *, lazy_credential: bool = False,
         from azure_agent_mcp.identity.factory import build_credential, check_ready, resolve_auto
 
         claims_profile = args.session_claims
+        if not own_credential and getattr(args, "ephemeral_agent", False):
+            _ephemeral_agents(args, "agent-identity", env, {}, audit, own_credential)  # refuses, naming why
         if not own_credential:
             def no_credential(other: Any) -> Any:
                 from azure_agent_mcp.identity.errors import CredentialUnavailableError
@@ -304,9 +388,15 @@ def open_identity(args: argparse.Namespace, *, lazy_credential: bool = False,
             options = credential_options(args, kind)
             if kind == "auto":
                 kind = resolve_auto(env)
-            check_ready(kind, env, **options)
+            if not getattr(args, "ephemeral_agent", False):  # the ephemeral manager checks its own (below)
+                check_ready(kind, env, **options)
         except IdentityError as exc:
             raise CommandError(str(exc)) from exc
+        ephemeral = _ephemeral_agents(args, kind, env, options, audit, own_credential)
+        if ephemeral is not None:
+            options["ephemeral_agents"] = ephemeral
+            stack.callback(ephemeral.close)  # after the runtime closed its sessions: whatever is still live goes
+            ephemeral.start()  # the sweep of a crashed predecessor's leftovers, in the background
 
         def credential_for(other: Any) -> Any:
             return build_credential(kind, env, other, claims_profile=claims_profile, expect_principal=pin,

@@ -125,6 +125,9 @@ def build_provider(kind: str, env: Any, session: AgentSession, *, claims_profile
 
         return managed_identity(env, **options)
     if kind == "agent-identity":
+        ephemeral = options.pop("ephemeral_agents", None)
+        if ephemeral is not None:  # --ephemeral-agent: the session's own identity, made on its first token
+            return ephemeral.provider_for(session, options)
         from azure_agent_mcp.identity.agent_identity import agent_identity_provider
 
         return agent_identity_provider(env, **options)
@@ -172,6 +175,8 @@ def build_credential(
 
 def check_ready(kind: str, env: Any, **options: Any) -> None:
     """Local checks (no network, no process) so start-up fails with a clear message, not the first tool call."""
+    if kind == "agent-identity" and options.get("ephemeral_agents") is not None:
+        return  # checked when the manager was built (blueprint id, one credential, tenant)
     if kind == "agent-identity":
         from azure_agent_mcp.identity.agent_identity import agent_identity_provider
 

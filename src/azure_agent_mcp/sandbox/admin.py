@@ -1,6 +1,6 @@
 """The admin API under ``/_sandbox`` (loopback clients only): read the log, steer the sandbox.
 
-GET  requests?kind=token|arm|vault|entra|sidecar|devops&since=SEQ  log entries with seq > since -> {"value": [...]}
+GET  requests?kind=token|arm|vault|entra|sidecar|devops|graph&since=SEQ  log entries with seq > since -> {"value": [...]}
 GET  stats                                          counters
 GET|POST|DELETE faults                              {path, count, status, retry_after, latency_ms, drop}
 POST reset                                          seed world, switches, faults, log restored
@@ -42,7 +42,7 @@ from azure_agent_mcp.sandbox.pim_requests import approve
 from azure_agent_mcp.sandbox.principals import MCP_SERVER_CLIENT_ID, Consent
 from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Request, Response, json_response
 
-KINDS = ("token", "arm", "vault", "logs", "entra", "sidecar", "devops")
+KINDS = ("token", "arm", "vault", "logs", "entra", "sidecar", "devops", "graph")
 
 
 class AdminError(Exception):

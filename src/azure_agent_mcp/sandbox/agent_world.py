@@ -13,6 +13,9 @@ Why each exists:
   authenticate as instead of their own identity; the wrong-identity switch hands its tokens out so
   identity pinning can be tested.
 
+The blueprint is Owner of the orders app's resource group: it hands the short-lived agent identities it
+creates through Microsoft Graph (``graph_agents``) their time-bound role assignments there.
+
 The agent identity, the agent user and the project identity are Readers on subscription A, so ARM
 reads succeed for all of them: a wrong identity is invisible at the resource unless someone checks
 the token's ``appid`` (which is the point of pinning).
@@ -28,7 +31,7 @@ from azure_agent_mcp.sandbox.principals import (
     User,
     stable_guid,
 )
-from azure_agent_mcp.sandbox.rbac import READER, RoleAssignment
+from azure_agent_mcp.sandbox.rbac import OWNER, READER, RoleAssignment
 
 BLUEPRINT_CLIENT_ID = "5a1db0c5-b1e0-4000-a000-000000000b01"
 BLUEPRINT_OBJECT_ID = "5a1db0c5-b1e0-4000-a000-000000000b02"
@@ -38,6 +41,7 @@ AGENT_USER_NAME = "agent-orders"
 PROJECT_CLIENT_ID = "5a1db0c5-9e0c-4000-a000-000000000c21"
 PROJECT_OBJECT_ID = "5a1db0c5-9e0c-4000-a000-000000000c22"
 
+EPHEMERAL_ROLE_GROUP = "rg-prod-app"
 TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 TOKEN_EXCHANGE_SCOPE = TOKEN_EXCHANGE_AUDIENCE + "/.default"
 
@@ -47,6 +51,8 @@ def agent_principals(creds: SeedCredentials,
     blueprint = ServicePrincipal(
         "agent-blueprint", BLUEPRINT_CLIENT_ID, BLUEPRINT_OBJECT_ID, creds.blueprint_secret,
         "Orders Agent Blueprint", kind="agent_blueprint", federated_subjects=(SP_OBJECT_ID,),
+        # admin-granted: the blueprint creates and deletes its own agent identities through Microsoft Graph
+        directory={"app_roles": {"https://graph.microsoft.com": ["AgentIdentity.CreateAsManager"]}},
     )
     agent = ServicePrincipal(
         "agent-identity", AGENT_IDENTITY_ID, AGENT_IDENTITY_ID, "", "Orders Agent",
@@ -61,5 +67,9 @@ def agent_principals(creds: SeedCredentials,
         RoleAssignment(stable_guid("ra", "agent-identity", "A"), AGENT_IDENTITY_ID, "ServicePrincipal", READER, scope),
         RoleAssignment(stable_guid("ra", "agent-user", "A"), AGENT_USER_OBJECT_ID, "User", READER, scope),
         RoleAssignment(stable_guid("ra", "project", "A"), PROJECT_OBJECT_ID, "ServicePrincipal", READER, scope),
+        # the blueprint gives its short-lived agent identities their time-bound roles (PIM AdminAssign) in the
+        # orders app's group; in Azure a "Role Based Access Control Administrator" with a condition would do
+        RoleAssignment(stable_guid("ra", "agent-blueprint", "rg-prod-app"), BLUEPRINT_OBJECT_ID, "ServicePrincipal",
+                       OWNER, f"{scope}/resourceGroups/{EPHEMERAL_ROLE_GROUP}"),
     ]
     return [blueprint, agent, project], [agent_user], assignments

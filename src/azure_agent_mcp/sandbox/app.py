@@ -2,7 +2,8 @@
 
 Dispatch by first path segment: ``/_sandbox`` admin, ``/_sidecar`` the Entra SDK auth sidecar,
 ``/vaults`` Key Vault, ``/loganalytics`` Log Analytics' query API, ``/devops`` and ``/vssps`` Azure
-DevOps (dev.azure.com and vssps.dev.azure.com), Entra's tenant paths, everything
+DevOps (dev.azure.com and vssps.dev.azure.com), ``/v1.0|beta/servicePrincipals`` Microsoft Graph's agent
+identities (``graph_agents``), Entra's tenant paths, everything
 else ARM. Faults apply to every plane
 but the admin API before normal handling. Bodies over 4 MB get 413; an unexpected failure
 becomes a 500 in ARM's shape. The server keeps serving whatever it is sent. Handlers are synchronous: the state is in memory and cheap to touch.
@@ -24,6 +25,8 @@ from azure_agent_mcp.sandbox.deployments import DeploymentsRoom
 from azure_agent_mcp.sandbox.devops import DevOpsPlane
 from azure_agent_mcp.sandbox.devops_errors import DevOpsFailure, devops_error
 from azure_agent_mcp.sandbox.entra import EntraPlane
+from azure_agent_mcp.sandbox.graph_agents import GraphAgentsPlane
+from azure_agent_mcp.sandbox.graph_agents import handles as graph_handles
 from azure_agent_mcp.sandbox.journal import redact_query
 from azure_agent_mcp.sandbox.keyvault import VaultPlane
 from azure_agent_mcp.sandbox.loganalytics import LogAnalyticsPlane
@@ -58,6 +61,7 @@ class SandboxApp:
         self.devops = DevOpsPlane(state)
         self.admin = AdminPlane(state)
         self.sidecar = SidecarPlane(state, self.entra)
+        self.graph = GraphAgentsPlane(state)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -96,6 +100,8 @@ class SandboxApp:
             kind = "logs"
         elif first in ("devops", "vssps"):
             kind = "devops"
+        elif graph_handles(lowered):
+            kind = "graph"
         elif self.entra.handles(lowered):
             kind = "token" if lowered[-3:] == ["oauth2", "v2.0", "token"] else "entra"
         else:
@@ -139,6 +145,8 @@ class SandboxApp:
                 response = self.devops.handle(request, parts)
             elif kind == "sidecar":
                 response = self.sidecar.handle(request, parts)
+            elif kind == "graph":
+                response = self.graph.handle(request, lowered)
             elif kind in ("token", "entra"):
                 response = self.entra.handle(request, lowered)
             else:

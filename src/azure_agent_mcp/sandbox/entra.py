@@ -517,7 +517,9 @@ class EntraPlane:
             return self.agents.blueprint_exchange(sp, fmi_path, form.get("scope", ""), markers, appidacr, log)
         audience, _, resource_scopes = self._resource_of(form.get("scope", ""), app=True)
         claims = self._base_claims(audience, sp.object_id, sp.client_id, markers)
-        claims.update({"idtyp": "app", "roles": [], "appidacr": appidacr})
+        # application permissions an admin granted this app on the resource (e.g. Graph's AgentIdentity.CreateAsManager)
+        granted = list(sp.directory.get("app_roles", {}).get(audience, []))
+        claims.update({"idtyp": "app", "roles": granted, "appidacr": appidacr})
         payload = {
             "token_type": "Bearer",
             "expires_in": self.state.token_lifetime,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets as _secrets
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 TENANT_ID = "5a1db0c5-0000-4000-a000-000000000001"
 TENANT_DOMAIN = "sandbox.onmicrosoft.com"
@@ -92,6 +93,9 @@ class ServicePrincipal:
     # An app that exposes an API ("Expose an API" in the portal): its app id URIs and delegated scopes.
     app_id_uris: tuple[str, ...] = ()
     api_scopes: tuple[str, ...] = ()
+    # What Microsoft Graph shows of a directory object beyond the above (agent identities made through
+    # ``graph_agents``: tags, sponsors, createdDateTime, createdByAppId).
+    directory: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,8 @@ class Sandbox:
             "keyvault_audience": "https://vault.azure.net",
             "logs_endpoint": origin + "/loganalytics",
             "logs_audience": "https://api.loganalytics.io",
+            # Microsoft Graph's agent identity endpoints (graph_agents): /v1.0|beta/servicePrincipals/...
+            "graph_endpoint": origin,
             "devops_endpoint": origin + "/devops",
             "devops_vssps_endpoint": origin + "/vssps",
             "devops_organization": "contoso",

@@ -98,7 +98,7 @@ def _serve(args: argparse.Namespace, shutdown) -> int:
     try:
         anonymous = args.transport != "http" or getattr(args, "dangerously_allow_anonymous", False)
         with open_identity(args, lazy_credential=True, expected_principal=policy.expected_principal,
-                           own_credential=anonymous) as identity:
+                           own_credential=anonymous, audit=audit) as identity:
             from azure_agent_mcp.server.auth_config import auth_config
 
             auth = auth_config(args, identity.env)
