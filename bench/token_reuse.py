@@ -21,18 +21,23 @@ each for N calls on one resource in one session:
 Azure DevOps (``499b84ac-.../.default``), N calls in one fresh session per credential path: the
 tagged user (MSAL), the agent user through ``user_fic``, and the sidecar as the agent user; each
 against the same path's ARM figure measured in this run (the baseline: a DevOps token must cost
-what an ARM token costs). How one call is made is a workload (``DEVOPS_WORKLOADS``): today
-``get_token``; tool calls through ``serve`` can be added there without touching the rest.
+what an ARM token costs). How one call is made is a workload (``DEVOPS_WORKLOADS``, ``get_token``).
+
+And through the tools (``serve --devops-organization`` over stdio, N real ``devops_*`` tool
+calls in one agent session, each path): (u) the tagged developer, (v) the agent user via
+``user_fic``, (w) the agent user via the sidecar, counting the token requests (and sidecar
+requests) for Azure DevOps' scope against the baseline of one token request per Azure DevOps request.
 
 Goal for (a): one token request per N calls, cached p50 under 50 us. Goal for (e): two exchanges
 per session and resource, then cache hits. Usage:
-    python bench/token_reuse.py [--calls 100] [--az-calls 100] [--devops-workload get_token]
+    python bench/token_reuse.py [--calls 100] [--az-calls 100] [--devops-workload get_token] [--devops-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import ssl
 import statistics
@@ -243,6 +248,77 @@ def devops_rows(sandbox: SandboxProcess, env: Any, calls: int, workload: Workloa
     return rows
 
 
+DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
+DEVOPS_TOOLS = (("devops_project_list", {}), ("devops_repo_list", {"project": "Storefront"}),
+                ("devops_branch_list", {"project": "Storefront", "repo": "storefront-web"}),
+                ("devops_work_item_query", {"project": "Storefront", "top": 5,
+                                            "wiql": "SELECT [System.Id] FROM WorkItems WHERE [System.State] = 'New'"}))
+
+
+def devops_path(sandbox: SandboxProcess, workdir: Path, calls: int, kind: str) -> dict[str, Any]:
+    """``calls`` devops_* tool calls through one ``serve`` (one agent session) for one credential path."""
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    manifest = sandbox.manifest
+    agent = manifest["agent_identity"]["agent_user_upn"]
+    credential = {"user": [], "agent_user": ["--credential", "agent-identity", "--agent-user", agent],
+                  "sidecar": ["--credential", "sidecar", "--sidecar-url", manifest["sidecar"], "--agent-user", agent]}[kind]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_AGENT_MCP_")}
+    env["AZURE_AGENT_MCP_STATE_DIR"] = str(workdir / f"state-{kind}")
+    env["COPILOT_AGENT_SESSION_ID"] = f"bench-devops-{kind}-{uuid.uuid4().hex[:8]}"
+    params = StdioServerParameters(command=sys.executable, env=env, args=[
+        "-m", "azure_agent_mcp", "serve", "--sandbox", str(sandbox.manifest_path), "--policy", "read-only",
+        "--audit-log", str(workdir / f"audit-{kind}.jsonl"), "--devops-organization", manifest["devops_organization"],
+        *credential])
+    since = sandbox.last_seq()
+    latencies: list[int] = []
+
+    async def run() -> None:
+        async with Client(params) as client:
+            for i in range(calls):
+                tool, arguments = DEVOPS_TOOLS[i % len(DEVOPS_TOOLS)]
+                started = time.perf_counter_ns()
+                result = await client.call_tool(tool, arguments)
+                latencies.append(time.perf_counter_ns() - started)
+                if result.is_error:
+                    raise SystemExit(f"{kind}: {tool} failed: {result.content[0].text}")
+
+    anyio.run(run)
+    tokens = sandbox.token_requests(since)
+    devops_tokens = [t for t in tokens if DEVOPS_SCOPE in str(t.get("scope", ""))]
+    received = sandbox._get(f"/requests?kind=devops&since={since}")["value"]
+    asked = sandbox.sidecar_requests(since)
+    return {"calls": calls, "devops_requests": len(received), "token_requests": len(tokens),
+            "devops_token_requests": len(devops_tokens), "sidecar_requests": len(asked),
+            "sidecar_devops": sum(1 for r in asked if r.get("api_name") == "devops"),
+            "p50_ms": statistics.median(latencies) / 1e6}
+
+
+def devops_row(name: str, result: dict[str, Any], sidecar: bool = False) -> str:
+    """The server's fetches of an Azure DevOps token: from Entra, or (sidecar) from the sidecar, which may answer
+    from its own cache (its Entra requests are shown too)."""
+    fetched = result["sidecar_devops"] if sidecar else result["devops_token_requests"]
+    per_100 = 100 * fetched / max(result["calls"], 1)
+    baseline = result["devops_requests"]  # one token fetch per Azure DevOps request, no cache
+    source = "from the sidecar" if sidecar else "from Entra"
+    return (f"{name:<34} {fetched:>2} DevOps token fetch(es) {source} ({per_100:.0f} per 100 calls; Entra saw "
+            f"{result['devops_token_requests']} for DevOps, {result['token_requests']} in all); "
+            f"{result['devops_requests']} DevOps requests sent; baseline/this {baseline / max(fetched, 1):.0f}x"
+            f"   p50 {result['p50_ms']:.1f} ms")
+
+
+def devops_section(sandbox: SandboxProcess, workdir: Path, calls: int) -> list[str]:
+    results = {kind: devops_path(sandbox, workdir, calls, kind) for kind in ("user", "agent_user", "sidecar")}
+    return [
+        f"Azure DevOps through the tools ({calls} devops_* tool calls in one agent session per path; baseline: a token "
+        "request per Azure DevOps request)",
+        devops_row("(u) tagged user (developer)", results["user"]),
+        devops_row("(v) agent user via user_fic", results["agent_user"]),
+        devops_row("(w) agent user via the sidecar", results["sidecar"], sidecar=True),
+    ]
+
+
 def row(name: str, result: dict[str, Any] | None, note: str = "") -> str:
     if result is None:
         return f"{name:<58} skipped{(': ' + note) if note else ''}"
@@ -255,10 +331,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--az-calls", type=int, default=None, help="calls for (c); default: --calls")
+    parser.add_argument("--devops-only", action="store_true", help="only the Azure DevOps tool calls (u)-(w)")
     parser.add_argument("--devops-workload", choices=sorted(DEVOPS_WORKLOADS), default="get_token",
                         help="how one Azure DevOps call is made")
     options = parser.parse_args()
     az_calls = options.az_calls or options.calls
+    if options.devops_only:
+        workdir = Path(tempfile.mkdtemp(prefix="bench-token-reuse-"))
+        sandbox = SandboxProcess(workdir / "sandbox")
+        try:
+            lines = devops_section(sandbox, workdir, options.calls)
+        finally:
+            sandbox.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        print("\n".join(lines))
+        return 0
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-token-reuse-"))
     sandbox = SandboxProcess(workdir / "sandbox")
@@ -280,6 +367,7 @@ def main() -> int:
             az_environ = sandbox_cli_environment(sandbox.manifest, workdir / "azure-config")
             c = design_c(sandbox, az_environ, az_calls)
             d = design_d(sandbox, env, az_environ, options.calls)
+        tool_lines = devops_section(sandbox, workdir, options.calls)
     finally:
         sandbox.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -324,6 +412,8 @@ def main() -> int:
               f"{arm['resource_requests']} = {result['resource_requests'] / max(arm['resource_requests'], 1):.2f}x "
               f"(the rest are exchange tokens, reused across audiences)   "
               f"cached p50 DevOps/ARM: {result['p50_after_first_us'] / max(arm['p50_after_first_us'], 1e-9):.2f}x")
+    print()
+    print("\n".join(tool_lines))
     return 0
 
 

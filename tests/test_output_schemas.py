@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,30 @@ CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "metrics_list": lambda m: {"resource_id": _vm(m)},
     "metrics_get": lambda m: {"resource_id": _vm(m), "metric_names": ["Percentage CPU"], "timespan": "PT30M",
                               "interval": "PT5M", "aggregation": ["Average", "Maximum"]},
+    # Azure DevOps (serve --devops-organization): later cases use what earlier ones made (MADE)
+    "devops_project_list": lambda m: {},
+    "devops_repo_list": lambda m: {"project": "Storefront"},
+    "devops_work_item_create": lambda m: {"project": "Storefront", "type": "Task", "title": "schema check"},
+    "devops_work_item_get": lambda m: {"project": "Storefront", "id": MADE["devops_work_item_create"]["id"]},
+    "devops_work_item_query": lambda m: {"project": "Storefront", "wiql": "SELECT [System.Id] FROM WorkItems WHERE "
+                                         "[System.Title] = 'schema check'", "top": 5},
+    "devops_work_item_update": lambda m: {"project": "Storefront", "id": MADE["devops_work_item_create"]["id"],
+                                          "patch": [{"op": "add", "path": "/fields/System.State", "value": "Active"}]},
+    "devops_work_item_comment": lambda m: {"project": "Storefront", "id": MADE["devops_work_item_create"]["id"],
+                                           "text": "checked"},
+    "devops_branch_list": lambda m: {"project": "Storefront", "repo": "storefront-web"},
+    "devops_file_get": lambda m: {"project": "Storefront", "repo": "storefront-web", "path": "/README.md"},
+    "devops_push": lambda m: {"project": "Storefront", "repo": "storefront-web", "branch": f"schemas/{uuid.uuid4().hex[:8]}",
+                              "message": "schema check", "changes": [{"path": "/schemas.txt", "content": "ok"}]},
+    "devops_pr_create": lambda m: {"project": "Storefront", "repo": "storefront-web", "title": "schema check",
+                                   "source_branch": MADE["devops_push"]["branch"],
+                                   "work_items": [MADE["devops_work_item_create"]["id"]]},
+    "devops_pr_get": lambda m: {"project": "Storefront", "repo": "storefront-web",
+                                "pull_request_id": MADE["devops_pr_create"]["pullRequestId"]},
+    "devops_pr_thread_reply": lambda m: {"project": "Storefront", "repo": "storefront-web", "content": "checked",
+                                         "pull_request_id": MADE["devops_pr_create"]["pullRequestId"]},
+    "devops_pr_threads_list": lambda m: {"project": "Storefront", "repo": "storefront-web",
+                                         "pull_request_id": MADE["devops_pr_create"]["pullRequestId"]},
     # listed only with an Elevation block: run under read-only + Elevation as the reader (ELEVATION_TOOLS)
     "access_request": lambda m: {"operations": ["Microsoft.Web/sites/restart/action"], "duration": "PT10M",
                                  "scope": _app(m) + "/providers/Microsoft.Web/sites/app-orders-prod",
@@ -94,6 +119,8 @@ CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "access_revoke": lambda m: {"grant_id": "from access_request"},
 }
 ELEVATION_TOOLS = ("access_request", "access_list", "access_revoke")
+MADE: dict[str, dict[str, Any]] = {}
+"""The results of the cases run so far (the Azure DevOps cases act on what earlier ones created)."""
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -104,11 +131,11 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _serve(sandbox: Any, tmp_path: Path, policy: str) -> StdioServerParameters:
+def _serve(sandbox: Any, tmp_path: Path, policy: str, *extra: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
         args=["-m", "azure_agent_mcp", "serve", "--sandbox", str(sandbox.manifest_path),
-              "--audit-log", str(tmp_path / f"audit-{policy}.jsonl"), "--policy", policy],
+              "--audit-log", str(tmp_path / f"audit-{policy}.jsonl"), "--policy", policy, *extra],
         env=_env(tmp_path),
     )
 
@@ -118,7 +145,7 @@ async def _approve(context: Any, params: Any) -> ElicitResult:
 
 
 def _schemas() -> dict[str, dict[str, Any]]:
-    return {tool.name: tool.output_schema for tool in catalog() if tool.output_schema is not None}
+    return {tool.name: tool.output_schema for tool in catalog(devops=True) if tool.output_schema is not None}
 
 
 def _errors(schema: dict[str, Any], instance: Any) -> list[str]:
@@ -127,7 +154,7 @@ def _errors(schema: dict[str, Any], instance: Any) -> list[str]:
 
 
 def test_every_catalog_tool_has_an_output_schema_that_is_valid_json_schema():
-    missing = sorted(tool.name for tool in catalog() if tool.output_schema is None)
+    missing = sorted(tool.name for tool in catalog(devops=True) if tool.output_schema is None)
     assert not missing, f"tools without an output_schema: {missing} (tools/schemas.py has the builders)"
     for name, schema in _schemas().items():
         Draft202012Validator.check_schema(schema)
@@ -136,7 +163,7 @@ def test_every_catalog_tool_has_an_output_schema_that_is_valid_json_schema():
 
 
 def test_every_catalog_tool_has_a_case():
-    names = {tool.name for tool in catalog()}
+    names = {tool.name for tool in catalog(devops=True)}
     missing, stale = sorted(names - set(CASES)), sorted(set(CASES) - names)
     assert not missing, (f"no output-schema case for {missing}: add one successful call per tool to CASES in "
                          "tests/test_output_schemas.py (name -> arguments)")
@@ -169,7 +196,8 @@ async def test_each_tool_result_through_serve_validates_against_its_schema(fresh
     sandbox.set_agent_rule(False)  # Azure's own refusal of secrets to agent-tagged tokens (reset restores it)
     schemas = _schemas()
     results: dict[str, dict[str, Any]] = {}
-    async with Client(_serve(sandbox, tmp_path, "unrestricted"), elicitation_callback=_approve) as client:
+    served = _serve(sandbox, tmp_path, "unrestricted", "--devops-organization", sandbox.manifest["devops_organization"])
+    async with Client(served, elicitation_callback=_approve) as client:
         listed = {tool.name: tool for tool in (await client.list_tools()).tools}
         for name, arguments in CASES.items():
             if name in ELEVATION_TOOLS:
@@ -177,7 +205,7 @@ async def test_each_tool_result_through_serve_validates_against_its_schema(fresh
             # the official client validates structuredContent against the listed outputSchema itself
             result = await client.call_tool(name, arguments(sandbox.manifest))
             assert not result.is_error, f"{name}: {result.content[0].text}"
-            results[name] = result.structured_content
+            results[name] = MADE[name] = result.structured_content
     assert set(listed) == set(CASES) - set(ELEVATION_TOOLS)  # no Elevation block: the access tools are not listed
     elevated, elevation_results = await _elevation_results(sandbox, tmp_path)
     listed.update(elevated)
@@ -245,3 +273,21 @@ async def test_tools_list_under_unrestricted_is_under_12_kib(sandbox, tmp_path):
     print(f"\ntools/list under unrestricted: {size} bytes for {len(tools)} tools "
           f"({size // len(tools)} per tool); {TOOLS_LIST_LIMIT - size} bytes left under 12 KiB")
     assert size < TOOLS_LIST_LIMIT, f"tools/list is {size} bytes: trim descriptions or schemas"
+
+
+async def test_tools_list_with_an_azure_devops_organization(sandbox, tmp_path):
+    """The Azure DevOps tools join tools/list only with --devops-organization; their bytes, reported."""
+    from serve_helpers import StdioServe
+
+    org = sandbox.manifest["devops_organization"]
+    with StdioServe(sandbox, tmp_path / "audit.jsonl", tmp_path / "state", "--policy", "unrestricted",
+                    "--devops-organization", org) as serve:
+        answer = serve.request("tools/list")
+    tools = answer["result"]["tools"]
+    assert {tool["name"] for tool in tools} == {tool.name for tool in catalog(devops=True)}
+    size = len(json.dumps(answer["result"], separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    devops = [t for t in tools if t["name"].startswith("devops_")]
+    own = len(json.dumps(devops, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    print(f"\ntools/list under unrestricted with --devops-organization: {size} bytes for {len(tools)} tools; "
+          f"the {len(devops)} devops_* tools: {own} bytes")
+    assert len(devops) == 14 and all("outputSchema" in t for t in devops)

@@ -320,3 +320,21 @@ def test_cloud_metadata_is_served_without_a_token(sandbox):
     assert metadata["resourceManager"].rstrip("/") == sandbox.manifest["arm_endpoint"]
     assert metadata["authentication"]["loginEndpoint"].rstrip("/") == sandbox.manifest["authority_host"]
     assert "https://management.core.windows.net/" in metadata["authentication"]["audiences"]
+
+
+@pytest.mark.parametrize("body", [b'{"location": ' + b"9" * 5000 + b"}", b"[" * 100_000 + b"]" * 100_000],
+                         ids=["an int over Python's digit limit", "nesting deeper than the recursion limit"])
+def test_a_body_json_cannot_read_is_a_400_on_arm_and_key_vault_never_a_500(sandbox, sandbox_tokens, body):
+    token = sandbox_tokens.user_token()
+    put = _arm(sandbox, "PUT", f"/subscriptions/{SUB_A}/resourceGroups/rg-odd-body", token, content=body,
+               headers={"content-type": "application/json"})
+    assert put.status_code == 400, put.text
+    assert put.json()["error"]["code"] and put.json()["error"]["message"]
+    vault_token = sandbox_tokens.user_token(scope="https://vault.azure.net/.default")
+    vault = sandbox.manifest["vaults"][0]["url"] if isinstance(sandbox.manifest["vaults"][0], dict) else None
+    if vault:
+        answer = httpx_client(sandbox.manifest).put(vault + "/secrets/odd-body", params={"api-version": "7.4"},
+                                                    headers={"Authorization": f"Bearer {vault_token}",
+                                                             "content-type": "application/json"}, content=body)
+        assert answer.status_code == 400, answer.text
+    assert _arm(sandbox, "GET", f"/subscriptions/{SUB_A}/resourceGroups/rg-odd-body", token).status_code == 404

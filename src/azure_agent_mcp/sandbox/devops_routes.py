@@ -63,7 +63,7 @@ class Call:
     def body(self) -> Any:
         try:
             return self.request.json()
-        except (BadRequestBodyError, ValueError, RecursionError) as exc:  # json.loads: huge ints, deep nesting
+        except BadRequestBodyError as exc:
             raise bad_request(f"The request body is not valid JSON: {exc}. Send a JSON document as the API "
                               "describes it.", "VssPropertyValidationException") from exc
 

@@ -58,8 +58,10 @@ class Request:
             return None
         try:
             return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, ValueError) as exc:  # ValueError: bad JSON, or an int over Python's digit limit
             raise BadRequestBodyError(str(exc)) from exc
+        except RecursionError:
+            raise BadRequestBodyError("the JSON body is nested too deeply") from None
 
     @property
     def url(self) -> str:

@@ -300,7 +300,7 @@ def build_server(runtime: AgentRuntime, *, call_timeout: float | None = DEFAULT_
         instructions=INSTRUCTIONS,
         log_level="WARNING",
     )
-    tools = catalog()
+    tools = catalog(devops=bool(runtime.options.devops_organization))
     server.calls = CallRegistry(call_timeout=call_timeout or None)  # type: ignore[attr-defined]
     server.middleware.append(ToolAuditMiddleware(runtime, {tool.name: tool for tool in tools}, server.calls))  # type: ignore[attr-defined]
     if _tracing_on():

@@ -50,6 +50,8 @@ def register(subparsers: Any) -> None:
         help="walk through an agent's story against the embedded sandbox",
         description="Launch `serve --sandbox` over stdio with a real MCP client and print the transcript.",
     )
+    demo.add_argument("scenario", nargs="?", choices=("azure", "devops"), default="azure",
+                      help="azure (default): the ARM / Key Vault story; devops: the agent user in Azure DevOps")
     demo.add_argument("--sandbox", nargs="?", const="embedded", default="embedded", metavar="MANIFEST",
                       help="attach to a running sandbox (path of its sandbox.json); default: start one")
     demo.add_argument("--quiet", action="store_true", help="print only the verdict line")
@@ -170,6 +172,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "session is refused (503) while every one has a call in flight (default 1000); env AZURE_AGENT_MCP_MAX_SESSIONS",
     )
     parser.add_argument(
+        "--devops-organization",
+        type=_devops_organization,
+        default=os.environ.get("AZURE_AGENT_MCP_DEVOPS_ORGANIZATION") or None,
+        metavar="ORG",
+        help="the Azure DevOps organization the devops_* tools work in (https://dev.azure.com/ORG); without it they "
+        "are not offered; env AZURE_AGENT_MCP_DEVOPS_ORGANIZATION",
+    )
+    parser.add_argument(
         "--dangerously-skip-confirmation",
         action="store_true",
         help="treat every Confirm decision as approved (no elicitation)",
@@ -185,6 +195,15 @@ def _duration(text: str) -> str:
     except InvalidDurationError as exc:
         raise argparse.ArgumentTypeError(str(exc).replace("session TTL", "duration")) from None
     return text
+
+
+def _devops_organization(text: str) -> str:
+    from azure_agent_mcp.tools.devops_client import organization_name
+
+    try:
+        return organization_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str | int) -> int:
@@ -216,7 +235,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from azure_agent_mcp.server.demo import run_demo
 
-    return run_demo(manifest=None if args.sandbox == "embedded" else args.sandbox, quiet=args.quiet)
+    return run_demo(manifest=None if args.sandbox == "embedded" else args.sandbox, quiet=args.quiet,
+                    scenario=args.scenario)
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -245,11 +245,21 @@ async def _activity_log_step(client: Any, out: Transcript, session_id: str, corr
     )
 
 
-def run_demo(manifest: str | None = None, quiet: bool = False) -> int:
+def run_demo(manifest: str | None = None, quiet: bool = False, scenario: str = "azure") -> int:
+    """``scenario``: ``azure`` (the default story) or ``devops`` (``demo_devops``: the agent user in Azure DevOps)."""
     import anyio
 
     out = Transcript(quiet)
-    out.say("azure-agent-mcp demo: an AI agent works in Azure, visibly and safely (embedded sandbox, no Azure account).")
+    story = _story
+    if scenario == "devops":
+        from azure_agent_mcp.server.demo_devops import devops_story
+
+        story = devops_story
+        out.say("azure-agent-mcp demo devops: an AI agent as a co-worker in Azure DevOps, as its own agent user "
+                "(embedded sandbox, no PAT).")
+    else:
+        out.say("azure-agent-mcp demo: an AI agent works in Azure, visibly and safely (embedded sandbox, no Azure "
+                "account).")
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="azure-agent-mcp-demo-")))
         if manifest is None:
@@ -261,7 +271,7 @@ def run_demo(manifest: str | None = None, quiet: bool = False) -> int:
             manifest_path = Path(manifest)
         loaded = json.loads(manifest_path.read_text(encoding="utf-8"))
         try:
-            anyio.run(_story, manifest_path, loaded, workdir, out)
+            anyio.run(story, manifest_path, loaded, workdir, out)
         except Exception as exc:  # a broken step must still produce a verdict, not a traceback
             out.step("the demo ran to the end", False, f"{type(exc).__name__}: {exc}")
     failed = [s for s in out.steps if not s.ok]

@@ -72,7 +72,8 @@ def failure(
     if status is not None:
         error["status"] = status
     error.update({k: v for k, v in details.items() if v is not None})
-    text = f"{code}: {message}"
+    # Azure DevOps' messages open with their own code ("TF51006: ..."): say it once
+    text = message if message.startswith(f"{code}:") else f"{code}: {message}"
     if decision is not None:
         text += f" [rule: {decision.rule}]"
     if hint:
@@ -137,6 +138,13 @@ def error_payload(exc: BaseException) -> CallToolResult:
             hint="The credential is not the identity this server is pinned to: fix the credential, "
             "or --expect-principal / the policy's ExpectedPrincipal.",
         )
+    from azure_agent_mcp.tools.devops_client import DevOpsRequestError
+
+    if isinstance(exc, DevOpsRequestError):  # its TF code, typeKey and message, and what to do about it
+        return failure(exc.code, exc.message, status=exc.status,
+                       hint=exc.hint or _azure_hint(exc.code, exc.status, exc.retry_after),
+                       type_key=exc.type_key, service="Azure DevOps",
+                       retry_after=_whole_seconds(exc.retry_after))
     if isinstance(exc, AzureRequestError):
         return failure(exc.code, exc.message, status=exc.status, hint=_azure_hint(exc.code, exc.status, exc.retry_after),
                        retry_after=_whole_seconds(exc.retry_after))

@@ -77,6 +77,8 @@ class RuntimeOptions:
     """An agent session unused for this long is evicted (a duration; 0 = never)."""
     max_sessions: int = DEFAULT_MAX_SESSIONS
     """Past this many agent sessions the least recently used idle one is evicted; none idle: refused."""
+    devops_organization: str | None = None
+    """The Azure DevOps organization of the devops_* tools (registered only when set)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class AgentRuntime:
         self.audit = audit
         self.options = options
         self.default_session = default_session
-        self.endpoints = Endpoints.from_environment(env)
+        self.endpoints = Endpoints.from_environment(env, options.devops_organization)
         self._credential_factory = credential_factory
         self._caller_credential_factory = caller_credential_factory
         self._owners: dict[str, tuple[str, str]] = {default_session.id: SERVER_OWNER}
@@ -310,7 +312,8 @@ class AgentRuntime:
 
     def _new_azure(self, session: AgentSession, credential: Any) -> AzureSession:
         guard, correlation = self._guard_and_correlation()
-        azure = AzureSession(self.env, session, credential, self.policy, guard, correlation, pool=self.pool)
+        azure = AzureSession(self.env, session, credential, self.policy, guard, correlation, pool=self.pool,
+                             devops_organization=self.options.devops_organization)
         azure.grants = self.grants
         return azure
 

@@ -145,6 +145,7 @@ def _runtime(args: argparse.Namespace, identity, policy, audit, auth=None):
             transport=args.transport,
             session_idle=getattr(args, "session_idle", "30m"),
             max_sessions=int(getattr(args, "max_sessions", 1000)),
+            devops_organization=getattr(args, "devops_organization", None) or None,
         ),
         default_credential=identity.credential,
         caller_credential_factory=obo_credentials(auth, args.session_claims) if auth is not None else None,

@@ -19,6 +19,8 @@ IDENTIFYING_ARGUMENTS = frozenset(
     {
         "subscription", "resource_group", "resource_id", "resource_type", "scope", "name", "vault", "location",
         "method", "path", "api_version", "top", "name_contains", "operation", "data_action",
+        "project", "repo", "id", "type", "branch", "base", "source_branch", "target_branch", "pull_request_id",
+        "thread_id",
     }
 )
 

@@ -194,8 +194,12 @@ class AzureSession:
         guard: Any,
         correlation_policy: Any,
         pool: Any = None,
+        devops_organization: str | None = None,
     ) -> None:
         self.env = env
+        self.devops_organization = devops_organization
+        """The Azure DevOps organization the devops_* tools work in (``serve --devops-organization``); None: none."""
+        self._devops_client: Any = None
         self.pool = pool
         """The server's shared ``tools.pool.HttpPool``; None: each client gets a transport (and pool) of its own."""
         self.session = session
@@ -365,6 +369,21 @@ class AzureSession:
                 )
             return self._logs_client
 
+    def devops(self) -> Any:
+        """The session's Azure DevOps client (``tools.devops_client``): same transport and policies as ARM's."""
+        if not self.devops_organization:
+            raise ToolInputError(
+                "No Azure DevOps organization is configured.",
+                hint="Start the server with --devops-organization ORG (env AZURE_AGENT_MCP_DEVOPS_ORGANIZATION).",
+            )
+        with self._lock:
+            if self._devops_client is None:
+                from azure_agent_mcp.tools.devops_client import DevOpsClient
+
+                self._devops_client = DevOpsClient(self.env, self.devops_organization, self.credential,
+                                                   self._client_kwargs("Azure DevOps"))
+            return self._devops_client
+
     def vault_url(self, vault: str) -> str:
         """The configured endpoint's URL for a vault given by name, or by a URL under that endpoint."""
         from azure_agent_mcp.tools.arguments import vault_for
@@ -381,6 +400,9 @@ class AzureSession:
                 clients.append(self._logs_client)
             if self._resource_graph_client is not None:
                 clients.append(self._resource_graph_client)
+            if self._devops_client is not None:
+                clients.append(self._devops_client)
+            self._devops_client = None
             self._resource_clients.clear()
             self._deployment_clients.clear()
             self._secret_clients.clear()

@@ -77,7 +77,7 @@ def _explain_tool(azure: AzureSession, name: str, scope: str | None) -> ToolOutp
     from azure_agent_mcp.policy import decide
     from azure_agent_mcp.tools import catalog
 
-    tools = {t.name: t for t in catalog()}
+    tools = {t.name: t for t in catalog(devops=bool(getattr(azure, "devops_organization", None)))}
     chosen = tools.get(name)
     if chosen is None:
         raise ToolInputError(f"There is no tool named {name!r}.", hint="Pass one of: " + ", ".join(sorted(tools)) + ".")
