@@ -183,3 +183,45 @@ async def test_an_agent_identity_gets_a_time_bound_assignment_from_its_blueprint
     permitted = [r for r in audit_records(tmp_path / "audit.jsonl", "intent") if r.get("grant") == grant["id"]
                  and r["operation"] == "Microsoft.Authorization/roleAssignmentScheduleRequests/write"]
     assert [r["rule"].split(" of grant")[0] for r in permitted] == ["Elevation PIM assignment", "Elevation PIM removal"]
+
+
+async def test_a_fixed_agent_identity_gets_its_time_bound_assignment_from_the_blueprint_this_server_holds(
+        fresh_sandbox_state, tmp_path):
+    """``--credential agent-identity`` without --ephemeral-agent: the seeded agent identity's blueprint (whose
+    credential the server holds) assigns and removes it, exactly as for an ephemeral identity."""
+    sandbox = fresh_sandbox_state
+    agent = sandbox.manifest["agent_identity"]["agent_identity_id"]
+    policy = elevation_policy(tmp_path, sandbox.manifest)
+    params = _serve(sandbox, tmp_path, policy, "--credential", "agent-identity", "--session-ttl", "30m")
+    async with Client(params, elicitation_callback=approver()) as client:
+        since = sandbox.last_seq()
+        refused = await client.call_tool("arm_request", restart_args(sandbox.manifest))
+        assert refused.is_error and restarts_sent(sandbox, since) == []  # read-only: nothing sent before the grant
+        granted = await client.call_tool("access_request", request_args(sandbox.manifest))
+        assert not granted.is_error, granted.content[0].text
+        grant = granted.structured_content["grant"]
+        restarted = await client.call_tool("arm_request", restart_args(sandbox.manifest))
+        assert not restarted.is_error, restarted.content[0].text
+        sent = restarts_sent(sandbox, since)
+        assert [e["status"] for e in sent] == [200]
+        sandbox.advance_clock("PT6M")
+        revoked = await client.call_tool("access_revoke", {"grant_id": grant["id"]})
+        assert revoked.structured_content["pim_deactivated"] is True, revoked.content[0].text
+    assert grant["pim"]["kind"] == "AdminAssign"
+    requests = [(r["properties"]["requestType"], r["properties"]["principalId"]) for r in sandbox.pim()["requests"]]
+    assert requests == [("AdminAssign", agent), ("AdminRemove", agent)]
+    # the assignment is gone in Azure too: the same restart with the agent identity's own standing is refused
+    assert not [i for i in sandbox.pim()["instances"] if i["properties"]["principalId"] == agent
+                and i["properties"]["roleDefinitionId"].lower().endswith(WEBSITE_CONTRIBUTOR)]
+
+
+async def test_the_sidecar_path_refuses_elevation_for_an_agent_identity_naming_why(fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state
+    policy = elevation_policy(tmp_path, sandbox.manifest)
+    params = _serve(sandbox, tmp_path, policy, "--credential", "sidecar", "--session-ttl", "30m")
+    async with Client(params, elicitation_callback=approver()) as client:
+        refused = await client.call_tool("access_request", request_args(sandbox.manifest))
+        restarted = await client.call_tool("arm_request", restart_args(sandbox.manifest))
+    assert refused.is_error and "sidecar" in refused.content[0].text, refused.content[0].text
+    assert restarted.is_error  # no grant was made
+    assert sandbox.pim()["requests"] == []

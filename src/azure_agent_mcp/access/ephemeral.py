@@ -421,8 +421,9 @@ class EphemeralAgents:
         with self._lock:
             self._azure_clock = (when, time.monotonic())
 
-    def _credential(self) -> Any:
-        return _BlueprintCredential(self.blueprint)
+    def credential(self) -> Any:
+        """The blueprint's own credential (azure-core's TokenCredential): it makes and assigns the identities."""
+        return BlueprintTokenCredential(self.blueprint)
 
     def _transport(self) -> Any:
         from azure.core.pipeline.transport import RequestsTransport
@@ -451,7 +452,7 @@ class EphemeralAgents:
 
                 self._graph = PipelineClient(self.graph_endpoint, policies=[
                     HeadersPolicy({"OData-Version": "4.0"}), UserAgentPolicy(USER_AGENT), RetryPolicy(retry_total=2),
-                    BearerTokenCredentialPolicy(self._credential(), GRAPH_SCOPE),
+                    BearerTokenCredentialPolicy(self.credential(), GRAPH_SCOPE),
                 ], transport=self._transport())
             client = self._graph
         self._acting.session_id = session_id
@@ -465,7 +466,7 @@ class EphemeralAgents:
                 from azure_agent_mcp import USER_AGENT
                 from azure_agent_mcp.access.pim_assign import authorization_client
 
-                self._arm = authorization_client(self._credential(), self.env, transport=self._transport(),
+                self._arm = authorization_client(self.credential(), self.env, transport=self._transport(),
                                                  user_agent=USER_AGENT, connection_verify=self.env.connection_verify)
             return self._arm
 
@@ -541,7 +542,7 @@ class EphemeralProvider:
         self._release("the session ended")
 
 
-class _BlueprintCredential:
+class BlueprintTokenCredential:
     """azure-core's TokenCredential over the blueprint's own app tokens (Graph, ARM for PIM)."""
 
     def __init__(self, provider: Any) -> None:

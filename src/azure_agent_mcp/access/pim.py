@@ -226,15 +226,37 @@ def active_instances(azure: Any, scope: str) -> list[dict[str, Any]]:
     return [i for i in (azure.arm("GET", path, PIM_API_VERSION).body or {}).get("value") or [] if isinstance(i, dict)]
 
 
-def blueprint_assigner(azure: Any) -> Any:
-    """The ephemeral agent identities' manager behind this session's credential, or None.
+@dataclass(frozen=True)
+class FixedBlueprint:
+    """The blueprint behind a fixed agent identity (``--credential agent-identity``, autonomous): the
+    identity's manager, holding the credential this server already has, so it assigns as it would for an
+    ephemeral identity."""
 
-    Who assigns an agent identity its time-bound role: the blueprint that made it (``--ephemeral-agent``),
-    which holds the right to (``Microsoft.Authorization/roleAssignmentScheduleRequests/write`` at the scope).
-    A fixed agent identity has no such assigner in this server: its elevation is refused."""
+    provider: Any
+
+    def credential(self) -> Any:
+        from azure_agent_mcp.access.ephemeral import BlueprintTokenCredential
+
+        return BlueprintTokenCredential(self.provider)
+
+
+def blueprint_assigner(azure: Any) -> Any:
+    """Who assigns an agent identity its time-bound role, or None: the blueprint that manages it.
+
+    ``--ephemeral-agent``'s manager for the identities it made; for a fixed agent identity acting
+    autonomously, its blueprint, whose credential this server holds. Either needs
+    ``Microsoft.Authorization/roleAssignmentScheduleRequests/write`` at the scope. With the sidecar
+    the server holds no credential at all, so there is nobody to assign and elevation is refused."""
+    from azure_agent_mcp.identity.agent_identity import AgentIdentityProvider
+
     credential = getattr(azure.credential, "inner", azure.credential)  # a pinned credential wraps the agent's
     provider = getattr(credential, "provider", None)
-    return getattr(provider, "manager", None)
+    manager = getattr(provider, "manager", None)
+    if manager is not None:
+        return manager
+    if isinstance(provider, AgentIdentityProvider) and provider.agent_user is None:
+        return FixedBlueprint(provider)
+    return None
 
 
 def _guarded_transport(azure: Any) -> Any:
@@ -254,7 +276,7 @@ def _blueprint_get(azure: Any, manager: Any, path: str, api_version: str) -> Any
 
     client = PipelineClient(azure.env.arm_endpoint, policies=[
         UserAgentPolicy(USER_AGENT), RetryPolicy(retry_total=2),
-        BearerTokenCredentialPolicy(manager._credential(), azure.env.arm_scope)], transport=_guarded_transport(azure))
+        BearerTokenCredentialPolicy(manager.credential(), azure.env.arm_scope)], transport=_guarded_transport(azure))
     with client:
         response = client.send_request(HttpRequest("GET", azure.arm_url(path, api_version)))
         payload = response.json() if response.content else None
@@ -288,7 +310,7 @@ def _assignment_client(azure: Any, manager: Any) -> Any:
 
     transport = _guarded_transport(azure)
     # the blueprint's own credential (the manager keeps it; it makes and assigns the session's identity)
-    return authorization_client(manager._credential(), azure.env, transport=transport, user_agent=USER_AGENT,
+    return authorization_client(manager.credential(), azure.env, transport=transport, user_agent=USER_AGENT,
                                 connection_verify=azure.env.connection_verify)
 
 
@@ -322,9 +344,10 @@ def assign_agent_identity(azure: Any, book: GrantBook, *, principal_id: str, ses
     if manager is None:
         raise PimActivationError(
             "This identity is a service principal (an agent identity), which PIM cannot self-activate; its path is a "
-            "time-bound active assignment made by a principal holding roleAssignmentScheduleRequests/write, and this "
-            "server has none for a fixed agent identity (only --ephemeral-agent's blueprint assigns). Nothing was "
-            "granted.", hint="Give the identity the role out of band, or run with --ephemeral-agent.")
+            "time-bound active assignment made by its blueprint, and this server holds no blueprint credential (the "
+            "sidecar holds it). Nothing was granted.",
+            hint="Run with --credential agent-identity (the blueprint's credential here), or give the identity the "
+                 "role out of band.")
     import datetime as dt
 
     from azure_agent_mcp.access import pim_assign
