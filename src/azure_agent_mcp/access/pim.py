@@ -5,9 +5,9 @@ grant's period (``roleAssignmentScheduleRequests``, ``requestType: SelfActivate`
 eligibility schedule, with the justification and ``scheduleInfo.expiration``) and deactivates it
 on revoke (``SelfDeactivate``). Service principals (agent identities) cannot self-activate:
 Microsoft's documented path for them is a time-bound *active* assignment (``AdminAssign`` with an
-expiration), made by a principal that holds
-``Microsoft.Authorization/roleAssignmentScheduleRequests/write`` at the scope
-(``access.pim_assign``).
+expiration), made by a principal holding the right to assign roles at the scope
+(``Microsoft.Authorization/roleAssignments/write``, which Azure checks on an ``AdminAssign``; the
+request itself is the operation ``roleAssignmentScheduleRequests/write``) (``access.pim_assign``).
 
 Every request goes through the session's guarded pipeline. The reads are ``*/read`` operations;
 the schedule request itself is allowed only by a one-shot permit for exactly its method, URL and
@@ -245,7 +245,7 @@ def blueprint_assigner(azure: Any) -> Any:
 
     ``--ephemeral-agent``'s manager for the identities it made; for a fixed agent identity acting
     autonomously, its blueprint, whose credential this server holds. Either needs
-    ``Microsoft.Authorization/roleAssignmentScheduleRequests/write`` at the scope. With the sidecar
+    ``Microsoft.Authorization/roleAssignments/write`` at the scope. With the sidecar
     the server holds no credential at all, so there is nobody to assign and elevation is refused."""
     from azure_agent_mcp.identity.agent_identity import AgentIdentityProvider
 
@@ -369,8 +369,9 @@ def assign_agent_identity(azure: Any, book: GrantBook, *, principal_id: str, ses
     except pim_assign.TimeBoundAssignmentError as exc:
         raise PimActivationError(
             f"PIM refused the agent identity's time-bound assignment ({exc.code}): {exc.message} "
-            f"{_explain(exc.code, exc.message)} The blueprint needs Microsoft.Authorization/roleAssignmentScheduleRequests"
-            "/write at the scope.", hint="Nothing was granted.") from None
+            f"{_explain(exc.code, exc.message)} The blueprint needs Microsoft.Authorization/roleAssignments"
+            "/write at the scope (Owner, User Access Administrator or Role Based Access Control Administrator).",
+            hint="Nothing was granted.") from None
     finally:
         book.withdraw(permit)
     return PimActivation("AdminAssign", made.request_name, principal_id, definition_id, chosen.role_name, scope, None,

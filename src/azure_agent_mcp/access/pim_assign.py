@@ -4,8 +4,8 @@ Why not activation: PIM's eligible assignments must be activated by their princi
 principals (agent identities included) cannot perform the activation steps; Microsoft documents
 that applications, service principals and managed identities get time-bound active assignments
 instead (https://learn.microsoft.com/azure/role-based-access-control/pim-integration). So an admin
-(here the blueprint, holding ``Microsoft.Authorization/roleAssignmentScheduleRequests/write`` at the
-scope) sends ``requestType: AdminAssign`` with ``scheduleInfo.expiration`` (``AfterDuration``), and
+(here the blueprint, holding ``Microsoft.Authorization/roleAssignments/write`` at the scope, which
+Azure checks on an ``AdminAssign``) sends ``requestType: AdminAssign`` with ``scheduleInfo.expiration`` (``AfterDuration``), and
 ``AdminRemove`` to end it early. The assignment ends by itself at its end time even if nobody removes
 it: the clean-up can fail, the expiry cannot.
 
