@@ -118,12 +118,19 @@ def test_a_patch_applies_whole_or_not_at_all(sandbox, fresh):
                   "WorkItemUnauthorizedAccessException", "TF401232")
 
 
-def test_a_project_route_sees_only_that_projects_work_items(who):
+def test_work_item_ids_are_the_organizations_and_membership_decides(who):
+    """As the service's own sample shows: another project's route reaches an item of a project the caller is in."""
     developer = who["developer"]
     platform_item = developer.ok("GET", "Platform/_apis/wit/workitems/4")
     assert platform_item["fields"]["System.TeamProject"] == "Platform"
-    service_error(developer.get(f"{WIT}/workitems/4"), 404, "WorkItemUnauthorizedAccessException", "TF401232")
-    service_error(developer.get(f"{WIT}/workitems", params={**API, "ids": "1,4"}), 404,
+    through_storefront = developer.ok("GET", f"{WIT}/workitems/4")
+    assert through_storefront["fields"]["System.TeamProject"] == "Platform"
+    assert "/Storefront/" not in through_storefront["url"]  # the item's own project, by id
+    both = developer.ok("GET", f"{WIT}/workitems", params={**API, "ids": "1,4"})
+    assert sorted(w["fields"]["System.TeamProject"] for w in both["value"]) == ["Platform", "Storefront"]
+    # the agent user is in Storefront only: Platform's item stays out of reach by any route
+    service_error(who["agent"].get(f"{WIT}/workitems/4"), 404, "WorkItemUnauthorizedAccessException", "TF401232")
+    service_error(who["agent"].get(f"{WIT}/workitems", params={**API, "ids": "1,4"}), 404,
                   "WorkItemUnauthorizedAccessException", "TF401232")
     service_error(who["agent"].get("Platform/_apis/wit/workitems/4"), 404, "ProjectDoesNotExistWithNameException",
                   "TF200016")

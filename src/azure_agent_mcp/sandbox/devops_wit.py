@@ -1,8 +1,10 @@
 """Azure DevOps work item tracking: work items (JSON Patch), types, WIQL and comments.
 
-A project-scoped route sees the work items of that project only (another project's id answers
-TF401232, as an id the caller may not read), so a fence on a project cannot be walked around by
-id. ``System.CreatedBy``/``ChangedBy`` and comment authors are the token's principal.
+Work item ids are the organization's, as in the service (Microsoft's own "Work Items - Get"
+sample asks one project's route for an item of another project and gets it): a route under any
+project reaches any work item of a project the caller is a member of; others answer TF401232, as
+an id the caller may not read. The product's guard therefore decides those routes at the
+organization. ``System.CreatedBy``/``ChangedBy`` and comment authors are the token's principal.
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ def _not_found(wid: Any) -> DevOpsFailure:
 
 
 def _visible(call: Call, wid: int) -> WorkItem | None:
-    assert call.project is not None
     item = call.org.work_items.get(wid)
-    if item is None or item.project_id != call.project.project_id:
+    if item is None or call.org.project_by_id(item.project_id).name.lower() not in call.member.roles:
         return None
     return item
 
 
 def _item_url(call: Call, wid: int) -> str:
-    return f"{call.project_url}/_apis/wit/workItems/{wid}"
+    item = call.org.work_items.get(wid)
+    project = item.project_id if item is not None else call.project_url.rsplit("/", 1)[-1]
+    return f"{call.org_url}/{project}/_apis/wit/workItems/{wid}"
 
 
 def work_item_json(call: Call, item: WorkItem, fields: list[str] | None = None, expand: str = "none") -> dict[str, Any]:
