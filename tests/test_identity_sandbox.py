@@ -170,7 +170,7 @@ def test_tagged_tokens_are_in_their_own_msal_partition(sandbox):
     session = new_session("ext-key")
     build_credential("sandbox", env, session).get_token(ARM)
     cache = sandbox_apps(env).token_cache
-    entries = list(cache._cache.get(cache.CredentialType.ACCESS_TOKEN, {}).values())
+    entries = _cached_access_tokens(cache)
     secrets = {e["secret"]: e for e in entries}
     ours = [e for s, e in secrets.items() if unverified_jwt_claims(s).get("xms_cli_ses") == session.id]
     plain = [e for s, e in secrets.items() if "xms_cli_ses" not in unverified_jwt_claims(s)]
@@ -272,7 +272,7 @@ def test_expired_session_refuses_explains_and_never_uses_its_token(sandbox):
     assert sandbox.requests(since=since) == [], "nothing is sent: no ARM call with the old token, no new token"
     # the session's tokens are gone from the shared MSAL cache too
     cache = sandbox_apps(env).token_cache
-    left = [e for e in cache._cache.get(cache.CredentialType.ACCESS_TOKEN, {}).values()
+    left = [e for e in _cached_access_tokens(cache)
             if unverified_jwt_claims(e["secret"]).get("xms_cli_ses") == session.id]
     assert left == []
 

@@ -60,11 +60,10 @@ class SessionPartitions:
             self._note((old_entry or {}).get("ext_cache_key"))
         super().modify(credential_type, old_entry, new_key_value_pairs)  # type: ignore[misc]
 
-    def search(self, credential_type: Any, **kwargs: Any) -> Any:
-        query = kwargs.get("query")
+    def search(self, credential_type: Any, target: Any = None, query: Any = None, **kwargs: Any) -> Any:
         if credential_type == self.CredentialType.ACCESS_TOKEN and isinstance(query, dict):  # type: ignore[attr-defined]
             self._note(query.get("ext_cache_key"))
-        return super().search(credential_type, **kwargs)  # type: ignore[misc]
+        return super().search(credential_type, target=target, query=query, **kwargs)  # type: ignore[misc]
 
     def session_keys(self, session_id: str) -> frozenset[str]:
         with self._partitions_lock:
