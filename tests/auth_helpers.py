@@ -7,10 +7,7 @@ every byte the server wrote to stderr, for the "no token bytes anywhere" checks.
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,7 +16,8 @@ from typing import Any
 
 import httpx
 
-SERVE = [sys.executable, "-m", "azure_agent_mcp", "serve"]
+from serve_helpers import SERVE, StderrPump, serve_env  # noqa: F401  (SERVE, serve_env: re-exported)
+
 SECRET_ENV = "AAM_TEST_SERVER_APP_SECRET"
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "auth-test", "version": "0"}}}
@@ -66,15 +64,6 @@ def mint(sandbox: Any, name: str = "developer", *, key: Any = None, headers: dic
     return jwt.encode(body, key, algorithm=algorithm, headers=headers)
 
 
-def serve_env(state: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["AZURE_AGENT_MCP_STATE_DIR"] = str(state)
-    for key in ("AZURE_AGENT_MCP_POLICY", "AZURE_AGENT_MCP_READ_ONLY", "AZURE_AGENT_MCP_AUDIT_LOG"):
-        env.pop(key, None)
-    env.update(extra)
-    return env
-
-
 class AuthServe:
     """`serve --transport http --port 0 --sandbox MANIFEST` with authentication on; ``url`` is /mcp."""
 
@@ -91,27 +80,12 @@ class AuthServe:
             [*args, *extra], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env=serve_env(tmp_path / "state", **{SECRET_ENV: app["client_secret"] or "unused"}, **(env or {})),
         )
-        self.stderr_bytes = bytearray()
-        self.url = ""
-        found = threading.Event()
-
-        def pump() -> None:
-            assert self.proc.stderr is not None
-            for raw in self.proc.stderr:
-                self.stderr_bytes.extend(raw)
-                match = re.search(rb"(http://127\.0\.0\.1:\d+/mcp)", raw)
-                if match and not self.url:
-                    self.url = match.group(1).decode()
-                    found.set()
-            found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not found.wait(0.1) and time.monotonic() < deadline:
-            pass
+        pump = StderrPump(self.proc)
+        self.stderr_bytes = pump.data  # grows while the server runs
+        self.url = pump.wait_for_url(timeout)
         if not self.url:
             self.stop()
-            raise AssertionError(f"serve did not start: {self.stderr_bytes.decode(errors='replace')[-2000:]}")
+            raise AssertionError(f"serve did not start: {pump.text(2000)}")
         self.origin = self.url.rsplit("/mcp", 1)[0]
 
     def post(self, body: Any = None, *, token: str | None = None, **headers: str) -> httpx.Response:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -244,42 +246,57 @@ def fill_up(directory: Path) -> Path:
     return filler
 
 
+class StderrPump:
+    """Reads a server's stderr to its end on a thread of its own, so a chatty server never blocks on a
+    full pipe; keeps every byte (for greps of secrets) and notes the first MCP URL the server announces."""
+
+    URL = re.compile(rb"(http://127\.0\.0\.1:\d+/mcp)")
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.data = bytearray()
+        self.url = ""
+        self._found = threading.Event()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.data.extend(raw)
+            match = self.URL.search(raw)
+            if match and not self.url:
+                self.url = match.group(1).decode()
+                self._found.set()
+        self._found.set()  # stderr closed: the server is gone
+
+    def wait_for_url(self, timeout: float) -> str:
+        """The announced URL, or "" when the server exited or stayed silent for ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self._found.wait(0.1) and time.monotonic() < deadline:
+            pass
+        return self.url
+
+    def text(self, last: int | None = None) -> str:
+        text = bytes(self.data).decode(errors="replace")
+        return text[-last:] if last else text
+
+
 class HttpServe:
     """One `serve --transport http --port 0` on loopback; ``url`` is its MCP endpoint."""
 
     def __init__(self, sandbox: Any, audit: Path, state: Path, *extra: str, timeout: float = 30,
                  env: dict[str, str] | None = None) -> None:
-        import re
-        import time
-
         self.audit = audit
         self.proc = subprocess.Popen(
             serve_command(sandbox, audit, "--transport", "http", "--port", "0", "--dangerously-allow-anonymous", *extra),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env=serve_env(state, **(env or {})),
         )
-        self.stderr_lines: list[str] = []
-        self.url = ""
-        found = threading.Event()
-
-        def pump() -> None:  # keeps reading, so a chatty server never blocks on a full pipe
-            assert self.proc.stderr is not None
-            for raw in self.proc.stderr:
-                line = raw.decode(errors="replace")
-                self.stderr_lines.append(line)
-                match = re.search(r"(http://127\.0\.0\.1:\d+/mcp)", line)
-                if match and not self.url:
-                    self.url = match.group(1)
-                    found.set()
-            found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not found.wait(0.1) and time.monotonic() < deadline:
-            pass
+        self.stderr_pump = StderrPump(self.proc)
+        self.url = self.stderr_pump.wait_for_url(timeout)
         if not self.url:
             self.kill()
-            raise AssertionError(f"serve --transport http did not start: {''.join(self.stderr_lines)[-2000:]}")
+            raise AssertionError(f"serve --transport http did not start: {self.stderr_pump.text(2000)}")
 
     def terminate(self, timeout: float = 30) -> int:
         """SIGTERM: the server drains, closes the audit and exits 0."""

@@ -110,6 +110,20 @@ def test_no_private_sdk_module_is_imported():
     assert not private, f"private SDK modules imported: {private}"
 
 
+def test_no_private_name_is_imported_from_an_sdk():
+    """`from msal.token_cache import _compute_ext_cache_key` is as private as a private module."""
+    private = {}
+    for path in SOURCE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                    and node.module.split(".")[0] in ("mcp", "azure", "msal", "msal_extensions", "opentelemetry") \
+                    and node.module not in _PUBLISHED_UNDER_UNDERSCORE:
+                for alias in node.names:
+                    if alias.name.startswith("_"):
+                        private.setdefault(f"{node.module}.{alias.name}", []).append(str(path.relative_to(ROOT)))
+    assert not private, f"private SDK names imported: {private}"
+
+
 def test_the_private_module_check_sees_submodules():
     """The check reads full names: a `from mcp.shared._x import y` would be caught, not keyed as `mcp`."""
     imports = _full_imports()

@@ -170,7 +170,7 @@ def test_tagged_tokens_are_in_their_own_msal_partition(sandbox):
     session = new_session("ext-key")
     build_credential("sandbox", env, session).get_token(ARM)
     cache = sandbox_apps(env).token_cache
-    entries = list(cache._cache.get(cache.CredentialType.ACCESS_TOKEN, {}).values())
+    entries = _cached_access_tokens(cache)
     secrets = {e["secret"]: e for e in entries}
     ours = [e for s, e in secrets.items() if unverified_jwt_claims(s).get("xms_cli_ses") == session.id]
     plain = [e for s, e in secrets.items() if "xms_cli_ses" not in unverified_jwt_claims(s)]
@@ -272,7 +272,7 @@ def test_expired_session_refuses_explains_and_never_uses_its_token(sandbox):
     assert sandbox.requests(since=since) == [], "nothing is sent: no ARM call with the old token, no new token"
     # the session's tokens are gone from the shared MSAL cache too
     cache = sandbox_apps(env).token_cache
-    left = [e for e in cache._cache.get(cache.CredentialType.ACCESS_TOKEN, {}).values()
+    left = [e for e in _cached_access_tokens(cache)
             if unverified_jwt_claims(e["secret"]).get("xms_cli_ses") == session.id]
     assert left == []
 
@@ -306,3 +306,75 @@ def test_service_principal_is_untagged_and_whoami_says_so(sandbox):
     assert info["principal"]["appid"] == sp["client_id"] and info["principal"]["idtyp"] == "app"
     tokens = token_requests(sandbox, since)
     assert tokens and all(t["grant_type"] == "client_credentials" and not t["client_session_body"] for t in tokens)
+
+
+def _cached_access_tokens(cache: Any) -> list[dict[str, Any]]:
+    """Every access token entry in the cache, read through MSAL's public serialize()."""
+    list(cache.search(cache.CredentialType.ACCOUNT))  # a persisted cache loads its file on a search
+    return list(json.loads(cache.serialize()).get("AccessToken", {}).values())
+
+
+def _sessions_of(entries: list[dict[str, Any]]) -> list[str | None]:
+    return sorted((unverified_jwt_claims(e["secret"]).get("xms_cli_ses") or "") for e in entries)
+
+
+def test_forgetting_a_session_removes_only_that_sessions_tokens(sandbox):
+    env = sandbox.environment()
+    a, b = new_session("forget-a"), new_session("forget-b")
+    cred_a, cred_b = build_credential("sandbox", env, a), build_credential("sandbox", env, b)
+    for credential in (cred_a, cred_b):
+        credential.get_token(ARM)
+        credential.get_token(VAULT)
+    app, account = _msal_app_and_account(env)
+    plain = app.acquire_token_silent([ARM], account)["access_token"]
+    cache = sandbox_apps(env).token_cache
+    before = _cached_access_tokens(cache)
+    assert _sessions_of(before).count(a.id) == 2 and _sessions_of(before).count(b.id) == 2
+
+    cred_a.provider.forget_session()
+
+    after = _cached_access_tokens(cache)
+    assert a.id not in _sessions_of(after), "session A's partition is empty"
+    assert _sessions_of(after).count(b.id) == 2, "session B keeps both its tokens"
+    assert plain in {e["secret"] for e in after}, "the untagged token stays"
+    assert json.loads(cache.serialize()).get("RefreshToken"), "the shared refresh token stays"
+    assert len(after) == len(before) - 2
+    cred_a.clear(), cred_b.clear()
+    since = sandbox.last_seq()
+    cred_b.get_token(ARM)
+    assert token_requests(sandbox, since) == [], "B is still served from MSAL's cache"
+    assert unverified_jwt_claims(cred_a.get_token(ARM).token)["xms_cli_ses"] == a.id
+    (request,) = token_requests(sandbox, since)
+    assert request["grant_type"] == "refresh_token" and request["client_session_body"] == a.id
+
+
+def test_a_session_reused_from_a_persisted_cache_is_forgotten_by_the_next_process(sandbox, tmp_path, monkeypatch):
+    """The process that forgets need not be the one that stored: a lookup teaches it the partition."""
+    from azure_agent_mcp.identity.msal_provider import (
+        MsalApps, MsalUserProvider, device_code_login, open_persisted_cache,
+    )
+
+    monkeypatch.setenv("AZURE_AGENT_MCP_PLAINTEXT_CACHE", "1")
+    env = sandbox.environment()
+    location = tmp_path / "msal_cache.bin"
+    client_id = env.manifest.get("public_client_id")
+
+    def process() -> MsalApps:  # a fresh MsalApps over the file, as a new process would build
+        return MsalApps(client_id, env.authority_host, verify=env.connection_verify,
+                        token_cache=open_persisted_cache(location)[0], cache_location=location,
+                        default_tenant=env.tenant_id)
+
+    first = process()
+    device_code_login(first, new_session("login"), (ARM,), tenant=env.tenant_id, show=lambda _m: None, timeout=30)
+    session, other = new_session("persisted"), new_session("persisted-other")
+    stored = MsalUserProvider("msal", first, session).acquire((ARM,), tenant_id=None, claims=None).token
+    MsalUserProvider("msal", first, other).acquire((ARM,), tenant_id=None, claims=None)
+
+    second = process()
+    since = sandbox.last_seq()
+    provider = MsalUserProvider("msal", second, session)
+    assert provider.acquire((ARM,), tenant_id=None, claims=None).token == stored
+    assert token_requests(sandbox, since) == [], "served from the file"
+    provider.forget_session()
+    left = _sessions_of(_cached_access_tokens(open_persisted_cache(location)[0]))
+    assert session.id not in left and other.id in left

@@ -287,3 +287,30 @@ def test_the_server_app_can_prove_itself_with_a_federated_assertion_file(sandbox
         _no_token_bytes(served, sandbox, exchange, token)
     arm = sandbox.requests("arm", since=since)
     assert arm and all(e["token_claims"]["oid"] == user(sandbox, "reader")["object_id"] for e in arm)
+
+
+def test_an_exchange_answered_for_another_user_is_refused_and_nothing_reaches_arm(served, sandbox):
+    developer = user(sandbox, "developer")
+    token = sign_in(sandbox, "developer")["access_token"]
+    since = sandbox.last_seq()
+
+    async def call() -> Any:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+            async with Client(streamable_http_client(served.url, http_client=http), mode="legacy") as client:
+                return await client.call_tool("group_list", {})
+
+    sandbox.set_obo_answers_for_another_user(True)
+    try:
+        result = anyio.run(call)
+    finally:
+        sandbox.set_obo_answers_for_another_user(False)
+    assert result.is_error
+    error = result.structured_content["error"]
+    assert error["code"] == "IdentityMismatch", error
+    assert developer["object_id"] in error["message"] and "nothing was sent" in error["message"]
+    exchanges = [e for e in sandbox.requests("token", since=since) if e.get("grant_type") == JWT_BEARER]
+    assert exchanges and all(e["subject_oid"] != developer["object_id"] for e in exchanges)
+    assert sandbox.requests("arm", since=since) == [], "no ARM request with the other user's token"
+    record = [r for r in _audit(served) if r.get("kind") == "tool" and r.get("error_code") == "IdentityMismatch"][-1]
+    assert record["caller"]["oid"] == developer["object_id"]
+    _no_token_bytes(served, sandbox, token)

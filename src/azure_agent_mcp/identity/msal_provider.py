@@ -223,12 +223,14 @@ class MsalApps:
         cache_encrypted: bool = False,
         default_tenant: str = "organizations",
     ) -> None:
-        import msal
-
         self.client_id = client_id
         self.authority_host = authority_host.rstrip("/")
         self.verify = verify
-        self.token_cache = token_cache if token_cache is not None else msal.TokenCache()
+        from azure_agent_mcp.identity.session_cache import SessionPartitions, session_token_cache
+
+        if token_cache is not None and not isinstance(token_cache, SessionPartitions):
+            raise TypeError("MsalApps needs a token cache that knows its sessions' partitions (SessionPartitions)")
+        self.token_cache = token_cache if token_cache is not None else session_token_cache()
         self.cache_location = cache_location
         self.cache_encrypted = cache_encrypted
         self.default_tenant = default_tenant
@@ -341,7 +343,7 @@ class MsalUserProvider:
         return accounts[0] if accounts else None
 
     def acquire(self, scopes: tuple[str, ...], *, tenant_id: str | None, claims: str | None) -> ProviderToken:
-        with self.apps.request_lock:
+        with self.apps.request_lock, self.apps.token_cache.serving(self.session.id):
             try:
                 return self._acquire(scopes, tenant_id, claims)
             except Exception as exc:
@@ -391,13 +393,7 @@ class MsalUserProvider:
 
     def forget_session(self) -> None:
         """Remove this session's access tokens from the MSAL cache (its partition), keeping the RT."""
-        from msal.token_cache import _compute_ext_cache_key
-
-        data, _, agent = session_request(self.session.id, self.claims_profile)
-        ext_key = _compute_ext_cache_key(dict(data, client_claims=agent))
-        cache = self.apps.token_cache
-        for entry in list(cache.search(cache.CredentialType.ACCESS_TOKEN, query={"ext_cache_key": ext_key})):
-            cache.remove_at(entry)
+        self.apps.token_cache.forget(self.session.id)
 
     def describe(self) -> dict[str, Any]:
         return {"claims_profile": self.claims_profile, **self.apps.describe()}
@@ -500,7 +496,9 @@ def _restrict(location: Path) -> None:
 def _owner_only_cache(persistence: Any, location: Path) -> Any:
     from msal_extensions import PersistedTokenCache
 
-    class OwnerOnlyCache(PersistedTokenCache):
+    from azure_agent_mcp.identity.session_cache import SessionPartitions
+
+    class OwnerOnlyCache(SessionPartitions, PersistedTokenCache):
         """A PersistedTokenCache that re-asserts mode 0600 after every write."""
 
         def modify(self, credential_type: Any, old_entry: Any, new_key_value_pairs: Any = None) -> None:
@@ -592,9 +590,7 @@ def logout(apps: MsalApps, username: str | None = None) -> list[str]:
             cache.remove_idt(idt)
         # search() hides access tokens that carry an extended cache key (the per-session ones)
         # from queries without that key, so look each key up explicitly.
-        ext_keys = {None} | {
-            at.get("ext_cache_key") for at in list(getattr(cache, "_cache", {}).get(kinds.ACCESS_TOKEN, {}).values())
-        }
+        ext_keys: set[str | None] = {None, *cache.partition_keys()}
         for ext_key in ext_keys:
             query = {"home_account_id": owner}
             if ext_key:

@@ -16,7 +16,13 @@ discovery documents are fetched once per server, not per session. A consequence,
 a 429/5xx from Entra holds back the server app's exchanges for that scope for every caller until
 its Retry-After (5 s without one); a throttled app is throttled for all its users anyway, and
 retrying harder would only prolong it. Answers that are about one caller (400s) are held per
-request, so one caller's refusal never reaches another.
+request, so one caller's refusal never reaches another; but MSAL holds an identical 400 for 60 s,
+so after a ConsentRequired the partition starts over with a new client and an ``http_cache`` of its
+own: the user's retry after consenting reaches Entra at once instead of meeting the old refusal.
+
+An answer is used only if it is for the caller whose token was exchanged: the same ``oid`` and
+``tid`` as the assertion. A token for anyone else (or one that does not say whose it is) is refused
+and dropped with the partition's client; nothing is sent with it.
 
 The user assertion is read from ``assertion`` (a callable) at each exchange: the caller's newest
 token, so a token refreshed by the MCP client replaces the old one. It is never logged, put in an
@@ -49,6 +55,29 @@ class ConsentRequiredError(TokenRequestError):
         self.admin_consent_url = admin_consent_url
 
 
+class OboPrincipalMismatchError(TokenRequestError):
+    """The exchange answered with a token for another principal than the caller; it was not used."""
+
+    def __init__(self, message: str, *, caller: dict[str, str], presented: dict[str, str]) -> None:
+        super().__init__(message)
+        self.caller = caller
+        self.presented = presented
+
+
+def _principal(token: str) -> dict[str, str]:
+    from azure_agent_mcp.identity.claims import unverified_jwt_claims
+
+    claims = unverified_jwt_claims(token) if token else {}
+    return {name: str(claims[name]) for name in ("oid", "tid", "upn", "preferred_username") if claims.get(name)}
+
+
+def same_principal(assertion: str, answer: str) -> bool:
+    """Whether ``answer`` is for the user of ``assertion``: both name an oid and a tid, and they agree."""
+    caller, presented = _principal(assertion), _principal(answer)
+    return all(caller.get(name) and presented.get(name) and caller[name].lower() == presented[name].lower()
+               for name in ("oid", "tid"))
+
+
 class OboRefusedError(TokenRequestError):
     """Entra refused the caller's token for on-behalf-of (expired, revoked, wrong audience): sign in again."""
 
@@ -79,8 +108,9 @@ class ServerApp:
                 self._http = http_session(self.ca_bundle, throttle_seconds=5)  # MSAL's hold for confidential clients
             return self._http
 
-    def msal_app(self) -> Any:
-        """A new confidential client over its own token cache (one partition)."""
+    def msal_app(self, http_cache: dict[Any, Any] | None = None) -> Any:
+        """A new confidential client over its own token cache (one partition), sharing the server's
+        ``http_cache`` unless given one of its own."""
         import msal
 
         from azure_agent_mcp.identity.msal_provider import is_known_authority
@@ -89,7 +119,7 @@ class ServerApp:
             return msal.ConfidentialClientApplication(
                 self.client_id, client_credential=self.credential.msal_credential(),
                 authority=f"{self.authority_host}/{self.tenant_id}", http_client=self.http,
-                http_cache=self.http_cache, token_cache=msal.TokenCache(),
+                http_cache=self.http_cache if http_cache is None else http_cache, token_cache=msal.TokenCache(),
                 instance_discovery=None if is_known_authority(self.authority_host) else False,
             )
         except (ValueError, OSError) as exc:  # an unusable certificate, or discovery failed
@@ -141,6 +171,7 @@ class OboProvider:
         self.default_tenant = app.tenant_id
         self._assertion = assertion
         self._msal: Any = None
+        self._http_cache: dict[Any, Any] | None = None  # the server's shared one until a refusal
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -149,8 +180,16 @@ class OboProvider:
     def _client(self) -> Any:
         with self._lock:
             if self._msal is None:
-                self._msal = self.app.msal_app()
+                self._msal = self.app.msal_app(self._http_cache)
             return self._msal
+
+    def _start_over(self, *, own_http_cache: bool = False) -> None:
+        """Drop this partition's client (and what MSAL stored in it); optionally forget what MSAL's
+        throttle remembered for it, by giving the next client an http_cache of its own."""
+        with self._lock:
+            self._msal = None
+            if own_http_cache:
+                self._http_cache = {}
 
     def acquire(self, scopes: tuple[str, ...], *, tenant_id: str | None, claims: str | None) -> ProviderToken:
         import requests
@@ -178,11 +217,32 @@ class OboProvider:
                 raise unavailable from None
             raise
         if "access_token" not in result:
-            raise self._refusal(result, scopes)
+            refusal = self._refusal(result, scopes)
+            if isinstance(refusal, ConsentRequiredError):
+                self._start_over(own_http_cache=True)  # the retry after consenting must reach Entra
+            raise refusal
+        if not same_principal(assertion, str(result["access_token"])):
+            self._start_over()
+            raise self._mismatch(assertion, str(result["access_token"]), scopes)
         expires_in = int(result.get("expires_in", 0))
         refresh_in = result.get("refresh_in")
         return ProviderToken(str(result["access_token"]), int(started + expires_in),
                              int(started + int(refresh_in)) if refresh_in else None)
+
+    def _mismatch(self, assertion: str, token: str, scopes: tuple[str, ...]) -> OboPrincipalMismatchError:
+        caller, presented = _principal(assertion), _principal(token)
+
+        def who(principal: dict[str, str]) -> str:
+            name = principal.get("upn") or principal.get("preferred_username")
+            ident = f"oid {principal.get('oid', '?')}, tid {principal.get('tid', '?')}"
+            return f"{name} ({ident})" if name else ident
+
+        return OboPrincipalMismatchError(
+            f"the on-behalf-of exchange for {' '.join(scopes)} answered with a token for {who(presented)}, not for "
+            f"the caller {who(caller)}; it was refused and nothing was sent with it. Check the server app's "
+            "token service (authority) and its configuration.",
+            caller=caller, presented=presented,
+        )
 
     def _refusal(self, result: dict[str, Any], scopes: tuple[str, ...]) -> Exception:
         from azure_agent_mcp.identity.msal_provider import token_service_unavailable
@@ -210,8 +270,7 @@ class OboProvider:
 
     def forget_session(self) -> None:
         """The session is over: drop its MSAL client and cache (its partition)."""
-        with self._lock:
-            self._msal = None
+        self._start_over()
 
     def describe(self) -> dict[str, Any]:
         return {"server_app": self.app.client_id, "flow": "on-behalf-of", "claims_profile": self.claims_profile,

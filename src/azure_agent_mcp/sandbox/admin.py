@@ -9,6 +9,9 @@ GET|POST wrong-identity                             {"enabled": bool}: agent ide
                                                     shared project identity's tokens (pinning tests)
 GET|POST sidecar-drops-agent-user                   {"enabled": bool}: the sidecar ignores AgentUsername /
                                                     AgentUserId and answers as the agent identity itself
+GET|POST obo-answers-for-another-user               {"enabled": bool}: the on-behalf-of grant answers with a
+                                                    token for another user than the assertion's (tests that
+                                                    the server refuses it)
 GET|POST|DELETE claims-challenges                   {path, claims}
 POST certificates                                   {client_id, certificate: PEM} for client assertions
 GET|POST logs-record-limit                          {"limit": int}: Log Analytics' result record limit
@@ -123,6 +126,11 @@ class AdminPlane:
                 state.set_sidecar_drops_agent_user(self._switch(request))
             if method in ("POST", "GET"):
                 return json_response(200, {"enabled": state.sidecar_drops_agent_user})
+        if name == "obo-answers-for-another-user":
+            if method == "POST":
+                state.obo_answers_for_another_user = self._switch(request)
+            if method in ("POST", "GET"):
+                return json_response(200, {"enabled": state.obo_answers_for_another_user})
         if name == "claims-challenges":
             if method == "POST":
                 try:

@@ -47,8 +47,18 @@ class OnBehalfOf:
         log["on_behalf_of"] = user.object_id
         scope = form.get("scope", "")
         self._require_consent(user, client, scope)
-        return self.plane._user_tokens(user, client.client_id, scope, markers, amr, appidacr=appidacr,
+        answered = self._misdirected(user)
+        if answered is not user:
+            log["answered_for"] = answered.object_id
+        return self.plane._user_tokens(answered, client.client_id, scope, markers, amr, appidacr=appidacr,
                                        on_behalf_of=True)
+
+    def _misdirected(self, user: User) -> User:
+        """The user the token is issued for: the assertion's, unless the admin switch makes the grant
+        answer for someone else (a faulty or hostile token service the server must not trust)."""
+        if not self.state.obo_answers_for_another_user:
+            return user
+        return next((u for u in self.state.world.users if u.object_id != user.object_id), user)
 
     def refresh(self, request: Request, tenant: str, form: dict[str, str], held: Any, token: str,
                 markers: dict[str, Any]) -> tuple[dict[str, Any], str, str]:

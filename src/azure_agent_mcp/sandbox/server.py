@@ -394,6 +394,10 @@ class Sandbox:
         """The sidecar answers requests for the agent user with the agent identity's own token (``reset()`` ends it)."""
         self._admin("POST", "/sidecar-drops-agent-user", {"enabled": bool(enabled)})
 
+    def set_obo_answers_for_another_user(self, enabled: bool) -> None:
+        """The on-behalf-of grant issues its token for another user than the assertion's (``reset()`` ends it)."""
+        self._admin("POST", "/obo-answers-for-another-user", {"enabled": bool(enabled)})
+
     def add_claims_challenge(self, path: str, claims: dict[str, Any]) -> dict[str, Any]:
         return self._admin("POST", "/claims-challenges", {"path": path, "claims": claims})["challenge"]
 

@@ -45,6 +45,7 @@ class SandboxState:
         self.agent_rule = True
         self.wrong_identity = False
         self.sidecar_drops_agent_user = False
+        self.obo_answers_for_another_user = False
         self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache: dict[tuple[str, ...], tuple[str, int]] = {}
         self.reset()
@@ -67,6 +68,7 @@ class SandboxState:
         self.agent_rule = True
         self.wrong_identity = False
         self.sidecar_drops_agent_user = False
+        self.obo_answers_for_another_user = False
         self.logs_record_limit = RECORD_LIMIT
         self.sidecar_cache.clear()
         self.journal.reset()

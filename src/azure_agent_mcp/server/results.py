@@ -191,6 +191,9 @@ def on_behalf_of_failure(exc: BaseException) -> CallToolResult | None:
             consent_url=exc.consent_url,
             admin_consent_url=exc.admin_consent_url,
         )
+    if isinstance(exc, obo.OboPrincipalMismatchError):
+        return failure("IdentityMismatch", str(exc.message),
+                       hint="The token service answered for someone else; nothing was sent. Tell the server's operator.")
     if isinstance(exc, obo.OboRefusedError):
         return failure("OnBehalfOfRefused", str(exc.message), hint="Sign in to the MCP server again (a fresh token).")
     return None
