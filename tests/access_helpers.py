@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import anyio
+
 import json
 from pathlib import Path
 from typing import Any
@@ -65,12 +67,16 @@ def elevation_runtime(sandbox: Any, tmp_path: Path, *, user: str = "reader", pol
     return runtime
 
 
-def approver(answers: list[str] | None = None, action: str = "accept", approve: bool = True) -> Any:
-    """An elicitation callback that answers every question the same way and keeps the questions asked."""
+def approver(answers: list[str] | None = None, action: str = "accept", approve: bool = True,
+             think: float = 0.0) -> Any:
+    """An elicitation callback that answers every question the same way and keeps the questions asked
+    (after ``think`` seconds: a person takes a while)."""
     asked = answers if answers is not None else []
 
     async def answer(context: Any, params: Any) -> ElicitResult:
         asked.append(params.message)
+        if think:
+            await anyio.sleep(think)
         if action != "accept":
             return ElicitResult(action=action)
         return ElicitResult(action="accept", content={"approve": approve})

@@ -225,3 +225,27 @@ async def test_the_sidecar_path_refuses_elevation_for_an_agent_identity_naming_w
     assert refused.is_error and "sidecar" in refused.content[0].text, refused.content[0].text
     assert restarted.is_error  # no grant was made
     assert sandbox.pim()["requests"] == []
+
+
+async def test_azure_s_activation_ends_with_the_grant_even_after_a_slow_approval(fresh_sandbox_state, tmp_path):
+    """The grant's period starts when it is asked; PIM starts when it is sent. The activation is asked to end at
+    the grant's end instant, so Azure never holds the role after the local grant is over."""
+    import datetime as dt
+
+    sandbox = fresh_sandbox_state
+    policy = elevation_policy(tmp_path, sandbox.manifest)
+    async with Client(_serve(sandbox, tmp_path, policy), elicitation_callback=approver(think=2.5)) as client:
+        granted = await client.call_tool("access_request", request_args(sandbox.manifest))
+        assert not granted.is_error, granted.content[0].text
+        grant = granted.structured_content["grant"]
+        active = _active_website_contributor(sandbox)
+
+    def moment(text: str) -> dt.datetime:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")[:19] + "+00:00")
+
+    assert len(active) == 1
+    azure_end = moment(active[0]["properties"]["endDateTime"])
+    azure_start = moment(active[0]["properties"]["startDateTime"])
+    local_end = moment(grant["end"])
+    assert abs((azure_end - local_end).total_seconds()) <= 1, (azure_end, local_end)
+    assert (azure_start - moment(grant["start"])).total_seconds() >= 2  # PIM started late; it still ends on time

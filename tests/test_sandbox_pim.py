@@ -734,3 +734,38 @@ def test_after_date_time_expiration(pim, sandbox, reader_token):
     assert restart(sandbox, reader_token).status_code == 200
     sandbox.advance_clock(end.timestamp() - sandbox.clock()["epoch"] + 0.5)
     assert restart(sandbox, reader_token).status_code == 403
+
+
+def _until(start, end):
+    return {"startDateTime": start, "expiration": {"type": "AfterDateTime", "endDateTime": end}}
+
+
+def test_an_end_instant_is_judged_on_the_span_asked_for_and_runs_from_now(pim, fresh_sandbox_state):
+    """A start already past takes effect now; the rules judge the span the request names, so a grant asked
+    at 10:00:00 for five minutes and sent at 10:00:02 still ends at 10:05:00 and is not 'too short'."""
+    import datetime as dt
+
+    now = dt.datetime.fromisoformat(fresh_sandbox_state.clock()["now"].replace("Z", "+00:00"))
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+    asked = now - dt.timedelta(seconds=3)
+    made = create(pim, activation(duration=None, scheduleInfo=_until(asked.strftime(fmt),
+                                                                      (asked + dt.timedelta(minutes=5)).strftime(fmt))))
+    assert made.status == "Provisioned"
+    instance = [i for i in fresh_sandbox_state.pim()["instances"]
+                if i["properties"]["principalId"] == READER_OID and i["properties"]["roleDefinitionId"].lower()
+                .endswith(WEBSITE_CONTRIBUTOR)][0]["properties"]
+    ends = dt.datetime.fromisoformat(instance["endDateTime"][:23] + "+00:00")
+    assert abs((ends - (asked + dt.timedelta(minutes=5))).total_seconds()) < 0.01  # the end asked for, exactly
+
+
+@pytest.mark.parametrize("span, code", [(61, "RoleAssignmentRequestPolicyValidationFailed"),
+                                        (4, "ActiveDurationTooShort"), (-1, "InvalidRequestContent")])
+def test_an_end_instant_outside_the_rules_is_refused(pim, fresh_sandbox_state, span, code):
+    import datetime as dt
+
+    now = dt.datetime.fromisoformat(fresh_sandbox_state.clock()["now"].replace("Z", "+00:00"))
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+    body = activation(duration=None, scheduleInfo=_until(now.strftime(fmt), (now + dt.timedelta(minutes=span)).strftime(fmt)))
+    with pytest.raises(HttpResponseError) as refused:
+        create(pim, body)
+    assert refused.value.error.code == code

@@ -68,6 +68,11 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _iso_ms(epoch: float) -> str:
+    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def eligibilities(azure: Any, scope: str) -> list[dict[str, Any]]:
     """The signed-in principal's eligible role instances at or above ``scope`` (asTarget(): its own)."""
     base = _subscription_of(scope) or ""
@@ -180,8 +185,10 @@ def activate(azure: Any, book: GrantBook, eligibility: Eligibility, *, principal
         "requestType": "SelfActivate",
         "linkedRoleEligibilityScheduleId": eligibility.schedule_id,
         "justification": justification,
-        "scheduleInfo": {"startDateTime": _iso(start), "expiration": {"type": "AfterDuration",
-                                                                       "duration": iso_duration(seconds)}},
+        # the grant's own end, as an instant: PIM may start the activation later than the grant (an approval
+        # that took a while, a start already past), and a duration would then carry it past the grant's end
+        "scheduleInfo": {"startDateTime": _iso(start), "expiration": {"type": "AfterDateTime",
+                                                                       "endDateTime": _iso_ms(start + seconds)}},
     }}
     answer = _send_schedule_request(azure, book, session_id=session_id, tool="access_request", grant_id=grant_id,
                                     purpose="activation", scope=eligibility.scope, body=body)

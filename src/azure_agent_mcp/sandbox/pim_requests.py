@@ -41,14 +41,20 @@ ASSIGN_WRITE = "Microsoft.Authorization/roleAssignments/write"
 
 @dataclass(frozen=True)
 class Schedule:
-    start: float
+    start: float  # when it takes effect: the requested start, or now when that is already past
     end: float | None  # None: NoExpiration
     expiration_type: str
     duration: str | None
+    requested_start: float | None = None  # as sent: PIM validates the span the request asks for
 
     @property
     def seconds(self) -> float | None:
-        return None if self.end is None else self.end - self.start
+        """The span the rules judge: the duration asked for, or from the requested start to the end asked for."""
+        if self.end is None:
+            return None
+        if self.expiration_type == "AfterDateTime" and self.requested_start is not None:
+            return self.end - self.requested_start
+        return self.end - self.start
 
 
 def invalid(message: str) -> PimRequestError:
@@ -62,12 +68,13 @@ def parse_schedule(info: Any, now: float) -> Schedule | None:
     if not isinstance(info, dict):
         raise invalid("'properties.scheduleInfo' must be an object {\"startDateTime\", \"expiration\": {\"type\", "
                       "\"duration\" | \"endDateTime\"}}.")
-    start = now
+    start = requested = now
     raw_start = info.get("startDateTime")
     if raw_start is not None:
         try:
             # a start in the past means now: an activation never covers time already gone
-            start = max(now, parse_instant(str(raw_start)).timestamp())
+            requested = parse_instant(str(raw_start)).timestamp()
+            start = max(now, requested)
         except (TimespanError, OverflowError, ValueError) as exc:
             raise invalid(f"'properties.scheduleInfo.startDateTime': {exc}.") from None
     expiration = info.get("expiration") or {}
@@ -96,7 +103,10 @@ def parse_schedule(info: Any, now: float) -> Schedule | None:
             end = parse_instant(str(end_raw)).timestamp()
         except (TimespanError, OverflowError, ValueError) as exc:
             raise invalid(f"'properties.scheduleInfo.expiration.endDateTime': {exc}.") from None
-        return Schedule(start, end, kind, None)
+        if end <= start:
+            raise invalid("'properties.scheduleInfo.expiration.endDateTime' is not after the start: the schedule "
+                          "would end before it takes effect.")
+        return Schedule(start, end, kind, None, requested)
     if kind == "NoExpiration":
         return Schedule(start, None, kind, None)
     raise invalid(f"'properties.scheduleInfo.expiration.type' '{kind}' is not one of AfterDuration, AfterDateTime, "
