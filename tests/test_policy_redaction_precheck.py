@@ -72,3 +72,28 @@ def test_values_json_cannot_encode_go_to_the_scan():
     circular["self"] = {"inner": [circular]}
     assert not _clearly_clean(circular)
     assert not _clearly_clean({("tuple", "key"): "x"})
+
+
+_WITHHOLD_KEYS = st.one_of(st.sampled_from(["properties", "outputs", "parameters", "type", "value", "Properties",
+                                            "proper\"ties", "x"]), st.text(max_size=8))
+_WITHHOLD_DOCS = st.recursive(
+    _LEAVES,
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(_WITHHOLD_KEYS, children, max_size=4)),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(document=_WITHHOLD_DOCS)
+def test_withholding_with_the_text_answers_as_the_walk_alone(document):
+    from azure_agent_mcp.policy.redaction import response_text, withhold_outputs
+
+    assert withhold_outputs(document, text=response_text(document)) == withhold_outputs(document)
+
+
+def test_a_deployment_output_is_withheld_through_the_text_path():
+    from azure_agent_mcp.policy.redaction import response_text, withhold_outputs
+
+    body = {"deployments": [{"name": "d", "properties": {"outputs": {"key": {"type": "String", "value": "s3cr3t"}}}}]}
+    withheld, paths = withhold_outputs(body, text=response_text(body))
+    assert "s3cr3t" not in repr(withheld) and paths == ["deployments[0].properties.outputs.key.value"]
