@@ -98,3 +98,18 @@ def test_connections_accepted_on_the_http_listener_have_tcp_nodelay():
             server.close()
 
     assert asyncio.run(main()) != 0
+
+
+def test_the_sdks_no_op_span_middleware_is_dropped_only_when_nothing_would_record_it(sandbox, tmp_path, monkeypatch):
+    from opentelemetry import trace
+
+    runtime = make_runtime(sandbox, tmp_path / "audit.jsonl")
+    names = [type(m).__name__ for m in server_for(runtime).middleware]
+    assert "OpenTelemetryMiddleware" not in names and "ToolAuditMiddleware" in names
+
+    class Installed(trace.NoOpTracerProvider):
+        """Stands for a provider an OpenTelemetry distro installed before serve started."""
+
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: Installed())
+    names = [type(m).__name__ for m in server_for(runtime).middleware]
+    assert names.index("OpenTelemetryMiddleware") < names.index("ToolAuditMiddleware")

@@ -58,16 +58,55 @@ def _has_content(value: Any) -> bool:
     return value not in (None, "", [], {})
 
 
-def redact_secrets(obj: Any) -> tuple[Any, list[str]]:
+def response_text(obj: Any) -> str | None:
+    """``obj`` as compact JSON text, for the text pre-checks below (None when JSON cannot encode it)."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, check_circular=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def redact_secrets(obj: Any, *, text: str | None = None) -> tuple[Any, list[str]]:
     """A copy of ``obj`` with secret fields replaced by ``***REDACTED***``, and their paths.
 
     Most allowed responses hold no secret, so a cheap read-only scan runs first and the copying
-    walk (which builds a path for every node) runs only when the scan finds something.
+    walk (which builds a path for every node) runs only when the scan finds something. Before
+    that scan, ``_clearly_clean`` rules out most responses from their JSON text in one pass of C
+    (``text``: that text, when the caller has it already; it must be ``response_text(obj)``).
     """
-    if not _holds_secret(obj, None):
+    if _clearly_clean(obj, text) or not _holds_secret(obj, None):
         return obj, []
     paths: list[str] = []
     return _walk(obj, "", None, paths), paths
+
+
+# A key the scan looks at, as it appears in normalised JSON text (longest first: one pass of the regex engine).
+_KEY_TO_SCAN = re.compile(
+    '"(?:' + "|".join(sorted(map(re.escape, SECRET_FIELDS | {"value"}), key=len, reverse=True)) + ')":'
+)
+
+
+def _clearly_clean(obj: Any, text: str | None = None) -> bool:
+    """Whether ``_holds_secret(obj)`` is surely False, decided on ``obj``'s JSON text (False: do the scan).
+
+    Sound only without escapes: then every dict key ``k`` appears verbatim as ``"k":`` in the
+    text, and every string value verbatim. Normalising the whole text (``_norm``: lower case, no
+    ``_`` or ``-``) normalises each key as ``_norm`` would
+    (``str.lower`` only looks at neighbours for a final sigma, never an ASCII letter). Then the
+    text is clean when no key is a secret field, no key is ``value`` (whose rule depends on its
+    siblings and parents: left to the scan) and no ``=`` or ``eyJ`` occurs (every secret-value
+    pattern needs one). Anything else, including a value JSON cannot encode, goes to the scan.
+    """
+    if text is None:
+        text = response_text(obj)
+    if text is None:
+        return False
+    if "\\" in text or "=" in text:
+        return False
+    normalized = _norm(text)
+    if "eyj" in normalized:
+        return False
+    return _KEY_TO_SCAN.search(normalized) is None
 
 
 def _secret_string(value: str) -> bool:
@@ -226,14 +265,19 @@ _SECURE_TYPES = frozenset({"securestring", "secureobject"})
 _TYPE_NAME = re.compile(r"[A-Za-z]{1,32}")
 
 
-def withhold_outputs(obj: Any) -> tuple[Any, list[str]]:
+def withhold_outputs(obj: Any, *, text: str | None = None) -> tuple[Any, list[str]]:
     """``properties.outputs`` of any resource in ``obj`` without values: names and types only.
 
     A template's outputs are whatever its author returned, ``listKeys()`` results included, under
     any name. So the values are withheld by where they stand, not by what they are called. The
     same goes for ``properties.parameters`` declared ``secureString`` or ``secureObject``: ARM
     never returns their values, so one that does appear is withheld all the more.
+
+    ``text`` (``response_text(obj)``, when the caller has it): a response whose JSON holds no
+    ``"properties":`` key has nothing to withhold (JSON writes that key verbatim, escapes or not).
     """
+    if text is not None and '"properties":' not in text:
+        return obj, []
     paths: list[str] = []
     return _outputs_walk(obj, "", paths), paths
 

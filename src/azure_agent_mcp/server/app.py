@@ -242,6 +242,13 @@ def write_record(runtime: AgentRuntime, record: dict[str, Any], started: float, 
     return None
 
 
+def _tracer_provider_installed() -> bool:
+    """Whether anyone (our telemetry, or an OpenTelemetry distro or auto-instrumentation) set a tracer provider."""
+    from opentelemetry import trace  # the SDK imports the OpenTelemetry API already: no start-up cost
+
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def _tracing_on() -> bool:
     from azure_agent_mcp import telemetry
 
@@ -307,6 +314,10 @@ def build_server(runtime: AgentRuntime, *, call_timeout: float | None = DEFAULT_
         from azure_agent_mcp.telemetry.tools import HeaderTraceContext
 
         server.middleware.insert(0, HeaderTraceContext())  # before the SDK's tools/call span
+    elif not _tracer_provider_installed():
+        # The SDK's span per message is a no-op without a tracer provider, yet still costs its
+        # middleware hop, the trace-context extraction and a span context on every call.
+        server.middleware[:] = [m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"]
     for tool in tools:
         _register(server, tool, runtime)
         if not visible(tool, runtime):

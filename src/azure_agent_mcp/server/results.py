@@ -20,13 +20,14 @@ if TYPE_CHECKING:
 
 
 def success(output: ToolOutput, policy: Policy) -> CallToolResult:
-    from azure_agent_mcp.policy.redaction import redact_secrets, withhold_outputs
+    from azure_agent_mcp.policy.redaction import redact_secrets, response_text, withhold_outputs
 
     data = output.data
     redacted: list[str] = list(output.redacted)
     if secrets_denied(policy):
-        data, withheld = withhold_outputs(data)
-        data, fields = redact_secrets(data)
+        text = response_text(data)  # one serialisation serves both pre-checks when nothing is withheld
+        withheld_data, withheld = withhold_outputs(data, text=text)
+        data, fields = redact_secrets(withheld_data, text=text if withheld_data is data else None)
         redacted.extend(withheld + fields)
     if redacted:
         data = {**data, "redacted_fields": redacted}

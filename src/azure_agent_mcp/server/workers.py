@@ -5,6 +5,10 @@ call cost more CPU than any other single step of a warm call; these threads are 
 and one left idle for ``IDLE_SECONDS`` ends. They stay daemon threads, as the per-call ones
 were: a cancelled call's worker may still be waiting on an HTTP answer, and the process must be
 able to exit without waiting for it.
+
+A task is handed over by releasing a lock the idle worker is blocked acquiring: a bare lock is
+the cheapest wake-up the threading module has (a ``threading.Event`` goes through a Condition,
+which allocates a waiter lock and runs its bookkeeping in Python on both sides, each call).
 """
 
 from __future__ import annotations
@@ -22,25 +26,27 @@ class _Worker(threading.Thread):
         self.pool = pool
         self.task: Callable[[], None] | None = task
         self.then = then
-        self.ready = threading.Event()
-        self.ready.set()
+        # Released when a task is handed over; the worker holds it (acquired) while it has none.
+        self.handoff = threading.Lock()
 
     def run(self) -> None:
         while True:
-            if not self.ready.wait(self.pool.idle_seconds):
-                with self.pool.lock:
-                    if not self.ready.is_set():  # nobody handed it a task meanwhile: end
-                        self.pool.idle.remove(self)
-                        return
-            self.ready.clear()
             task, self.task = self.task, None
             then, self.then = self.then, None
             if task is not None:
                 task()  # the task answers its own exceptions
+            self.handoff.acquire()  # held from here: submit() releases it along with a task
             with self.pool.lock:
                 self.pool.idle.append(self)
             if then is not None:  # after rejoining the idle list: the next call finds this thread free
                 then()
+            if not self.handoff.acquire(timeout=self.pool.idle_seconds):
+                with self.pool.lock:
+                    if self in self.pool.idle:  # nobody handed it a task meanwhile: end
+                        self.pool.idle.remove(self)
+                        return
+                self.handoff.acquire()  # a task was handed over just as the wait ran out: it is coming
+            self.handoff.release()
 
 
 class DaemonWorkers:
@@ -58,7 +64,7 @@ class DaemonWorkers:
             worker = self.idle.pop() if self.idle else None
             if worker is not None:
                 worker.task, worker.then = bound, then
-                worker.ready.set()
+                worker.handoff.release()
                 return
         _Worker(self, bound, then).start()
 
