@@ -213,3 +213,38 @@ async def test_a_signal_during_the_stop_cuts_the_wait_short_and_the_audit_still_
     assert [r["rule"].split(" of grant")[0] for r in _schedule_writes(tmp_path, grant["id"])][-1] == \
         "Elevation PIM deactivation"
     assert len(_active(sandbox)) == 1 and _deactivations(sandbox) == []
+
+
+async def test_a_fixed_agent_identity_s_assignment_is_removed_by_its_blueprint_when_the_server_stops(
+        fresh_sandbox_state, tmp_path):
+    sandbox = fresh_sandbox_state
+    agent = sandbox.manifest["agent_identity"]["agent_identity_id"]
+    policy = elevation_policy(tmp_path, sandbox.manifest)
+    params = _stdio(sandbox, tmp_path, policy, "--credential", "agent-identity", "--session-ttl", "60m")
+    async with Client(params, elicitation_callback=approver()) as client:
+        answer = await client.call_tool("access_request", request_args(sandbox.manifest, duration="PT30M"))
+        assert not answer.is_error, answer.content[0].text
+        grant = answer.structured_content["grant"]
+        sandbox.advance_clock("PT6M")
+    assert grant["pim"]["kind"] == "AdminAssign"
+    requests = [(r["properties"]["requestType"], r["properties"]["principalId"]) for r in sandbox.pim()["requests"]]
+    assert requests == [("AdminAssign", agent), ("AdminRemove", agent)]
+    assert not [i for i in sandbox.pim()["instances"] if i["properties"]["principalId"] == agent
+                and i["properties"]["roleDefinitionId"].lower().endswith(WEBSITE_CONTRIBUTOR)]
+    [ended] = _ended(tmp_path)
+    assert (ended["grant_id"], ended["azure"]) == (grant["id"], "removed")
+    writes = _schedule_writes(tmp_path, grant["id"])
+    assert [r["rule"].split(" of grant")[0] for r in writes] == ["Elevation PIM assignment", "Elevation PIM removal"]
+    assert writes[-1]["tool"] == "grant-end"
+
+
+async def test_no_agent_can_call_the_server_s_own_end_as_a_tool(fresh_sandbox_state, tmp_path):
+    """The permits of the server's own ends name the caller ``grant-end``, which is no tool an agent can call."""
+    sandbox = fresh_sandbox_state
+    policy = elevation_policy(tmp_path, sandbox.manifest)
+    async with Client(_stdio(sandbox, tmp_path, policy), elicitation_callback=approver()) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        answer = await client.call_tool("grant-end", {})
+        listed = await client.call_tool("group_list", {})  # the server answers on, reads reach the sandbox
+    assert "grant-end" not in names and answer.is_error and not listed.is_error
+    assert sandbox.pim()["requests"] == []
