@@ -248,3 +248,26 @@ async def test_no_agent_can_call_the_server_s_own_end_as_a_tool(fresh_sandbox_st
         listed = await client.call_tool("group_list", {})  # the server answers on, reads reach the sandbox
     assert "grant-end" not in names and answer.is_error and not listed.is_error
     assert sandbox.pim()["requests"] == []
+
+
+async def test_the_log_says_when_azure_s_side_runs_on_and_no_token_reaches_log_or_audit(fresh_sandbox_state, tmp_path,
+                                                                                       caplog):
+    import logging
+
+    from access_helpers import elevation_runtime
+    from azure_agent_mcp.server.app import build_server
+
+    sandbox = fresh_sandbox_state
+    runtime = elevation_runtime(sandbox, tmp_path)
+    async with Client(build_server(runtime), elicitation_callback=approver()) as client:
+        grant = await _grant(client, sandbox.manifest)  # young: PIM will refuse to end it
+    token = runtime.azure_for(runtime.default_entry).credential.get_token(sandbox.environment().arm_scope).token
+    with caplog.at_level(logging.INFO, logger="azure_agent_mcp.access"):
+        runtime.close()
+    runtime.audit.close()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and grant["id"] in r.getMessage()]
+    assert len(warned) == 1 and "runs to its end at" in warned[0] and "ActiveDurationTooShort" in warned[0]
+    [ended] = _ended(tmp_path)
+    assert ended["azure"].startswith(f"runs to its end at {grant['end']}: ") and ended["reason"] == "the server stopped"
+    captured = (tmp_path / "audit.jsonl").read_bytes() + caplog.text.encode()
+    assert token.encode() not in captured and token.split(".")[2].encode() not in captured
