@@ -245,11 +245,28 @@ class GrantBook:
         self._report_expired(ended, now)
         return live
 
-    def close(self) -> None:
-        """The server stops: every grant ends with it (audited); an ended one is audited as expired.
+    def take_session(self, session_id: str) -> list[Grant]:
+        """The session is ending: its live grants, removed (they stop applying now); its questions and
+        permits are dropped, and grants already over are audited as expired. The caller ends Azure's side
+        (``access.ending``) and audits each end."""
+        now = self.clock.now()
+        with self._lock:
+            held = self._sessions.pop(session_id, None)
+            for key in [k for k in self._pending if k[0] == session_id]:
+                del self._pending[key]
+        grants = list(held.grants.values()) if held is not None else []
+        self._report_expired([g for g in grants if g.end <= now], now)
+        return sorted((g for g in grants if g.end > now), key=lambda g: g.start)
 
-        A PIM activation or time-bound assignment is not undone here: it ends by itself at its end,
-        which is the grant's end (and PIM refuses deactivation in an activation's first five minutes)."""
+    def sessions_with_grants(self) -> list[str]:
+        with self._lock:
+            return [sid for sid, held in self._sessions.items() if held.grants]
+
+    def close(self) -> None:
+        """The server stops: every grant still held ends with it (audited); an ended one is audited as expired.
+
+        The runtime ends each session's grants, Azure's side included, before this (``access.ending``);
+        what is left here had no Azure session to end it with, so its PIM side runs to its own end."""
         now = self.clock.now()
         with self._lock:
             held = [g for session in self._sessions.values() for g in session.grants.values()]
@@ -260,7 +277,7 @@ class GrantBook:
         for grant in (g for g in held if g.end > now):
             try:
                 self.record("ended", grant, durable=False, at=utc_iso(now), reason="the server stopped",
-                            azure_until=utc_iso(grant.end) if grant.pim is not None else None)
+                            azure=f"runs to its end at {utc_iso(grant.end)}" if grant.pim is not None else None)
             except Exception:
                 _LOG.warning("the audit record of grant %s's end could not be written", grant.id, exc_info=True)
 

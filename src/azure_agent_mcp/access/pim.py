@@ -34,6 +34,8 @@ class PimActivationError(AccessRequestError):
     """PIM refused the activation (or deactivation); the message says what its policy requires."""
 
     code = "PimActivationFailed"
+    pim_code: str | None = None
+    """PIM's own error code when PIM answered (``ActiveDurationTooShort``...), else None."""
 
 
 @dataclass(frozen=True)
@@ -167,8 +169,10 @@ def _send_schedule_request(azure: Any, book: GrantBook, *, session_id: str, tool
     try:
         response = azure.arm("PUT", path, PIM_API_VERSION, body)
     except AzureRequestError as exc:
-        raise PimActivationError(f"PIM refused the {purpose} ({exc.code}): {exc.message} {_explain(exc.code, exc.message)}",
-                                 hint="Nothing was granted." if purpose == "activation" else "") from None
+        error = PimActivationError(f"PIM refused the {purpose} ({exc.code}): {exc.message} {_explain(exc.code, exc.message)}",
+                                   hint="Nothing was granted." if purpose == "activation" else "")
+        error.pim_code = exc.code
+        raise error from None
     finally:
         book.withdraw(permit)  # one shot: used or not, it is gone
     answer = response.body if isinstance(response.body, dict) else {}
@@ -218,10 +222,12 @@ def _cancel(azure: Any, book: GrantBook, scope: str, name: str, *, session_id: s
         book.withdraw(permit)
 
 
-def deactivate(azure: Any, book: GrantBook, activation: PimActivation, *, session_id: str, grant_id: str) -> None:
+def deactivate(azure: Any, book: GrantBook, activation: PimActivation, *, session_id: str, grant_id: str,
+               tool: str = "access_revoke") -> None:
+    """SelfDeactivate the activation; ``tool`` is who ends it (the permit is for that caller only)."""
     body = {"properties": {"principalId": activation.principal_id, "roleDefinitionId": activation.role_definition_id,
                            "requestType": "SelfDeactivate"}}
-    _send_schedule_request(azure, book, session_id=session_id, tool="access_revoke", grant_id=grant_id,
+    _send_schedule_request(azure, book, session_id=session_id, tool=tool, grant_id=grant_id,
                            purpose="deactivation", scope=activation.scope, body=body)
 
 
@@ -386,13 +392,13 @@ def assign_agent_identity(azure: Any, book: GrantBook, *, principal_id: str, ses
 
 
 def remove_agent_identity_assignment(azure: Any, book: GrantBook, activation: PimActivation, *, session_id: str,
-                                     grant_id: str) -> None:
+                                     grant_id: str, tool: str = "access_revoke") -> None:
     from azure_agent_mcp.access import pim_assign
 
     manager = blueprint_assigner(azure)
     if manager is None or activation.assignment is None:
         raise PimActivationError("The assignment's blueprint is gone; it ends by itself at its expiry.")
-    permit = Permit(grant_id, session_id, "access_revoke", "PUT",
+    permit = Permit(grant_id, session_id, tool, "PUT",
                     azure.arm_url(activation.scope.rstrip("/") + SCHEDULE_REQUESTS, PIM_API_VERSION),
                     {"properties": {"principalId": activation.principal_id,
                                     "roleDefinitionId": activation.role_definition_id, "requestType": "AdminRemove"}},
@@ -401,7 +407,9 @@ def remove_agent_identity_assignment(azure: Any, book: GrantBook, activation: Pi
     try:
         pim_assign.remove_time_bound(_assignment_client(azure, manager), activation.assignment)
     except pim_assign.TimeBoundAssignmentError as exc:
-        raise PimActivationError(f"PIM refused the removal ({exc.code}): {exc.message} {_explain(exc.code, exc.message)}"
-                                 ) from None
+        error = PimActivationError(f"PIM refused the removal ({exc.code}): {exc.message} "
+                                   f"{_explain(exc.code, exc.message)}")
+        error.pim_code = exc.code
+        raise error from None
     finally:
         book.withdraw(permit)

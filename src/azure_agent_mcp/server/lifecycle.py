@@ -163,6 +163,14 @@ class ShutdownRequest:
     def requested(self) -> bool:
         return self.count > 0
 
+    def on_signal(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (in the signal handler: keep it tiny, e.g. an Event's ``set``) on every later signal.
+
+        Why: once the transport has stopped, a further signal means "stop now" (a host that waited two
+        seconds, then sent SIGTERM): the shutdown's remaining waits end early instead of being killed."""
+        with self._lock:
+            self._listeners.append(listener)
+
     @contextmanager
     def watch(self, on_signal: Callable[[int], None]) -> Iterator[None]:
         """Inside the running event loop: call ``on_signal(count)`` on the loop for every signal."""

@@ -49,6 +49,12 @@ __all__ = ["AgentRuntime", "RuntimeOptions", "SessionHeaderError", "SessionLimit
            "SessionRequest"]
 
 SESSION_HEADER = "x-agent-session-id"
+END_REASONS = {
+    "idle": "the agent session was evicted after being idle (--session-idle)",
+    "cap": "the agent session was evicted to make room (--max-sessions)",
+    "mcp-session-ended": "the agent session ended with its MCP session (DELETE)",
+}
+"""Why a grant ended early, per eviction reason (the ``reason`` of its ``ended`` audit record)."""
 MCP_SESSION_HEADER = "mcp-session-id"
 
 
@@ -361,6 +367,8 @@ class AgentRuntime:
             entry.closed = True
             azure, credential = entry.azure, entry.credential
             entry.azure = entry.credential = entry.principal = None
+        if reason != REASON_SHUTDOWN:  # (a shutdown ends every session's grants at once: close())
+            self._end_grants([(entry, azure)], END_REASONS.get(reason, f"the agent session was evicted ({reason})"))
         close_session_resources(azure, credential, forget_tokens=reason != REASON_SHUTDOWN)
         if reason == REASON_SHUTDOWN:
             return
@@ -380,7 +388,27 @@ class AgentRuntime:
         """Start idle eviction (HTTP: sessions come and go; stdio has only its own)."""
         self.sessions.start_sweeper()
 
-    def close(self) -> None:
+    def _end_grants(self, held: list[tuple[SessionEntry, Any]], reason: str, hurry: Any = None) -> None:
+        """The sessions are ending: their grants stop applying now, and Azure's side of each is ended too
+        (in parallel, within ``access.ending.END_SECONDS`` in all, audited), before their clients close."""
+        if self.grants is None:
+            return
+        pairs = [(grant, azure) for entry, azure in held for grant in self.grants.take_session(entry.session.id)]
+        if not pairs:
+            return
+        from azure_agent_mcp.access.ending import end_grants
+
+        try:
+            end_grants(pairs, self.grants, reason=reason, stop=hurry)
+        except Exception:  # best effort: the local grants have ended; closing must go on
+            _LOG.warning("ending the grants' Azure side failed", exc_info=True)
+
+    def close(self, hurry: Any = None) -> None:
+        """Stop: every session's grants end (Azure's side too, within a short deadline that ``hurry``, an
+        Event set by a further signal, cuts short), then the sessions, the eviction thread, the pool."""
+        if self.grants is not None:
+            self._end_grants([(entry, entry.azure) for entry in self.sessions.entries() if not entry.closed],
+                             "the server stopped", hurry)
         self.sessions.close()
         self._closer.close()
         if self.grants is not None:  # the grants end with the server (audited)

@@ -112,7 +112,11 @@ def _serve(args: argparse.Namespace, shutdown) -> int:
                     _run_http(runtime, args.host, args.port, tuple(args.allow_host), tuple(args.allow_origin),
                               shutdown=shutdown, call_timeout=call_timeout, auth=auth)
             finally:
-                runtime.close()
+                import threading
+
+                hurry = threading.Event()  # a signal during the close: stop waiting on Azure (access.ending)
+                shutdown.on_signal(hurry.set)
+                runtime.close(hurry=hurry)
     finally:
         close_audit(audit)
         telemetry.shutdown()  # after the audit's last records: their log records leave too

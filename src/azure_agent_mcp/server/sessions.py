@@ -127,6 +127,11 @@ class SessionTable:
             found = self._connections.get(connection)
             return found[0] if found is not None else None
 
+    def entries(self) -> list[SessionEntry]:
+        """A snapshot of the live entries (the pinned ones included)."""
+        with self._lock:
+            return list(self._entries.values())
+
     @property
     def connection_count(self) -> int:
         with self._lock:

@@ -149,8 +149,14 @@ def access_revoke(azure: AzureSession, grant_id: str) -> ToolOutput:
             deactivated = True
         except pim.PimActivationError as exc:  # e.g. PIM's 5-minute floor (ActiveDurationTooShort)
             problem = str(exc)
+        except Exception as exc:  # no answer, the call's deadline: the local grant has ended, and the audit says so
+            problem = f"Azure's side could not be ended ({type(exc).__name__}); it ends by itself at its expiry."
+    azure_side = None
+    if grant.pim is not None:
+        azure_side = (("deactivated" if grant.pim.kind == "SelfActivate" else "removed") if deactivated
+                      else f"runs to its end at {utc_iso(grant.end)}: {problem}")
     book.record("revoked", grant, at=utc_iso(now), pim_deactivated=deactivated if grant.pim else None,
-                pim_error=problem)
+                pim_error=problem, azure=azure_side)
     data: dict[str, Any] = {"revoked": grant.id, "at": utc_iso(now), "pim_deactivated": deactivated}
     summary = f"Grant {grant.id} revoked at {utc_iso(now)}: this server no longer uses it"
     if deactivated:
