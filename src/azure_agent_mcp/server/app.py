@@ -325,7 +325,7 @@ def _annotations(read_only: bool, destructive: bool, tool: AzureTool) -> ToolAnn
     return ToolAnnotations(
         read_only_hint=False,
         destructive_hint=destructive,
-        idempotent_hint=tool.idempotent,
+        idempotent_hint=True if tool.idempotent else None,  # not idempotent is the default
         open_world_hint=False if tool.local_only else None,
     )
 

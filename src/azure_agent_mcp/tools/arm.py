@@ -270,7 +270,7 @@ TOOLS = (
         run=subscription_list,
         plan=_plan_subscriptions,
         operations=(DeclaredOperation("Microsoft.Resources/subscriptions/read"),),
-        output_schema=listing(strings("subscriptionId", "displayName")),
+        output_schema=listing(strings("subscriptionId")),
     ),
     AzureTool(
         name="group_list",
@@ -278,13 +278,13 @@ TOOLS = (
         run=group_list,
         plan=_plan_group_list,
         operations=(DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/read"),),
-        output_schema=listing(strings("id", "name")),
+        output_schema=listing(strings("name")),
     ),
     AzureTool(
         name="resource_list",
         description=(
-            "Resources in a subscription or group, by type (Namespace/type) or name fragment; `top` (default 100), "
-            "and `continuation` (this session only) for more."
+            "Resources in a subscription or group, by type (Namespace/type) or name fragment; top: 100; continuation "
+            "(this session only) for more."
         ),
         run=resource_list,
         plan=plan_resource_list,
@@ -292,7 +292,7 @@ TOOLS = (
             DeclaredOperation("Microsoft.Resources/subscriptions/resources/read"),
             DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/resources/read"),
         ),
-        output_schema=listing(strings("id", "type"), continuation=NULLABLE_STRING),
+        output_schema=listing(strings("id"), continuation=NULLABLE_STRING),
     ),
     AzureTool(
         name="resource_get",

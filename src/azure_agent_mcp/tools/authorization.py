@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from azure_agent_mcp.tools import arguments
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import ROLE_ASSIGNMENTS_API_VERSION, ROLE_DEFINITIONS_API_VERSION, AzureSession
-from azure_agent_mcp.tools.schemas import ANY_OBJECT, STRING, array, listing, obj, strings
+from azure_agent_mcp.tools.schemas import listing, strings
 
 _DEFINITIONS = "/providers/Microsoft.Authorization/roleDefinitions"
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
@@ -168,6 +168,6 @@ TOOLS = (
         run=role_definition_list,
         plan=_plan_definitions,
         operations=(DeclaredOperation("Microsoft.Authorization/roleDefinitions/read"),),
-        output_schema=listing(obj(("roleName",), roleName=STRING, permissions=array(ANY_OBJECT))),
+        output_schema=listing(strings("roleName", required=("roleName",))),
     ),
 )

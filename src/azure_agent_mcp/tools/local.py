@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from azure_agent_mcp.tools.base import AzureTool, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
-from azure_agent_mcp.tools.schemas import STRING, obj, strings
+from azure_agent_mcp.tools.schemas import ANY_OBJECT, STRING, obj
 
 
 # Data-plane operations (DataActions) live under these resource types; everything else is an Action
@@ -99,7 +99,7 @@ TOOLS = (
         description="The agent session, its principal and the agent markers of its token (never the token).",
         run=whoami,
         local_only=True,
-        output_schema=obj(("session",), session=strings("id")),
+        output_schema=obj(("session",), session=ANY_OBJECT),
     ),
     AzureTool(
         name="policy_explain",

@@ -324,15 +324,15 @@ def _plan_metrics_get(azure: AzureSession, resource_id: str, metric_names: list[
 # -- output schemas (small: tools/list carries every tool) ----------------------------------------
 
 _S = schemas
-_EVENT = _S.strings("time", "operation", "status", "caller", "correlation_id")
-_METRIC = _S.obj(("name", "points"), name=_S.STRING, points=_S.array(_S.ANY_OBJECT))
+_EVENT = _S.strings("time", "operation", "caller")
+_METRIC = _S.obj(("name",), name=_S.STRING, points=_S.OBJECTS)
 
 TOOLS = (
     AzureTool(
         name="activity_log_list",
         description=(
-            "Activity log (writes, deletes, actions, failures), newest first, with agent_session for agent-tagged "
-            "callers. start/end: ISO 8601; timespan: duration (PT1H); default 24 h. operation: name or * pattern."
+            "Activity log events (writes, deletes, actions), newest first; agent_session names agent callers. "
+            "timespan (PT1H; default 24 h) or ISO 8601 start/end; operation may use *."
         ),
         run=activity_log_list,
         plan=_plan_activity_log_list,
@@ -353,7 +353,7 @@ TOOLS = (
         name="metrics_get",
         description=(
             "Metric values: metric_names (default the first), timespan (PT1H, or start/end), interval "
-            "(PT1M..P1D), aggregation. At most 1440 points per metric."
+            "(PT1M..P1D); at most 1440 points per metric."
         ),
         run=metrics_get,
         plan=_plan_metrics_get,

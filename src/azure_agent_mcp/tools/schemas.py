@@ -28,6 +28,7 @@ BOOLEAN: dict[str, Any] = {"type": "boolean"}
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 TAGS: dict[str, Any] = {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
 STRINGS: dict[str, Any] = {"type": "array", "items": STRING}
+OBJECTS: dict[str, Any] = {"type": "array", "items": ANY_OBJECT}
 
 
 def obj(required: tuple[str, ...] = (), **properties: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +53,10 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     if isinstance(kind, str):
         return {**schema, "type": [kind, "null"]}
     return {"anyOf": [schema, {"type": "null"}]}
+
+
+NAMED: dict[str, Any] = strings("name", required=("name",))
+"""An item known by its name (a project, a repository): its other fields stay open."""
 
 
 def listing(item: dict[str, Any], *required: str, **extra: dict[str, Any]) -> dict[str, Any]:
