@@ -14,7 +14,7 @@ from typing import Any
 
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolOutput, clamp_top
 from azure_agent_mcp.tools.clients import AzureSession
-from azure_agent_mcp.tools.schemas import NAMED, listing
+from azure_agent_mcp.tools.schemas import LISTING
 
 PROJECTS_READ = "AzureDevOps/core/projects/read"
 REPOSITORIES_READ = "AzureDevOps/git/repositories/read"
@@ -74,7 +74,7 @@ _TOOLS = (
         run=devops_project_list,
         plan=_plan_project_list,
         operations=(DeclaredOperation(PROJECTS_READ),),
-        output_schema=listing(NAMED),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="devops_repo_list",
@@ -82,7 +82,7 @@ _TOOLS = (
         run=devops_repo_list,
         plan=_plan_repo_list,
         operations=(DeclaredOperation(REPOSITORIES_READ),),
-        output_schema=listing(NAMED),
+        output_schema=LISTING,
     ),
 )
 

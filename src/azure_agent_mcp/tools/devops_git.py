@@ -15,7 +15,7 @@ from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequ
 from azure_agent_mcp.tools.clients import AzureSession
 from azure_agent_mcp.tools.devops import REPOSITORIES_READ, identity
 from azure_agent_mcp.tools.devops_client import DevOpsRequestError
-from azure_agent_mcp.tools.schemas import NAMED, listing, strings
+from azure_agent_mcp.tools.schemas import LISTING, strings
 
 REFS_READ = "AzureDevOps/git/repositories/refs/read"
 ITEMS_READ = "AzureDevOps/git/repositories/items/read"
@@ -275,7 +275,7 @@ TOOLS = (
         run=devops_branch_list,
         plan=_plan_branch_list,
         operations=(DeclaredOperation(REFS_READ),),
-        output_schema=listing(NAMED),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="devops_file_get",

@@ -14,7 +14,7 @@ from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequ
 from azure_agent_mcp.tools.clients import AzureSession
 from azure_agent_mcp.tools.devops import identity
 from azure_agent_mcp.tools.devops_git import _default_branch, _repo_url, branch_name, repo_hint
-from azure_agent_mcp.tools.schemas import INTEGER, OBJECTS, STRING, listing, obj
+from azure_agent_mcp.tools.schemas import INTEGER, LISTING, STRING, obj
 
 PRS_READ = "AzureDevOps/git/repositories/pullRequests/read"
 PRS_WRITE = "AzureDevOps/git/repositories/pullRequests/write"
@@ -291,7 +291,7 @@ TOOLS = (
         run=devops_pr_threads_list,
         plan=_plan_threads,
         operations=(DeclaredOperation(THREADS_READ),),
-        output_schema=listing(obj((), id=INTEGER, comments=OBJECTS)),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="devops_pr_thread_reply",

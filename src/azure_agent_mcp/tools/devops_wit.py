@@ -15,7 +15,7 @@ from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequ
 from azure_agent_mcp.tools.clients import AzureSession
 from azure_agent_mcp.tools.devops import identity, project_hint
 from azure_agent_mcp.tools.devops_client import COMMENTS_API_VERSION, DevOpsRequestError
-from azure_agent_mcp.tools.schemas import ANY_OBJECT, INTEGER, listing, obj
+from azure_agent_mcp.tools.schemas import ANY_OBJECT, INTEGER, LISTING, obj
 
 WORK_ITEMS_READ = "AzureDevOps/wit/workItems/read"
 WORK_ITEMS_WRITE = "AzureDevOps/wit/workItems/write"
@@ -316,7 +316,7 @@ TOOLS = (
         run=devops_work_item_query,
         plan=_plan_query,
         operations=(DeclaredOperation(WIQL_READ), DeclaredOperation(WORK_ITEMS_READ)),
-        output_schema=listing(obj(("id",), id=INTEGER)),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="devops_work_item_create",

@@ -96,7 +96,7 @@ def _explain_tool(azure: AzureSession, name: str, scope: str | None) -> ToolOutp
 TOOLS = (
     AzureTool(
         name="whoami",
-        description="The agent session, its principal and the agent markers of its token (never the token).",
+        description="The agent session, its principal and its token's agent markers (never the token).",
         run=whoami,
         local_only=True,
         output_schema=obj(("session",), session=ANY_OBJECT),
@@ -104,7 +104,7 @@ TOOLS = (
     AzureTool(
         name="policy_explain",
         description="What the active policy decides for an operation (e.g. Microsoft.Web/sites/restart/action) at a "
-                    "scope, or for each one a tool may request (tool=).",
+                    "scope, or for a tool's operations (tool=).",
         run=policy_explain,
         local_only=True,
         # without an operation: the policy's summary; with one: the decision (effect, rule, reason, hint)

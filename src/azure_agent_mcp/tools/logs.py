@@ -204,7 +204,7 @@ TOOLS = (
         name="log_query",
         description=(
             "Log Analytics KQL (AzureActivity, AppRequests...). workspace: ARM id, or name + resource_group. "
-            "timespan: duration (default P1D) or start/end. top: 100, max 1000."
+            "timespan: duration (default P1D) or start/end."
         ),
         run=log_query,
         plan=_plan,
@@ -212,7 +212,7 @@ TOOLS = (
         output_schema=s.obj(
             ("status", "tables"),
             status=s.STRING,
-            tables=s.array(s.obj((), columns=s.OBJECTS, rows=s.array({"type": "array"}))),  # columns: {name, type}
+            tables=s.OBJECTS,  # each {name, columns: [{name, type}], rows: [[...]]}
             partial_error=s.nullable(s.ANY_OBJECT),
         ),
     ),

@@ -324,8 +324,6 @@ def _plan_metrics_get(azure: AzureSession, resource_id: str, metric_names: list[
 # -- output schemas (small: tools/list carries every tool) ----------------------------------------
 
 _S = schemas
-_EVENT = _S.strings("time", "operation", "caller")
-_METRIC = _S.obj(("name",), name=_S.STRING, points=_S.OBJECTS)
 
 TOOLS = (
     AzureTool(
@@ -337,17 +335,17 @@ TOOLS = (
         run=activity_log_list,
         plan=_plan_activity_log_list,
         operations=(DeclaredOperation("Microsoft.Insights/eventtypes/values/read"),),
-        output_schema=_S.listing(_EVENT, continuation=_S.NULLABLE_STRING),
+        output_schema=_S.listing(_S.ANY_OBJECT, continuation=_S.NULLABLE_STRING),
     ),
     AzureTool(
         name="metrics_list",
         description=(
-            "A resource's metric definitions: names, units, aggregations, intervals."
+            "A resource's metric definitions (names, units, aggregations)."
         ),
         run=metrics_list,
         plan=_plan_metrics_list,
         operations=(DeclaredOperation("Microsoft.Insights/metricDefinitions/read"),),
-        output_schema=_S.listing(_S.strings("name", required=("name",))),
+        output_schema=_S.LISTING,
     ),
     AzureTool(
         name="metrics_get",
@@ -358,6 +356,6 @@ TOOLS = (
         run=metrics_get,
         plan=_plan_metrics_get,
         operations=(DeclaredOperation("Microsoft.Insights/metrics/read"),),
-        output_schema=_S.obj(("metrics",), metrics=_S.array(_METRIC)),
+        output_schema=_S.obj(("metrics",), metrics=_S.OBJECTS),  # each {name, unit, points: [{timeStamp, ...}]}
     ),
 )
