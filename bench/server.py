@@ -1,7 +1,8 @@
 """Server figures: cold start to `initialize` over stdio, tools/list size, per-call overhead.
 
 tools/list size is the bytes of the JSON result as sent (compact), under the default read-only
-profile and under `--policy unrestricted`, where every tool is listed; the budget is 12 KiB.
+profile and under `--policy unrestricted`, where every tool is listed; the budget is 12 KiB. With
+`--devops-organization` too (the 14 devops_* tools join the list) the goal is 16 KiB.
 
 Baselines measured in the same run: a bare MCPServer with one trivial tool (the floor: importing the
 SDK alone costs most of a start), Microsoft's Azure MCP Server when `npm install @azure/mcp` works,
@@ -103,6 +104,7 @@ def _otlp_sink():
 
 
 TOOLS_LIST_BUDGET = 12 * 1024
+DEVOPS_TOOLS_LIST_BUDGET = 16 * 1024  # the goal with --devops-organization (tests hold it under 17.5 KiB)
 
 
 def _tools_list(command: list[str], env: dict[str, str]) -> tuple[int, int, list[tuple[str, int]]]:
@@ -241,12 +243,17 @@ def main() -> int:
             serve = [sys.executable, "-m", "azure_agent_mcp", "serve", "--sandbox", str(manifest),
                      "--audit-log", str(workdir / "audit.jsonl")]
             print("\ntools/list result, bytes as sent (compact JSON)")
-            for label, extra in (("read-only (default)", []), ("unrestricted (every tool)", ["--policy", "unrestricted"])):
+            devops = ["--policy", "unrestricted", "--devops-organization", json.loads(manifest.read_text())["devops_organization"]]
+            for label, extra, budget in (("read-only (default)", [], TOOLS_LIST_BUDGET),
+                                         ("unrestricted (every tool)", ["--policy", "unrestricted"], TOOLS_LIST_BUDGET),
+                                         ("unrestricted + devops org", devops, DEVOPS_TOOLS_LIST_BUDGET)):
                 size, count, each = _tools_list(serve + extra, env)
                 print(f"  {label:26s} {size:6d} B  {count:2d} tools  {size / count:6.0f} B/tool  "
-                      f"{size / TOOLS_LIST_BUDGET:.2f}x the 12 KiB budget ({TOOLS_LIST_BUDGET - size:+d} B)")
-            largest = sorted(each, key=lambda item: -item[1])[:5]
-            print("  largest tools: " + ", ".join(f"{name} {n} B" for name, n in largest))
+                      f"{size / budget:.2f}x the {budget // 1024} KiB budget ({budget - size:+d} B)")
+                largest = sorted(each, key=lambda item: -item[1])[:5]
+                print("    largest tools: " + ", ".join(f"{name} {n} B" for name, n in largest))
+            own = sum(n for name, n in each if name.startswith("devops_"))
+            print(f"  the devops_* tools alone   {own:6d} B")
             azmcp = None if args.skip_azure_mcp else _azure_mcp(workdir)
             if azmcp:
                 try:

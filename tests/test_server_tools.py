@@ -53,7 +53,11 @@ async def test_unrestricted_lists_everything_with_truthful_annotations(sandbox, 
     assert {t.name for t in listed.tools} == {t.name for t in catalog() if not t.needs_elevation}
     assert _tool(listed, "arm_request").input_schema["properties"]["method"]["enum"] == ["GET", "PUT", "PATCH", "POST", "DELETE"]
     delete = _tool(listed, "resource_delete")
-    assert delete.annotations.destructive_hint is True and delete.annotations.read_only_hint is False
+    assert delete.annotations.destructive_hint is True and delete.annotations.read_only_hint is not True
+    # a write tool leaves readOnlyHint out (false is MCP's default) but always says whether it is destructive
+    writes = [t for t in listed.tools if not t.annotations.read_only_hint]
+    assert writes and all(t.annotations.read_only_hint is None and t.annotations.destructive_hint is not None
+                          for t in writes)
     assert _tool(listed, "keyvault_secret_get").meta["azure-agent-mcp/secretBearing"] is True
     assert "azure-agent-mcp/secretBearing" not in (_tool(listed, "resource_list").meta or {})  # published only when true
     catalog_bytes = len(json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed.tools],

@@ -333,10 +333,9 @@ def _annotations(read_only: bool, destructive: bool, tool: AzureTool) -> ToolAnn
     """
     if read_only:
         return ToolAnnotations(read_only_hint=True, open_world_hint=False if tool.local_only else None)
-    return ToolAnnotations(
-        read_only_hint=False,
-        destructive_hint=destructive,
-        idempotent_hint=tool.idempotent,
+    return ToolAnnotations(  # read-only and idempotent hints left out: false is their default
+        destructive_hint=destructive,  # said either way: a client must never have to guess this one
+        idempotent_hint=True if tool.idempotent else None,
         open_world_hint=False if tool.local_only else None,
     )
 

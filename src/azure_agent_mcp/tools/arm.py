@@ -18,7 +18,7 @@ from azure_agent_mcp.tools.base import (
     clamp_top,
 )
 from azure_agent_mcp.tools.clients import RESOURCES_API_VERSION, AzureSession, split_resource_type
-from azure_agent_mcp.tools.schemas import ANY_OBJECT, INTEGER, NULLABLE_STRING, listing, obj, strings
+from azure_agent_mcp.tools.schemas import ANY_OBJECT, INTEGER, LISTING, NULLABLE_STRING, listing, obj, strings
 
 _RESOURCE_TYPE = re.compile(r"^[A-Za-z0-9.]+/[A-Za-z0-9/]+$")
 _NAME_FRAGMENT = re.compile(r"^[-\w.]{1,80}$")
@@ -270,7 +270,7 @@ TOOLS = (
         run=subscription_list,
         plan=_plan_subscriptions,
         operations=(DeclaredOperation("Microsoft.Resources/subscriptions/read"),),
-        output_schema=listing(strings("subscriptionId", "displayName")),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="group_list",
@@ -278,13 +278,13 @@ TOOLS = (
         run=group_list,
         plan=_plan_group_list,
         operations=(DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/read"),),
-        output_schema=listing(strings("id", "name")),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="resource_list",
         description=(
-            "Resources in a subscription or group, by type (Namespace/type) or name fragment; `top` (default 100), "
-            "and `continuation` (this session only) for more."
+            "Resources in a subscription or group, by type (Namespace/type) or name fragment; continuation (this "
+            "session only) pages."
         ),
         run=resource_list,
         plan=plan_resource_list,
@@ -292,11 +292,11 @@ TOOLS = (
             DeclaredOperation("Microsoft.Resources/subscriptions/resources/read"),
             DeclaredOperation("Microsoft.Resources/subscriptions/resourceGroups/resources/read"),
         ),
-        output_schema=listing(strings("id", "type"), continuation=NULLABLE_STRING),
+        output_schema=listing(ANY_OBJECT, continuation=NULLABLE_STRING),
     ),
     AzureTool(
         name="resource_get",
-        description="Get one resource by ARM id (api-version from provider metadata when omitted).",
+        description="One resource by ARM id (api-version from provider metadata when omitted).",
         run=resource_get,
         plan=_plan_resource_get,
         operations=(DeclaredOperation("*/read"),),
@@ -305,8 +305,8 @@ TOOLS = (
     AzureTool(
         name="arm_request",
         description=(
-            "One ARM request; `path` relative to ARM, e.g. /subscriptions/<id>/resourceGroups/<g>. The policy "
-            "checks its operation."
+            "One ARM request; path relative to ARM (/subscriptions/<id>/resourceGroups/<g>); the policy checks its "
+            "operation."
         ),
         run=arm_request,
         plan=_plan_arm_request,

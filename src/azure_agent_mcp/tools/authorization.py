@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from azure_agent_mcp.tools import arguments
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import ROLE_ASSIGNMENTS_API_VERSION, ROLE_DEFINITIONS_API_VERSION, AzureSession
-from azure_agent_mcp.tools.schemas import ANY_OBJECT, STRING, array, listing, obj, strings
+from azure_agent_mcp.tools.schemas import LISTING
 
 _DEFINITIONS = "/providers/Microsoft.Authorization/roleDefinitions"
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
@@ -154,11 +154,11 @@ def _plan_definitions(
 TOOLS = (
     AzureTool(
         name="role_assignment_list",
-        description="RBAC role assignments at a scope (subscription, resource group or resource id).",
+        description="RBAC role assignments at a scope (subscription, group or resource id).",
         run=role_assignment_list,
         plan=_plan,
         operations=(DeclaredOperation("Microsoft.Authorization/roleAssignments/read"),),
-        output_schema=listing(strings("principalId", "roleDefinitionId")),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="role_definition_list",
@@ -168,6 +168,6 @@ TOOLS = (
         run=role_definition_list,
         plan=_plan_definitions,
         operations=(DeclaredOperation("Microsoft.Authorization/roleDefinitions/read"),),
-        output_schema=listing(obj(("roleName",), roleName=STRING, permissions=array(ANY_OBJECT))),
+        output_schema=LISTING,
     ),
 )

@@ -23,7 +23,7 @@ from azure_agent_mcp.tools.base import (
     clamp_top,
 )
 from azure_agent_mcp.tools.clients import DEPLOYMENTS_API_VERSION, AzureSession
-from azure_agent_mcp.tools.schemas import ANY_OBJECT, STRING, array, listing, obj, strings
+from azure_agent_mcp.tools.schemas import ANY_OBJECT, LISTING, OBJECTS, obj
 
 _STATE = re.compile(r"[A-Za-z]{1,40}")
 _LISTED = ("provisioningState", "timestamp", "duration", "correlationId")
@@ -215,19 +215,17 @@ TOOLS = (
     AzureTool(
         name="deployment_list",
         description=(
-            "A group's template deployments (else the subscription's), newest first, with state and error; "
-            "`state` filters."
+            "A group's template deployments (else the subscription's), newest first, with state and error."
         ),
         run=deployment_list,
         plan=_plan_list,
         operations=(_DEPLOYMENT_READ,),
-        output_schema=listing(strings("name", "provisioningState")),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="deployment_get",
         description=(
-            "A deployment: parameters, outputs (withheld if secrets are denied), error, and operations with "
-            "target and status."
+            "A deployment: parameters, outputs (withheld if secrets are denied), error, operations."
         ),
         run=deployment_get,
         plan=_plan_get,
@@ -239,7 +237,7 @@ TOOLS = (
         output_schema=obj(
             ("deployment",),
             deployment=ANY_OBJECT,  # ARM's deployment: properties.provisioningState, outputs, error
-            operations=array(ANY_OBJECT),
+            operations=OBJECTS,
         ),
     ),
 )

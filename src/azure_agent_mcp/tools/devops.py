@@ -14,7 +14,7 @@ from typing import Any
 
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolOutput, clamp_top
 from azure_agent_mcp.tools.clients import AzureSession
-from azure_agent_mcp.tools.schemas import listing, strings
+from azure_agent_mcp.tools.schemas import LISTING
 
 PROJECTS_READ = "AzureDevOps/core/projects/read"
 REPOSITORIES_READ = "AzureDevOps/git/repositories/read"
@@ -35,20 +35,20 @@ def project_hint(project: str) -> str:
 # -- devops_project_list ---------------------------------------------------------------------
 
 
-def _projects_url(azure: AzureSession, top: int | None) -> str:
-    return azure.devops().org_url("projects", {"$top": str(clamp_top(top))})
+def _projects_url(azure: AzureSession) -> str:
+    return azure.devops().org_url("projects", {"$top": str(clamp_top(None))})
 
 
-def devops_project_list(azure: AzureSession, top: int | None = None) -> ToolOutput:
-    body = azure.devops().send("GET", _projects_url(azure, top)).body or {}
+def devops_project_list(azure: AzureSession) -> ToolOutput:
+    body = azure.devops().send("GET", _projects_url(azure)).body or {}
     items = [{k: p[k] for k in ("name", "id", "state", "visibility", "description") if p.get(k) is not None}
              for p in body.get("value", [])]
     org = azure.devops().organization
     return ToolOutput(f"{len(items)} project(s) in {org} visible to this identity.", {"organization": org, "items": items})
 
 
-def _plan_project_list(azure: AzureSession, top: int | None = None) -> list[PlannedRequest]:
-    return [PlannedRequest("GET", _projects_url(azure, top))]
+def _plan_project_list(azure: AzureSession) -> list[PlannedRequest]:
+    return [PlannedRequest("GET", _projects_url(azure))]
 
 
 # -- devops_repo_list ------------------------------------------------------------------------
@@ -74,15 +74,15 @@ _TOOLS = (
         run=devops_project_list,
         plan=_plan_project_list,
         operations=(DeclaredOperation(PROJECTS_READ),),
-        output_schema=listing(strings("name", "id", required=("name",))),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="devops_repo_list",
-        description="Git repositories of an Azure DevOps project.",
+        description="A project's Git repositories.",
         run=devops_repo_list,
         plan=_plan_repo_list,
         operations=(DeclaredOperation(REPOSITORIES_READ),),
-        output_schema=listing(strings("name", "defaultBranch", required=("name",))),
+        output_schema=LISTING,
     ),
 )
 

@@ -15,7 +15,7 @@ from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequ
 from azure_agent_mcp.tools.clients import AzureSession
 from azure_agent_mcp.tools.devops import REPOSITORIES_READ, identity
 from azure_agent_mcp.tools.devops_client import DevOpsRequestError
-from azure_agent_mcp.tools.schemas import INTEGER, STRING, listing, obj, strings
+from azure_agent_mcp.tools.schemas import LISTING, strings
 
 REFS_READ = "AzureDevOps/git/repositories/refs/read"
 ITEMS_READ = "AzureDevOps/git/repositories/items/read"
@@ -271,24 +271,24 @@ def _plan_push(
 TOOLS = (
     AzureTool(
         name="devops_branch_list",
-        description="Branches of an Azure DevOps Git repository, with their commit ids.",
+        description="A repository's branches and their commit ids.",
         run=devops_branch_list,
         plan=_plan_branch_list,
         operations=(DeclaredOperation(REFS_READ),),
-        output_schema=listing(strings("name", "objectId", required=("name", "objectId"))),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="devops_file_get",
-        description="A file's text at a branch (default: the repository's default branch).",
+        description="A file's text at a branch (default: the default branch).",
         run=devops_file_get,
         plan=_plan_file_get,
         operations=(DeclaredOperation(ITEMS_READ), DeclaredOperation(REPOSITORIES_READ)),
-        output_schema=strings("path", "branch", "content", required=("path", "content")),
+        output_schema=strings("content", required=("content",)),
     ),
     AzureTool(
         name="devops_push",
-        description="Commit file changes ([{path, content}], content null deletes) to a branch, creating it from base "
-                    "(default: the default branch) when new. expected_commit pins the branch tip.",
+        description="Commit [{path, content}] (null content deletes) to a branch; a new branch starts at base "
+                    "(default branch).",
         run=devops_push,
         plan=_plan_push,
         # the operation every call needs (declared operations are alternatives: a read here would keep the tool
@@ -296,6 +296,6 @@ TOOLS = (
         operations=(DeclaredOperation(PUSHES_WRITE),),
         read_only=False,
         idempotent=False,
-        output_schema=obj(("branch", "commitId"), branch=STRING, commitId=STRING, pushId=INTEGER),
+        output_schema=strings("branch", "commitId", required=("commitId",)),
     ),
 )

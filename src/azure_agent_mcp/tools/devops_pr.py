@@ -14,7 +14,7 @@ from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequ
 from azure_agent_mcp.tools.clients import AzureSession
 from azure_agent_mcp.tools.devops import identity
 from azure_agent_mcp.tools.devops_git import _default_branch, _repo_url, branch_name, repo_hint
-from azure_agent_mcp.tools.schemas import INTEGER, STRING, array, listing, obj, strings
+from azure_agent_mcp.tools.schemas import INTEGER, LISTING, STRING, obj
 
 PRS_READ = "AzureDevOps/git/repositories/pullRequests/read"
 PRS_WRITE = "AzureDevOps/git/repositories/pullRequests/write"
@@ -27,8 +27,7 @@ MAX_REVIEWERS = 20
 MAX_LINKED = 50
 MAX_TEXT = 32 * 1024
 _UPN = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", re.ASCII)
-_PR = obj(("pullRequestId",), pullRequestId=INTEGER, title=STRING, status=STRING, createdBy=strings("uniqueName"),
-          sourceRefName=STRING, targetRefName=STRING)
+_PR = obj(("pullRequestId",), pullRequestId=INTEGER, status=STRING)
 
 
 class ReviewerNotFound(ToolInputError):
@@ -124,7 +123,6 @@ def devops_pr_create(
     description: str | None = None,
     reviewers: list[str] | None = None,
     work_items: list[int] | None = None,
-    draft: bool = False,
 ) -> ToolOutput:
     source = branch_name(source_branch)
     people, linked = _checked_lists(reviewers, work_items)
@@ -135,7 +133,7 @@ def devops_pr_create(
     ids = [_resolve(azure, person) for person in people]
     body: dict[str, Any] = {
         "sourceRefName": f"refs/heads/{source}", "targetRefName": f"refs/heads/{target}", "title": title,
-        "description": description or "", "isDraft": bool(draft),
+        "description": description or "",
         "reviewers": [{"id": i} for i in ids], "workItemRefs": [{"id": str(w)} for w in linked],
     }
     conflict = (f"Check that branch {source} exists (devops_push creates it), that no active pull request from {source} "
@@ -151,7 +149,7 @@ def devops_pr_create(
 def _plan_pr_create(azure: AzureSession, project: str, repo: str, source_branch: str, title: str,
                     target_branch: str | None = None, description: str | None = None,
                     reviewers: list[str] | None = None, work_items: list[int] | None = None,
-                    draft: bool = False) -> list[PlannedRequest]:
+                    ) -> list[PlannedRequest]:
     branch_name(source_branch)
     people, _ = _checked_lists(reviewers, work_items)
     plan = [] if target_branch else [PlannedRequest("GET", _repo_url(azure, project, repo))]
@@ -239,7 +237,6 @@ def devops_pr_thread_reply(
     pull_request_id: int,
     content: str,
     thread_id: int | None = None,
-    parent_comment_id: int | None = None,
 ) -> ToolOutput:
     _text(content, "reply")
     url = _reply_url(azure, project, repo, pull_request_id, thread_id)
@@ -254,8 +251,7 @@ def devops_pr_thread_reply(
         comment = (thread.get("comments") or [{}])[0]
         data = {"pullRequestId": pull_request_id, "threadId": thread.get("id"), **comment}
     else:
-        parent = _number(parent_comment_id, "comment id") if parent_comment_id is not None else 1
-        body = {"content": content, "parentCommentId": parent, "commentType": 1}
+        body = {"content": content, "parentCommentId": 1, "commentType": 1}  # a reply to the thread's first comment
         answer = azure.devops().send("POST", url, body, hint=hint).body or {}
         data = {"pullRequestId": pull_request_id, "threadId": thread_id, **_comment_view(answer)}
     who = (data.get("author") or {}).get("uniqueName") or "this identity"
@@ -265,7 +261,7 @@ def devops_pr_thread_reply(
 
 
 def _plan_reply(azure: AzureSession, project: str, repo: str, pull_request_id: int, content: str,
-                thread_id: int | None = None, parent_comment_id: int | None = None) -> list[PlannedRequest]:
+                thread_id: int | None = None) -> list[PlannedRequest]:
     _text(content, "reply")
     return [PlannedRequest("POST", _reply_url(azure, project, repo, pull_request_id, thread_id))]
 
@@ -273,8 +269,7 @@ def _plan_reply(azure: AzureSession, project: str, repo: str, pull_request_id: i
 TOOLS = (
     AzureTool(
         name="devops_pr_create",
-        description="Open a pull request from a branch (target: default branch); reviewers by UPN/email, linked work "
-                    "item ids.",
+        description="Open a pull request into the default branch unless target_branch; reviewers by email.",
         run=devops_pr_create,
         plan=_plan_pr_create,
         operations=(DeclaredOperation(PRS_WRITE),),  # its reads (repository, identities) are in its plan
@@ -284,7 +279,7 @@ TOOLS = (
     ),
     AzureTool(
         name="devops_pr_get",
-        description="A pull request: status, branches, creator, reviewers and votes, linked work items.",
+        description="A pull request: status, branches, reviewers' votes, linked work items.",
         run=devops_pr_get,
         plan=_plan_pr_get,
         operations=(DeclaredOperation(PRS_READ),),
@@ -292,20 +287,20 @@ TOOLS = (
     ),
     AzureTool(
         name="devops_pr_threads_list",
-        description="A pull request's comment threads and their comments.",
+        description="A pull request's comment threads.",
         run=devops_pr_threads_list,
         plan=_plan_threads,
         operations=(DeclaredOperation(THREADS_READ),),
-        output_schema=listing(obj(("id",), id=INTEGER, comments=array(obj(("id",), id=INTEGER, content=STRING)))),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="devops_pr_thread_reply",
-        description="Reply in a pull request thread (thread_id), or start a new thread without one.",
+        description="Reply in thread_id, or without it start a new thread.",
         run=devops_pr_thread_reply,
         plan=_plan_reply,
         operations=(DeclaredOperation(THREAD_COMMENTS_WRITE), DeclaredOperation(THREADS_WRITE)),
         read_only=False,
         idempotent=False,
-        output_schema=obj(("threadId",), threadId=INTEGER, id=INTEGER, content=STRING),
+        output_schema=obj(("threadId",), threadId=INTEGER, id=INTEGER),
     ),
 )

@@ -15,7 +15,7 @@ from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequ
 from azure_agent_mcp.tools.clients import AzureSession
 from azure_agent_mcp.tools.devops import identity, project_hint
 from azure_agent_mcp.tools.devops_client import COMMENTS_API_VERSION, DevOpsRequestError
-from azure_agent_mcp.tools.schemas import ANY_OBJECT, INTEGER, STRING, listing, obj, strings
+from azure_agent_mcp.tools.schemas import ANY_OBJECT, INTEGER, LISTING, obj
 
 WORK_ITEMS_READ = "AzureDevOps/wit/workItems/read"
 WORK_ITEMS_WRITE = "AzureDevOps/wit/workItems/write"
@@ -31,7 +31,7 @@ _TYPE = re.compile(r"[A-Za-z][A-Za-z0-9 ._-]{0,127}", re.ASCII)
 _FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,127}", re.ASCII)
 _PATCH_OPS = ("add", "remove", "replace", "test", "move", "copy")
 _QUERY_FIELDS = ("System.Id", "System.WorkItemType", "System.Title", "System.State", "System.AssignedTo")
-_WORK_ITEM = obj(("id",), id=INTEGER, rev=INTEGER, fields=ANY_OBJECT, url=STRING)
+_WORK_ITEM = obj(("id",), id=INTEGER, rev=INTEGER, fields=ANY_OBJECT)
 
 
 def _work_item_id(value: int) -> int:
@@ -304,7 +304,7 @@ def _plan_comment(azure: AzureSession, project: str, id: int, text: str) -> list
 TOOLS = (
     AzureTool(
         name="devops_work_item_get",
-        description="An Azure DevOps work item: fields and links.",
+        description="A work item: rev, fields, relations.",
         run=devops_work_item_get,
         plan=_plan_get,
         operations=(DeclaredOperation(WORK_ITEMS_READ),),
@@ -312,15 +312,15 @@ TOOLS = (
     ),
     AzureTool(
         name="devops_work_item_query",
-        description="Find work items with a WIQL query (SELECT [System.Id] FROM WorkItems WHERE ...).",
+        description="Work items a WIQL query finds (SELECT [System.Id] FROM WorkItems WHERE ...).",
         run=devops_work_item_query,
         plan=_plan_query,
         operations=(DeclaredOperation(WIQL_READ), DeclaredOperation(WORK_ITEMS_READ)),
-        output_schema=listing(obj(("id",), id=INTEGER, title=STRING, state=STRING)),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="devops_work_item_create",
-        description="Create a work item (type: Bug, Task, User Story...); fields by reference name; parent id.",
+        description="Create a work item (type Bug, Task...); fields by reference name.",
         run=devops_work_item_create,
         plan=_plan_create,
         operations=(DeclaredOperation(WORK_ITEMS_WRITE),),
@@ -330,7 +330,7 @@ TOOLS = (
     ),
     AzureTool(
         name="devops_work_item_update",
-        description="Change a work item with a JSON Patch (list of {op, path, value}).",
+        description="Change a work item by JSON Patch ([{op, path, value}]).",
         run=devops_work_item_update,
         plan=_plan_update,
         operations=(DeclaredOperation(WORK_ITEMS_WRITE),),
@@ -347,6 +347,6 @@ TOOLS = (
         operations=(DeclaredOperation(COMMENTS_WRITE),),
         read_only=False,
         idempotent=False,
-        output_schema=obj(("id",), id=INTEGER, text=STRING, createdBy=strings("uniqueName")),
+        output_schema=obj(("id",), id=INTEGER),
     ),
 )

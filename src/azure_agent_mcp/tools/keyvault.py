@@ -7,7 +7,7 @@ from typing import Any
 
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
-from azure_agent_mcp.tools.schemas import listing, strings
+from azure_agent_mcp.tools.schemas import LISTING, strings
 
 _SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
 MAX_SECRETS_LISTED = 500
@@ -58,11 +58,11 @@ def _plan_get(azure: AzureSession, vault: str, name: str) -> list[PlannedRequest
 TOOLS = (
     AzureTool(
         name="keyvault_secret_list",
-        description="List a Key Vault's secrets: names and attributes, never values.",
+        description="A Key Vault's secret names and attributes, never values.",
         run=keyvault_secret_list,
         plan=_plan_list,
         operations=(DeclaredOperation("Microsoft.KeyVault/vaults/secrets/readMetadata/action", data_action=True),),
-        output_schema=listing(strings("name")),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="keyvault_secret_get",

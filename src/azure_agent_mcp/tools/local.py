@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from azure_agent_mcp.tools.base import AzureTool, ToolInputError, ToolOutput
 from azure_agent_mcp.tools.clients import AzureSession
-from azure_agent_mcp.tools.schemas import STRING, obj, strings
+from azure_agent_mcp.tools.schemas import ANY_OBJECT, STRING, obj
 
 
 # Data-plane operations (DataActions) live under these resource types; everything else is an Action
@@ -96,15 +96,15 @@ def _explain_tool(azure: AzureSession, name: str, scope: str | None) -> ToolOutp
 TOOLS = (
     AzureTool(
         name="whoami",
-        description="The agent session, its principal and the agent markers of its token (never the token).",
+        description="The agent session, its principal and its token's agent markers (never the token).",
         run=whoami,
         local_only=True,
-        output_schema=obj(("session",), session=strings("id")),
+        output_schema=obj(("session",), session=ANY_OBJECT),
     ),
     AzureTool(
         name="policy_explain",
         description="What the active policy decides for an operation (e.g. Microsoft.Web/sites/restart/action) at a "
-                    "scope, or for each one a tool may request (tool=).",
+                    "scope, or for a tool's operations (tool=).",
         run=policy_explain,
         local_only=True,
         # without an operation: the policy's summary; with one: the decision (effect, rule, reason, hint)

@@ -203,8 +203,8 @@ TOOLS = (
     AzureTool(
         name="log_query",
         description=(
-            "Log Analytics KQL query (AzureActivity, AppRequests...). workspace: ARM id, or name + resource_group. "
-            "timespan: ISO 8601 duration (default P1D) or start/end. At most top rows (100; max 1000)."
+            "Log Analytics KQL (AzureActivity, AppRequests...). workspace: ARM id, or name + resource_group. "
+            "timespan: duration (default P1D) or start/end."
         ),
         run=log_query,
         plan=_plan,
@@ -212,11 +212,7 @@ TOOLS = (
         output_schema=s.obj(
             ("status", "tables"),
             status=s.STRING,
-            tables=s.array(s.obj(
-                ("columns", "rows"),
-                columns=s.array(s.ANY_OBJECT),  # {name, type}
-                rows=s.array({"type": "array"}),
-            )),
+            tables=s.OBJECTS,  # each {name, columns: [{name, type}], rows: [[...]]}
             partial_error=s.nullable(s.ANY_OBJECT),
         ),
     ),

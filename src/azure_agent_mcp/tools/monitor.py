@@ -324,40 +324,38 @@ def _plan_metrics_get(azure: AzureSession, resource_id: str, metric_names: list[
 # -- output schemas (small: tools/list carries every tool) ----------------------------------------
 
 _S = schemas
-_EVENT = _S.strings("time", "operation", "status", "caller", "correlation_id")
-_METRIC = _S.obj(("name", "points"), name=_S.STRING, points=_S.array(_S.ANY_OBJECT))
 
 TOOLS = (
     AzureTool(
         name="activity_log_list",
         description=(
-            "Activity log (writes, deletes, actions, failures), newest first, with agent_session for agent-tagged "
-            "callers. start/end: ISO 8601; timespan: duration (PT1H); default 24 h. operation: name or * pattern."
+            "Activity log events (writes, deletes, actions), newest first; agent_session names agent callers. "
+            "timespan (PT1H; default 24 h) or ISO 8601 start/end; operation may use *."
         ),
         run=activity_log_list,
         plan=_plan_activity_log_list,
         operations=(DeclaredOperation("Microsoft.Insights/eventtypes/values/read"),),
-        output_schema=_S.listing(_EVENT, continuation=_S.NULLABLE_STRING),
+        output_schema=_S.listing(_S.ANY_OBJECT, continuation=_S.NULLABLE_STRING),
     ),
     AzureTool(
         name="metrics_list",
         description=(
-            "A resource's metric definitions: names, units, aggregations, intervals."
+            "A resource's metric definitions (names, units, aggregations)."
         ),
         run=metrics_list,
         plan=_plan_metrics_list,
         operations=(DeclaredOperation("Microsoft.Insights/metricDefinitions/read"),),
-        output_schema=_S.listing(_S.strings("name", required=("name",))),
+        output_schema=_S.LISTING,
     ),
     AzureTool(
         name="metrics_get",
         description=(
             "Metric values: metric_names (default the first), timespan (PT1H, or start/end), interval "
-            "(PT1M..P1D), aggregation. At most 1440 points per metric."
+            "(PT1M..P1D); at most 1440 points per metric."
         ),
         run=metrics_get,
         plan=_plan_metrics_get,
         operations=(DeclaredOperation("Microsoft.Insights/metrics/read"),),
-        output_schema=_S.obj(("metrics",), metrics=_S.array(_METRIC)),
+        output_schema=_S.obj(("metrics",), metrics=_S.OBJECTS),  # each {name, unit, points: [{timeStamp, ...}]}
     ),
 )

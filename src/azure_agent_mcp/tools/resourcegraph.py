@@ -163,9 +163,8 @@ TOOLS = (
     AzureTool(
         name=TOOL,
         description=(
-            "KQL over Resource Graph's Resources and ResourceContainers in `subscriptions` (default: the default "
-            "one) or a `management_group`: rows the identity may read. `top` (100, max 1000); `continuation` "
-            "with the same query and scopes for more."
+            "KQL over Resource Graph (Resources, ResourceContainers) in subscriptions (default: the default one) "
+            "or a management_group; continuation needs the same query and scopes."
         ),
         run=resource_graph_query,
         plan=_plan,

@@ -5,7 +5,8 @@ types. Objects stay open (``additionalProperties`` is not set): the server adds 
 when it withholds secrets, and Azure adds fields over time. A withheld value is the string
 ``***REDACTED***`` wherever it stands (``policy.redaction``), so a field that can carry a secret is
 typed loosely enough to hold that string too. Keep descriptions out of here; the tool's
-description says what the result means.
+description says what the result means. Nested objects (a listing's items, a resource body) stay open
+too: the schema names the top-level keys a result always has.
 
 Schemas describe successful results only. An error result (``isError: true``) carries
 ``{"error": {"code", "message", ...}}`` (``server.results.failure``); MCP clients do not validate
@@ -28,6 +29,7 @@ BOOLEAN: dict[str, Any] = {"type": "boolean"}
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 TAGS: dict[str, Any] = {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
 STRINGS: dict[str, Any] = {"type": "array", "items": STRING}
+OBJECTS: dict[str, Any] = {"type": "array", "items": ANY_OBJECT}
 
 
 def obj(required: tuple[str, ...] = (), **properties: dict[str, Any]) -> dict[str, Any]:
@@ -59,11 +61,18 @@ def listing(item: dict[str, Any], *required: str, **extra: dict[str, Any]) -> di
     return obj(("items", *required), items=array(item), **extra)
 
 
+LISTING: dict[str, Any] = listing(ANY_OBJECT)
+"""The shape most listings share: ``items``, each an open object. An item's fields are what Azure names
+them (``name``, ``id``...) and the model reads them in the result; spelling them out again in every
+``tools/list`` costs ~40 bytes a field and tells a client nothing it validates."""
+
+
 # -- input schemas ---------------------------------------------------------------------------------
 
 
 def compact_input_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The input schema without pydantic's titles, and ``T | None = None`` arguments as plain ``T``.
+    """The input schema without pydantic's titles or ``additionalProperties: true``, and ``T | None = None``
+    arguments as plain ``T``.
 
     An optional argument is one not in ``required``; saying again that it may be ``null`` (and that
     its default is ``null``) costs ~60 bytes per argument in every ``tools/list`` and tells a client
@@ -78,7 +87,8 @@ def _compact(node: Any) -> Any:
         return [_compact(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: value for key, value in node.items() if key != "title"}
+    # a title, and additionalProperties: true (JSON Schema's default for any object), say nothing a client needs
+    out = {key: value for key, value in node.items() if key != "title" and not (key == "additionalProperties" and value is True)}
     variants = out.get("anyOf")
     if isinstance(variants, list) and {"type": "null"} in variants and "default" in out:
         kept = [v for v in variants if v != {"type": "null"}]
@@ -86,7 +96,7 @@ def _compact(node: Any) -> Any:
             out.pop("anyOf")
             if out.get("default") is None:
                 out.pop("default")
-            out = {**kept[0], **out}
+            out = {**_compact(kept[0]), **out}
     if "properties" in out and isinstance(out["properties"], dict):
         out["properties"] = {name: _compact(value) for name, value in out["properties"].items()}
     for key in ("items", "additionalProperties", "anyOf", "$defs"):

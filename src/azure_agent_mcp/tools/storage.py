@@ -6,7 +6,7 @@ from azure_agent_mcp.tools.arm import plan_resource_list, resource_list
 from azure_agent_mcp.tools.base import AzureTool, DeclaredOperation, PlannedRequest, ToolInputError, ToolOutput
 from azure_agent_mcp.tools import arguments
 from azure_agent_mcp.tools.clients import AzureSession
-from azure_agent_mcp.tools.schemas import array, listing, obj, strings
+from azure_agent_mcp.tools.schemas import LISTING, OBJECTS, obj
 
 STORAGE_TYPE = "Microsoft.Storage/storageAccounts"
 STORAGE_API_VERSION = "2023-05-01"
@@ -52,7 +52,7 @@ TOOLS = (
         run=storage_account_list,
         plan=_plan_list,
         operations=(DeclaredOperation("Microsoft.Resources/subscriptions/resources/read"),),
-        output_schema=listing(strings("id")),
+        output_schema=LISTING,
     ),
     AzureTool(
         name="storage_account_keys",
@@ -60,7 +60,7 @@ TOOLS = (
         run=storage_account_keys,
         plan=_plan_keys,
         operations=(DeclaredOperation("Microsoft.Storage/storageAccounts/listKeys/action"),),
-        output_schema=obj(("keys",), keys=array(strings("keyName", "value"))),
+        output_schema=obj(("keys",), keys=OBJECTS),  # each {keyName, value, permissions}
         read_only=False,
         idempotent=True,
         secret_bearing=True,
