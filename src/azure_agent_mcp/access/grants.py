@@ -5,7 +5,8 @@ session that asked and to nothing else: the guard consults ``GrantBook.widen`` o
 with the time of ``clock.GrantClock``, so a grant stops applying the moment it ends. A grant can
 lift only the refusals that mean "the policy does not grant this" (no Actions pattern, NotActions,
 the read-only narrowing); an explicit Deny (the secret-bearing catalog), a scope outside
-AssignableScopes, an operation Azure does not publish and an unmappable request stay refused.
+AssignableScopes, an operation Azure does not publish and an unmappable request stay refused, and
+so does any secret-bearing operation under a custom policy that does not Deny it.
 
 The book also holds two kinds of one-shot tickets:
 
@@ -299,6 +300,8 @@ class GrantBook:
         that names the grant."""
         if decision.effect is not Effect.DENY or not decision.rule.startswith(LIFTABLE_RULES):
             return decision, None
+        if _secret_bearing(decision.operation):  # never, whatever the policy's own Denies say (a custom one may have none)
+            return decision, None
         grant = self.covering(session_id, decision.operation, decision.scope, decision.data_action)
         if grant is None:
             return decision, None
@@ -376,6 +379,13 @@ class GrantBook:
                     self._permits.remove(permit)
                     return permit
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_bearing(operation: str) -> bool:
+    from azure_agent_mcp.policy.catalog import secret_bearing
+
+    return secret_bearing(operation)
 
 
 def scope_deepest(a: str, b: str) -> str:

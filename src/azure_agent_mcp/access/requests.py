@@ -52,6 +52,7 @@ class AccessPlan:
 
 def check_request(elevation: Elevation | None, session: Any, book: GrantBook | None, *, scope: str, duration: str,
                   justification: str, operations: list[str] | None = None, role: str | None = None) -> AccessPlan:
+    from azure_agent_mcp.policy.catalog import secret_bearing
     from azure_agent_mcp.policy.patterns import pattern_problem
     from azure_agent_mcp.policy.scopes import scope_problem
     from azure_agent_mcp.tools.local import is_data_action
@@ -115,6 +116,11 @@ def check_request(elevation: Elevation | None, session: Any, book: GrantBook | N
                     f"[{', '.join(elevation.operations) or 'none'}].",
                     hint="Ask only for operations the Elevation block lists" +
                          (", or for one of its Roles." if elevation.roles else "."))
+            if secret_bearing(operation):
+                raise AccessRequestError(
+                    f"Operation {operation} is secret-bearing (it returns keys, secrets or connection strings); "
+                    "temporary access never grants one, whatever the Elevation block matches.",
+                    hint="Ask a human to read the secret, or for an operation that does not return one.")
             (data_actions if is_data_action(operation) else actions).append(operation)
     remaining = session.remaining() if session is not None else None
     if remaining is not None and getattr(session, "expires_at", None) is not None:
