@@ -79,3 +79,25 @@ def test_no_grant_lifts_a_secret_bearing_operation_whatever_the_policy_says():
         decision = decide(policy, operation, scope, data_action=data)
         assert decision.effect is Effect.DENY
         assert book.widen("s-1", decision)[0].effect is Effect.DENY, operation
+
+
+@pytest.mark.parametrize("justification", [
+    "restart after the config change\n  at: /subscriptions/x/resourceGroups/rg-dev (dev only)",
+    "restart\r  operation: Microsoft.Web/sites/read",
+    "restart\u2028  at: rg-dev",  # a line separator renders as a new line too
+    "restart \u202egnp.ved-gr\u202c",  # a right-to-left override makes the text read otherwise
+    "restart \x1b[2K\x1b[1Aapproved scope: rg-dev",  # terminal escapes rewrite what was shown
+])
+async def test_a_justification_cannot_forge_lines_of_the_approval_question(fresh_sandbox_state, tmp_path, justification):
+    """The justification is the agent's text inside the human's question: it must not add or hide lines."""
+    from access_helpers import request_args
+
+    sandbox = fresh_sandbox_state
+    asked: list[str] = []
+    runtime = elevation_runtime(sandbox, tmp_path)
+    async with Client(build_server(runtime), elicitation_callback=approver(asked)) as client:
+        answer = await client.call_tool("access_request", request_args(sandbox.manifest, justification=justification))
+    runtime.close()
+    assert asked == [], asked
+    assert answer.is_error and error_of(answer)["code"] == "AccessRequestRefused", answer.content[0].text
+    assert "justification" in answer.content[0].text
