@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ from azure_agent_mcp.tools.base import ToolInputError
 MAX_JUSTIFICATION = 500
 """Characters a justification may have (it is shown to the user and sent to PIM)."""
 MIN_SECONDS = 60
+_NOT_ONE_LINE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Unicode categories a justification may not hold: controls (new lines, escapes), format (bidi overrides), separators."""
 SESSION_MARGIN_SECONDS = 60
 """A grant must end at least this long before its agent session does (it never outlives it)."""
 
@@ -84,6 +87,12 @@ def check_request(elevation: Elevation | None, session: Any, book: GrantBook | N
     if not text:
         raise AccessRequestError("justification is missing: say why the access is needed (the user and PIM read it).",
                                  hint="Pass a one-sentence justification.")
+    odd = next((c for c in text if unicodedata.category(c) in _NOT_ONE_LINE), None)
+    if odd is not None:
+        raise AccessRequestError(
+            f"justification contains {unicodedata.name(odd, hex(ord(odd)))} (U+{ord(odd):04X}): it is shown to the user "
+            "inside the approval question, so it must be one line of plain text (no line breaks, control or "
+            "direction characters).", hint="Pass a one-sentence justification on one line.")
     if len(text) > MAX_JUSTIFICATION:
         raise AccessRequestError(f"justification is {len(text)} characters, over the limit of {MAX_JUSTIFICATION}.",
                                  hint=f"Shorten it to {MAX_JUSTIFICATION} characters or fewer.")
