@@ -101,3 +101,28 @@ async def test_a_justification_cannot_forge_lines_of_the_approval_question(fresh
     assert asked == [], asked
     assert answer.is_error and error_of(answer)["code"] == "AccessRequestRefused", answer.content[0].text
     assert "justification" in answer.content[0].text
+
+
+async def test_two_concurrent_overlapping_requests_make_one_grant(fresh_sandbox_state, tmp_path):
+    """Both pass the overlap check before either grant exists (the tool looks for a PIM eligibility in
+    between): approved together, they must still leave one grant, the other refused as overlapping."""
+    import anyio
+    from access_helpers import elevation_policy, request_args
+
+    sandbox = fresh_sandbox_state
+    policy = elevation_policy(tmp_path, sandbox.manifest, Roles=["Reader"])  # no eligibility: local grants only
+    runtime = elevation_runtime(sandbox, tmp_path, policy=policy)
+    answers: list[Any] = [None, None]
+    async with Client(build_server(runtime), elicitation_callback=approver(think=0.3)) as client:
+        async def ask(index: int) -> None:
+            answers[index] = await client.call_tool("access_request", request_args(
+                sandbox.manifest, justification=f"restart app-orders-prod, reason {index}"))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(ask, 0)
+            group.start_soon(ask, 1)
+        listed = await client.call_tool("access_list", {})
+    runtime.close()
+    assert len(listed.structured_content["items"]) == 1, listed.structured_content
+    refused = [a for a in answers if a.is_error]
+    assert len(refused) == 1 and "overlaps" in refused[0].content[0].text, [a.content[0].text for a in answers]
