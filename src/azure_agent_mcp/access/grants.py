@@ -197,6 +197,7 @@ class GrantBook:
         self._pending: dict[tuple[str, str], PendingApproval] = {}
         self._permits: list[Permit] = []
         self._widened: dict[tuple[str, Decision], Decision] = {}
+        self._requesting: dict[str, threading.Lock] = {}
 
     # -- audit ----------------------------------------------------------------------------------
 
@@ -325,6 +326,12 @@ class GrantBook:
                    f"(policy '{decision.policy}' alone: {decision.rule}).",
             hint="",
         )
+
+    def requesting(self, session_id: str) -> threading.Lock:
+        """The session's lock for one access_request, held from its checks (overlap) until its grant is added:
+        two concurrent requests would otherwise both pass the overlap check before either grant exists."""
+        with self._lock:
+            return self._requesting.setdefault(session_id, threading.Lock())
 
     # -- approvals --------------------------------------------------------------------------------
 
