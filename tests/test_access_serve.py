@@ -129,13 +129,13 @@ async def test_a_local_grant_without_eligibility_widens_only_the_local_policy(fr
     assert [e["status"] for e in restarts_sent(sandbox, since)] == [403]
 
 
-GET_SECRET = "Microsoft.KeyVault/vaults/secrets/getSecret/action"
+SECRET_METADATA = "Microsoft.KeyVault/vaults/secrets/readMetadata/action"  # a secret-bearing one is never asked for
 
 
 @pytest.mark.parametrize(("roles", "target", "operation", "duration", "max_duration", "words"), [
     (["Contributor"], "/providers/Microsoft.Web/sites/app-orders-prod", RESTART, "PT10M", "PT1H",
      "requires an approver's approval"),
-    (["Key Vault Secrets User"], "/providers/Microsoft.KeyVault/vaults/kv-sandbox-prod", GET_SECRET, "PT10M", "PT1H",
+    (["Key Vault Secrets User"], "/providers/Microsoft.KeyVault/vaults/kv-sandbox-prod", SECRET_METADATA, "PT10M", "PT1H",
      "requires a Conditional Access authentication context"),
     (["Website Contributor"], "/providers/Microsoft.Web/sites/app-orders-prod", RESTART, "PT90M", "PT2H",
      "over the maximum activation duration"),

@@ -127,9 +127,14 @@ def _raw(pairs):
 
 
 def _every_reading(pairs):
-    """Every subscription list a lenient reader could take from the body (any key casing, first or last duplicate)."""
+    """Every subscription list a lenient reader could take from the body (any key casing, first or last duplicate).
+
+    A ``managementGroups`` that is null or empty names no group: beside a subscription list it is no reading
+    of its own (the query reads the subscriptions), so it is not counted as one."""
     found = []
     for key, value in pairs:
+        if key.lower() == "managementgroups" and value in (None, []):
+            continue
         if key.lower() in ("subscriptions", "managementgroups"):
             found.append((key.lower(), value))
     return found

@@ -5,7 +5,8 @@ session that asked and to nothing else: the guard consults ``GrantBook.widen`` o
 with the time of ``clock.GrantClock``, so a grant stops applying the moment it ends. A grant can
 lift only the refusals that mean "the policy does not grant this" (no Actions pattern, NotActions,
 the read-only narrowing); an explicit Deny (the secret-bearing catalog), a scope outside
-AssignableScopes, an operation Azure does not publish and an unmappable request stay refused.
+AssignableScopes, an operation Azure does not publish and an unmappable request stay refused, and
+so does any secret-bearing operation under a custom policy that does not Deny it.
 
 The book also holds two kinds of one-shot tickets:
 
@@ -196,6 +197,7 @@ class GrantBook:
         self._pending: dict[tuple[str, str], PendingApproval] = {}
         self._permits: list[Permit] = []
         self._widened: dict[tuple[str, Decision], Decision] = {}
+        self._requesting: dict[str, threading.Lock] = {}
 
     # -- audit ----------------------------------------------------------------------------------
 
@@ -316,6 +318,8 @@ class GrantBook:
         that names the grant."""
         if decision.effect is not Effect.DENY or not decision.rule.startswith(LIFTABLE_RULES):
             return decision, None
+        if _secret_bearing(decision.operation):  # never, whatever the policy's own Denies say (a custom one may have none)
+            return decision, None
         grant = self.covering(session_id, decision.operation, decision.scope, decision.data_action)
         if grant is None:
             return decision, None
@@ -339,6 +343,12 @@ class GrantBook:
                    f"(policy '{decision.policy}' alone: {decision.rule}).",
             hint="",
         )
+
+    def requesting(self, session_id: str) -> threading.Lock:
+        """The session's lock for one access_request, held from its checks (overlap) until its grant is added:
+        two concurrent requests would otherwise both pass the overlap check before either grant exists."""
+        with self._lock:
+            return self._requesting.setdefault(session_id, threading.Lock())
 
     # -- approvals --------------------------------------------------------------------------------
 
@@ -393,6 +403,13 @@ class GrantBook:
                     self._permits.remove(permit)
                     return permit
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_bearing(operation: str) -> bool:
+    from azure_agent_mcp.policy.catalog import secret_bearing
+
+    return secret_bearing(operation)
 
 
 def scope_deepest(a: str, b: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ from azure_agent_mcp.tools.base import ToolInputError
 MAX_JUSTIFICATION = 500
 """Characters a justification may have (it is shown to the user and sent to PIM)."""
 MIN_SECONDS = 60
+_NOT_ONE_LINE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Unicode categories a justification may not hold: controls (new lines, escapes), format (bidi overrides), separators."""
 SESSION_MARGIN_SECONDS = 60
 """A grant must end at least this long before its agent session does (it never outlives it)."""
 
@@ -52,6 +55,7 @@ class AccessPlan:
 
 def check_request(elevation: Elevation | None, session: Any, book: GrantBook | None, *, scope: str, duration: str,
                   justification: str, operations: list[str] | None = None, role: str | None = None) -> AccessPlan:
+    from azure_agent_mcp.policy.catalog import secret_bearing
     from azure_agent_mcp.policy.patterns import pattern_problem
     from azure_agent_mcp.policy.scopes import scope_problem
     from azure_agent_mcp.tools.local import is_data_action
@@ -83,6 +87,12 @@ def check_request(elevation: Elevation | None, session: Any, book: GrantBook | N
     if not text:
         raise AccessRequestError("justification is missing: say why the access is needed (the user and PIM read it).",
                                  hint="Pass a one-sentence justification.")
+    odd = next((c for c in text if unicodedata.category(c) in _NOT_ONE_LINE), None)
+    if odd is not None:
+        raise AccessRequestError(
+            f"justification contains {unicodedata.name(odd, hex(ord(odd)))} (U+{ord(odd):04X}): it is shown to the user "
+            "inside the approval question, so it must be one line of plain text (no line breaks, control or "
+            "direction characters).", hint="Pass a one-sentence justification on one line.")
     if len(text) > MAX_JUSTIFICATION:
         raise AccessRequestError(f"justification is {len(text)} characters, over the limit of {MAX_JUSTIFICATION}.",
                                  hint=f"Shorten it to {MAX_JUSTIFICATION} characters or fewer.")
@@ -115,6 +125,11 @@ def check_request(elevation: Elevation | None, session: Any, book: GrantBook | N
                     f"[{', '.join(elevation.operations) or 'none'}].",
                     hint="Ask only for operations the Elevation block lists" +
                          (", or for one of its Roles." if elevation.roles else "."))
+            if secret_bearing(operation):
+                raise AccessRequestError(
+                    f"Operation {operation} is secret-bearing (it returns keys, secrets or connection strings); "
+                    "temporary access never grants one, whatever the Elevation block matches.",
+                    hint="Ask a human to read the secret, or for an operation that does not return one.")
             (data_actions if is_data_action(operation) else actions).append(operation)
     remaining = session.remaining() if session is not None else None
     if remaining is not None and getattr(session, "expires_at", None) is not None:

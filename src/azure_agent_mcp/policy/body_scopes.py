@@ -35,7 +35,10 @@ class BodyScopeError(ValueError):
 
 
 def is_body_scoped(operation: str) -> bool:
-    return operation.lower() in BODY_SCOPED
+    from azure_agent_mcp.policy.devops_body_scopes import DEVOPS_BODY_SCOPED
+
+    folded = operation.lower()
+    return folded in BODY_SCOPED or folded in DEVOPS_BODY_SCOPED
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

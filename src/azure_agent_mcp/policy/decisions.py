@@ -17,6 +17,8 @@ from dataclasses import replace
 from typing import Any
 
 from azure_agent_mcp.policy.body_scopes import BodyScopeError, body_scopes, is_body_scoped
+from azure_agent_mcp.policy.devops_body_scopes import HINT as DEVOPS_HINT
+from azure_agent_mcp.policy.devops_body_scopes import devops_body_scopes
 from azure_agent_mcp.policy.effects import Decision, Effect
 from azure_agent_mcp.policy.engine import decide
 from azure_agent_mcp.policy.errors import UnmappableRequestError
@@ -65,6 +67,8 @@ def _without_query(url: str, limit: int = 300) -> str:
 
 
 def _unreadable(policy: Policy, mapped: MappedRequest, problem: str) -> Decision:
+    hint = (DEVOPS_HINT if mapped.plane == "devops" else "Send a JSON object whose 'subscriptions' is a list of "
+            "subscription GUIDs and/or whose 'managementGroups' is a list of management group names.")
     return Decision(
         effect=Effect.DENY,
         operation=mapped.operation,
@@ -74,14 +78,16 @@ def _unreadable(policy: Policy, mapped: MappedRequest, problem: str) -> Decision
         policy=policy.name,
         reason=f"{mapped.operation} acts at the scopes its request body names, and the body cannot be read for "
         f"them: {problem}. The guard refuses what it cannot decide.",
-        hint="Send a JSON object whose 'subscriptions' is a list of subscription GUIDs and/or whose "
-        "'managementGroups' is a list of management group names.",
+        hint=hint,
     )
 
 
 def _at_body_scopes(policy: Policy, mapped: MappedRequest, body: Any) -> tuple[Decision, MappedRequest]:
     try:
-        scopes = body_scopes(body)
+        if mapped.plane == "devops":
+            scopes = devops_body_scopes(mapped.operation, mapped.scope, body)
+        else:
+            scopes = body_scopes(body)
     except BodyScopeError as exc:
         return _unreadable(policy, mapped, str(exc)), mapped
     decisions = [decide(policy, mapped.operation, scope, data_action=mapped.data_action) for scope in scopes]

@@ -37,12 +37,18 @@ def access_request(
     operations: list[str] | None = None,
     role: str | None = None,
 ) -> ToolOutput:
+    book = _book(azure)
+    with book.requesting(azure.session.id):  # check to grant in one piece: a concurrent request sees this grant
+        return _access_request(azure, book, scope, duration, justification, operations, role)
+
+
+def _access_request(azure: AzureSession, book: Any, scope: str, duration: str, justification: str,
+                    operations: list[str] | None, role: str | None) -> ToolOutput:
     from azure_agent_mcp.access import pim
     from azure_agent_mcp.access.grants import utc_iso
     from azure_agent_mcp.access.requests import check_request
     from azure_agent_mcp.callcontext import current_call
 
-    book = _book(azure)
     plan = check_request(azure.policy.elevation, azure.session, book, scope=scope, duration=duration,
                          justification=justification, operations=operations, role=role)
     call = current_call()
