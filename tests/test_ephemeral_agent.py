@@ -85,7 +85,7 @@ def test_create_use_delete(fresh_sandbox_state, tmp_path):
 
 
 def test_an_expired_session_loses_its_identity(fresh_sandbox_state, tmp_path):
-    """No roles, an 8 s session (over HTTP a session starts with its first request, not with the process): at
+    """No roles, a 12 s session (over HTTP a session starts with its first request, not with the process): at
     its end the timer deletes the identity, and the session gets no more tokens."""
     import httpx
     from http_raw import call, result_of
@@ -94,7 +94,7 @@ def test_an_expired_session_loses_its_identity(fresh_sandbox_state, tmp_path):
     sandbox = fresh_sandbox_state
     graph = Graph(sandbox)
     audit = tmp_path / "audit.jsonl"
-    server = HttpServe(sandbox, audit, tmp_path / "state", *EPHEMERAL, "--session-ttl", "8s")
+    server = HttpServe(sandbox, audit, tmp_path / "state", *EPHEMERAL, "--session-ttl", "12s")
     try:
         with httpx.Client(timeout=60, trust_env=False) as http:
             who = result_of(call(http, server.url, "whoami", session="short"))["structuredContent"]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from server_helpers import audit_records
 
 from azure_agent_mcp.access.ephemeral import (
+    made_by,
     TAG,
     TAG_EXPIRES,
     TAG_PROCESS,
@@ -126,3 +127,20 @@ def test_role_tags_round_trip():
     role = EphemeralRole.parse(f"Website Contributor@{SCOPE}/")
     assert role.scope == SCOPE and role.role_definition == "de139f84-1756-47ae-9be6-808fbbe84772"
     assert roles_of([TAG, role.tag, "azure-agent-mcp:role=junk"]) == [EphemeralRole(role.role_definition, SCOPE)]
+
+
+BLUEPRINT = "0b1e5c1a-0000-4000-a000-0000000000b1"
+
+
+@pytest.mark.parametrize("item, ours", [
+    ({"id": "x", "tags": [TAG], "agentIdentityBlueprintId": BLUEPRINT}, True),
+    ({"id": "x", "tags": [TAG], "agentIdentityBlueprintId": BLUEPRINT.upper()}, True),
+    ({"id": "x", "tags": [], "agentIdentityBlueprintId": BLUEPRINT}, False),  # untagged: a person's, not ours
+    ({"id": "x", "tags": [TAG + "x"], "agentIdentityBlueprintId": BLUEPRINT}, False),
+    ({"id": "x", "tags": [TAG], "agentIdentityBlueprintId": "another"}, False),  # another blueprint's
+    ({"id": "x", "tags": [TAG]}, False),
+    ({"id": "x", "tags": TAG, "agentIdentityBlueprintId": BLUEPRINT}, False),  # not a list
+])
+def test_the_sweep_deletes_only_what_it_can_tell_is_its_own_whatever_graph_listed(item, ours):
+    """The listing's filter is Graph's; a deletion is ours, so the sweep checks the tag and blueprint again."""
+    assert made_by(item, BLUEPRINT) is ours

@@ -151,6 +151,13 @@ def leftover_reason(tags: list[str], now: datetime.datetime, grace: float, *, ho
     return None
 
 
+def made_by(item: dict[str, Any], blueprint_client_id: str) -> bool:
+    """Whether a listed identity is an ephemeral one of this blueprint: tagged so, and its blueprint's."""
+    tags = item.get("tags") or []
+    blueprint = str(item.get("agentIdentityBlueprintId") or "")
+    return isinstance(tags, list) and TAG in tags and blueprint.lower() == blueprint_client_id.lower()
+
+
 def roles_of(tags: list[str]) -> list[EphemeralRole]:
     found = []
     for tag in tags:
@@ -355,6 +362,8 @@ class EphemeralAgents:
         removed = []
         for item in found:
             object_id, tags = str(item.get("id")), list(item.get("tags") or [])
+            if not made_by(item, self.blueprint_client_id):
+                continue  # Graph's filter is not trusted with a deletion: ours is checked here too
             with self._lock:
                 if object_id in self._live:
                     continue
