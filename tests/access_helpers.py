@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import anyio
-
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
+from mcp import StdioServerParameters
 from mcp_types import ElicitResult
 
 RESTART = "Microsoft.Web/sites/restart/action"
@@ -99,3 +101,19 @@ def request_args(manifest: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 def restarts_sent(sandbox: Any, since: int, name: str = "app-orders-prod") -> list[dict[str, Any]]:
     return [e for e in sandbox.requests("arm", since=since)
             if e.get("method") == "POST" and str(e.get("path", "")).lower().endswith(f"/sites/{name}/restart")]
+
+
+def reader_serve(sandbox: Any, tmp_path: Path, policy: Path, *extra: str,
+                 session: str = "elev-serve") -> StdioServerParameters:
+    """``serve --sandbox`` over stdio as the reader (the user PIM makes eligible), with ``policy``."""
+    env = dict(os.environ)
+    env.update(AZURE_AGENT_MCP_STATE_DIR=str(tmp_path / "state"), AZURE_AGENT_MCP_SANDBOX_USER="reader",
+               COPILOT_AGENT_SESSION_ID=session)
+    for key in ("AZURE_AGENT_MCP_POLICY", "AZURE_AGENT_MCP_READ_ONLY", "AZURE_AGENT_MCP_AUDIT_LOG"):
+        env.pop(key, None)
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "azure_agent_mcp", "serve", "--sandbox", str(sandbox.manifest_path), "--audit-log",
+              str(tmp_path / "audit.jsonl"), "--policy", str(policy), *extra],
+        env=env,
+    )

@@ -9,8 +9,6 @@ and request journal, the audit log.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,17 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
-from access_helpers import RESTART, app_group, approver, elevation_policy, request_args, restart_args, restarts_sent, site
+from access_helpers import (
+    RESTART,
+    app_group,
+    approver,
+    elevation_policy,
+    reader_serve,
+    request_args,
+    restart_args,
+    restarts_sent,
+    site,
+)
 from server_helpers import audit_records, error_of
 
 pytestmark = pytest.mark.anyio
@@ -31,17 +39,7 @@ def anyio_backend() -> str:
 
 
 def _serve(sandbox: Any, tmp_path: Path, policy: Path, *extra: str) -> StdioServerParameters:
-    env = dict(os.environ)
-    env.update(AZURE_AGENT_MCP_STATE_DIR=str(tmp_path / "state"), AZURE_AGENT_MCP_SANDBOX_USER="reader",
-               COPILOT_AGENT_SESSION_ID="elev-serve")
-    for key in ("AZURE_AGENT_MCP_POLICY", "AZURE_AGENT_MCP_READ_ONLY", "AZURE_AGENT_MCP_AUDIT_LOG"):
-        env.pop(key, None)
-    return StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "azure_agent_mcp", "serve", "--sandbox", str(sandbox.manifest_path), "--audit-log",
-              str(tmp_path / "audit.jsonl"), "--policy", str(policy), *extra],
-        env=env,
-    )
+    return reader_serve(sandbox, tmp_path, policy, *extra, session="elev-serve")
 
 
 def _active_website_contributor(sandbox: Any) -> list[dict[str, Any]]:

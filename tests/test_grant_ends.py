@@ -10,8 +10,6 @@ sandbox's PIM state and request journal, the audit log.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from access_helpers import app_group, approver, elevation_policy, request_args
+from access_helpers import app_group, approver, elevation_policy, reader_serve, request_args
 from serve_helpers import HttpServe
 from server_helpers import audit_records
 
@@ -38,17 +36,7 @@ def anyio_backend() -> str:
 
 
 def _stdio(sandbox: Any, tmp_path: Path, policy: Path, *extra: str) -> StdioServerParameters:
-    env = dict(os.environ)
-    env.update(AZURE_AGENT_MCP_STATE_DIR=str(tmp_path / "state"), AZURE_AGENT_MCP_SANDBOX_USER="reader",
-               COPILOT_AGENT_SESSION_ID="grant-ends")
-    for key in ("AZURE_AGENT_MCP_POLICY", "AZURE_AGENT_MCP_READ_ONLY", "AZURE_AGENT_MCP_AUDIT_LOG"):
-        env.pop(key, None)
-    return StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "azure_agent_mcp", "serve", "--sandbox", str(sandbox.manifest_path), "--audit-log",
-              str(tmp_path / "audit.jsonl"), "--policy", str(policy), *extra],
-        env=env,
-    )
+    return reader_serve(sandbox, tmp_path, policy, *extra, session="grant-ends")
 
 
 def _http(sandbox: Any, tmp_path: Path, policy: Path, *extra: str) -> HttpServe:

@@ -247,12 +247,7 @@ def _parse_profile_shape(data: dict[str, Any], keys: dict[str, str], where: str,
             key=keys["profile"],
         )
     base = builtin_profile(name.lower())
-    principal = _string(data, keys, "expectedprincipal", where, source)
-    if principal is not None and not _GUID.fullmatch(principal):
-        key = keys["expectedprincipal"]
-        raise PolicyLoadError(
-            f"{where}: key '{key}': '{principal}' is not an app id or object id (a GUID)", source=source, key=key
-        )
+    principal = _expected_principal(data, keys, where, source)
     return Policy(
         name=source,
         source=source,
@@ -364,12 +359,7 @@ def _finish(
             if problem is not None:
                 raise PolicyLoadError(f"{where}: key '{key}[{index}]': {problem}", source=source, key=key)
         scopes = tuple(raw)
-    principal = _string(data, keys, "expectedprincipal", where, source)
-    if principal is not None and not _GUID.fullmatch(principal):
-        key = keys["expectedprincipal"]
-        raise PolicyLoadError(
-            f"{where}: key '{key}': '{principal}' is not an app id or object id (a GUID)", source=source, key=key
-        )
+    principal = _expected_principal(data, keys, where, source)
     return Policy(
         name=source,
         source=source,
@@ -406,6 +396,16 @@ def _patterns(
                 f"{where}: key '{prefix}{key}[{index}]': bad pattern: {problem}", source=source, key=prefix + key
             )
     return tuple(raw)
+
+
+def _expected_principal(data: dict[str, Any], keys: dict[str, str], where: str, source: str) -> str | None:
+    principal = _string(data, keys, "expectedprincipal", where, source)
+    if principal is not None and not _GUID.fullmatch(principal):
+        key = keys["expectedprincipal"]
+        raise PolicyLoadError(
+            f"{where}: key '{key}': '{principal}' is not an app id or object id (a GUID)", source=source, key=key
+        )
+    return principal
 
 
 def _string(data: dict[str, Any], keys: dict[str, str], lower: str, where: str, source: str) -> str | None:
