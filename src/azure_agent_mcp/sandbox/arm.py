@@ -65,6 +65,15 @@ def _not_found_route(request: Request) -> ArmFailure:
                                        f"'{request.origin}{request.path}'.")
 
 
+
+def request_body(request: Request) -> Any:
+    """The JSON body, or ARM's 400 for one it cannot read (every room under ARM answers the same)."""
+    try:
+        return request.json()
+    except BadRequestBodyError as exc:
+        raise ArmFailure(400, "InvalidRequestContent",
+                         f"The request content was invalid and could not be deserialized: '{exc}'.") from exc
+
 class ArmPlane:
     def __init__(self, state: Any) -> None:
         self.state = state
@@ -167,13 +176,6 @@ class ArmPlane:
 
     def _can_read(self, principal: Principal, operation: str, scope: str) -> bool:
         return self.state.authorizer.allowed(principal.object_id, operation, scope)
-
-    def _body(self, request: Request) -> Any:
-        try:
-            return request.json()
-        except BadRequestBodyError as exc:
-            raise ArmFailure(400, "InvalidRequestContent",
-                             f"The request content was invalid and could not be deserialized: '{exc}'.") from exc
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -341,7 +343,7 @@ class ArmPlane:
             return self._put_group(request, group_id, name, existing)
         if method == "PATCH":
             group = self._group_doc(group_id)
-            body = self._body(request) or {}
+            body = request_body(request) or {}
             if not isinstance(body, dict):
                 raise ArmFailure(400, "InvalidRequestContent", "The request content must be a JSON object.")
             if isinstance(body.get("tags"), dict):
@@ -365,7 +367,7 @@ class ArmPlane:
             raise ArmFailure(400, "InvalidResourceGroup",
                              f"The provided resource group name '{name}' has invalid characters or length. The name "
                              "can only be 1-90 letters, digits, '-', '.', '(', ')' or '_', and cannot end with '.'.")
-        body = self._body(request)
+        body = request_body(request)
         if not isinstance(body, dict):
             raise ArmFailure(400, "InvalidRequestContent", "The request content must be a JSON object with a "
                                                            "'location'.")
@@ -568,7 +570,7 @@ class ArmPlane:
             return self._put_resource(request, resource_id, known, group, rest)
         if method == "PATCH":
             resource = self._resource(resource_id, known)
-            body = self._body(request) or {}
+            body = request_body(request) or {}
             if not isinstance(body, dict):
                 raise ArmFailure(400, "InvalidRequestContent", "The request content must be a JSON object.")
             if isinstance(body.get("tags"), dict):
@@ -599,7 +601,7 @@ class ArmPlane:
 
     def _put_resource(self, request: Request, resource_id: str, known: tuple[str, str, list[str]],
                       group: dict[str, Any], rest: list[str]) -> Response:
-        body = self._body(request)
+        body = request_body(request)
         if not isinstance(body, dict):
             raise ArmFailure(400, "InvalidRequestContent", "The request content must be a JSON object.")
         child = len(rest) > 2
@@ -674,7 +676,7 @@ class ArmPlane:
         if rtype == "microsoft.storage/storageaccounts" and action == "listkeys":
             return json_response(200, {"keys": [dict(k) for k in world.keys.get(key, [])]})
         if rtype == "microsoft.storage/storageaccounts" and action == "regeneratekey":
-            body = self._body(request)
+            body = request_body(request)
             key_name = body.get("keyName") if isinstance(body, dict) else None
             entries = world.keys.get(key, [])
             target = next((k for k in entries if isinstance(key_name, str) and k["keyName"] == key_name.lower()), None)
@@ -799,7 +801,7 @@ class ArmPlane:
             raise ArmFailure(400, "InvalidRoleAssignmentId",
                              f"The role assignment ID '{name}' is not valid. The role assignment ID must be a "
                              "GUID.") from exc
-        body = self._body(request)
+        body = request_body(request)
         props = body.get("properties") if isinstance(body, dict) else None
         if not isinstance(props, dict):
             raise ArmFailure(400, "InvalidRequestContent",

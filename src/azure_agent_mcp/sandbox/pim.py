@@ -17,11 +17,11 @@ import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from azure_agent_mcp.sandbox import pim_docs
-from azure_agent_mcp.sandbox.arm import ArmFailure
+from azure_agent_mcp.sandbox.arm import ArmFailure, request_body
 from azure_agent_mcp.sandbox.clock import iso
 from azure_agent_mcp.sandbox.pim_policies import PimRequestError, policy_assignment_document, policy_document
 from azure_agent_mcp.sandbox.pim_requests import RequestProcessor
-from azure_agent_mcp.sandbox.protocol import BadRequestBodyError, Response, json_response
+from azure_agent_mcp.sandbox.protocol import Response, json_response
 from azure_agent_mcp.sandbox.rbac import BUILTIN_ROLES, scope_contains
 
 if TYPE_CHECKING:
@@ -86,12 +86,12 @@ class PimRoom:
         method = request.method
         if collection == "roleAssignmentScheduleRequests":
             if len(tail) == 1 and method == "PUT":
-                created = self.requests.create(principal, scope, tail[0], self._body(request))
+                created = self.requests.create(principal, scope, tail[0], request_body(request))
                 return json_response(201, pim_docs.schedule_request(self.state.world, created))
             if len(tail) == 2 and tail[1].lower() == "cancel" and method == "POST":
                 return self._cancel(principal, scope, tail[0], target)
             if len(tail) == 2 and tail[1].lower() == "validate" and method == "POST":
-                verdict = self.requests.create(principal, scope, tail[0], self._body(request), dry_run=True)
+                verdict = self.requests.create(principal, scope, tail[0], request_body(request), dry_run=True)
                 return json_response(200, pim_docs.schedule_request(self.state.world, verdict))
         if method != "GET" or len(tail) > 1:
             raise ArmFailure(405 if len(tail) <= 1 else 404,
@@ -164,13 +164,6 @@ class PimRoom:
         return Response(200)
 
     # -- helpers -----------------------------------------------------------------------------------
-
-    def _body(self, request: Request) -> Any:
-        try:
-            return request.json()
-        except BadRequestBodyError as exc:
-            raise ArmFailure(400, "InvalidRequestContent",
-                             f"The request content was invalid and could not be deserialized: '{exc}'.") from exc
 
     def _canonical_scope(self, scope: str) -> str:
         """The scope in the world's casing; ARM's not-found errors for scopes that do not exist."""
